@@ -1,0 +1,271 @@
+//! The chain port over JSON-RPC, and hot-wallet keys that sign EIP-1559 transactions with
+//! alloy. We allocate nonces ourselves (in the store) and never use alloy's nonce filler.
+
+use super::rpc::RpcClient;
+use crate::ports::*;
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// One chain reached through one JSON-RPC endpoint.
+#[derive(Debug)]
+pub struct EvmChain {
+    rpc: RpcClient,
+    chain_id: u64,
+    /// Upper bound on max_fee_per_gas we will ever sign, in wei.
+    max_fee_cap: u128,
+    /// Priority fee used when the node cannot suggest one, in wei.
+    default_priority_fee: u128,
+}
+
+fn hex_u64(v: &Value) -> Result<u64, ChainError> {
+    let s = v.as_str().ok_or_else(|| ChainError::Malformed(format!("expected hex quantity, got {v}")))?;
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| ChainError::Malformed(format!("bad quantity {s}")))
+}
+
+fn hex_u128(v: &Value) -> Result<u128, ChainError> {
+    let s = v.as_str().ok_or_else(|| ChainError::Malformed(format!("expected hex quantity, got {v}")))?;
+    u128::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| ChainError::Malformed(format!("bad quantity {s}")))
+}
+
+fn parse<T: std::str::FromStr>(v: &Value, what: &str) -> Result<T, ChainError> {
+    v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| ChainError::Malformed(format!("bad {what}: {v}")))
+}
+
+fn receipt(v: &Value) -> Result<TxReceipt, ChainError> {
+    Ok(TxReceipt {
+        tx_hash: parse(&v["transactionHash"], "transactionHash")?,
+        from: parse(&v["from"], "from")?,
+        block_number: hex_u64(&v["blockNumber"])?,
+        block_hash: parse(&v["blockHash"], "blockHash")?,
+        success: hex_u64(&v["status"])? == 1,
+    })
+}
+
+impl EvmChain {
+    /// Connects and checks that the node serves `expected_chain_id`.
+    pub async fn connect(url: &str, expected_chain_id: u64, max_fee_cap: u128, timeout: Duration) -> Result<EvmChain, ChainError> {
+        let rpc = RpcClient::new(url, timeout)?;
+        let got = hex_u64(&rpc.call("eth_chainId", json!([])).await?)?;
+        if got != expected_chain_id {
+            return Err(ChainError::Rpc {
+                code: 0,
+                message: format!("{} serves chain id {got}, configured {expected_chain_id}", rpc.endpoint_label()),
+            });
+        }
+        Ok(EvmChain { rpc, chain_id: got, max_fee_cap, default_priority_fee: 1_000_000_000 })
+    }
+
+    /// Asks a node which chain it serves, before any config decision is made.
+    pub async fn probe_chain_id(url: &str, timeout: Duration) -> Result<u64, ChainError> {
+        let rpc = RpcClient::new(url, timeout)?;
+        hex_u64(&rpc.call("eth_chainId", json!([])).await?)
+    }
+
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+}
+
+impl Chain for EvmChain {
+    fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    async fn head(&self) -> Result<u64, ChainError> {
+        hex_u64(&self.rpc.call("eth_blockNumber", json!([])).await?)
+    }
+
+    async fn fees(&self) -> Result<Fees, ChainError> {
+        let answers = self
+            .rpc
+            .batch(vec![("eth_getBlockByNumber".into(), json!(["latest", false])), ("eth_maxPriorityFeePerGas".into(), json!([]))])
+            .await?;
+        let mut it = answers.into_iter();
+        let block = it.next().unwrap_or_else(|| Err(ChainError::Malformed("no block".into())))?;
+        let base = hex_u128(&block["baseFeePerGas"]).unwrap_or(0);
+        let tip = match it.next() {
+            Some(Ok(v)) => hex_u128(&v).unwrap_or(self.default_priority_fee),
+            _ => self.default_priority_fee,
+        };
+        // Room for the base fee to double over a few blocks, as wallets commonly do; the
+        // cap bounds what a fee spike can cost us.
+        let max_fee = base.saturating_mul(2).saturating_add(tip).min(self.max_fee_cap);
+        Ok(Fees { max_fee_per_gas: max_fee, max_priority_fee_per_gas: tip.min(max_fee) })
+    }
+
+    async fn send_raw(&self, raws: Vec<Bytes>) -> Result<Vec<SendResult>, ChainError> {
+        let calls = raws.iter().map(|r| ("eth_sendRawTransaction".to_owned(), json!([r]))).collect();
+        let answers = match self.rpc.batch(calls).await {
+            Ok(a) => a,
+            Err(e @ ChainError::Transport(_)) => return Ok(raws.iter().map(|_| SendResult::Unknown(e.to_string())).collect()),
+            Err(e) => return Err(e),
+        };
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(_) => SendResult::Accepted,
+                Err(ChainError::Rpc { message, .. }) => SendResult::classify(&message),
+                Err(e) => SendResult::Unknown(e.to_string()),
+            })
+            .collect())
+    }
+
+    async fn block_receipts(&self, from: u64, to: u64) -> Result<Vec<BlockReceipts>, ChainError> {
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let mut calls = Vec::new();
+        for n in from..=to {
+            calls.push(("eth_getBlockByNumber".to_owned(), json!([format!("{n:#x}"), false])));
+            calls.push(("eth_getBlockReceipts".to_owned(), json!([format!("{n:#x}")])));
+        }
+        let answers = self.rpc.batch(calls).await?;
+        let mut out = Vec::new();
+        for (i, pair) in answers.chunks(2).enumerate() {
+            let (block, receipts) = match pair {
+                [Ok(b), Ok(r)] if !b.is_null() && !r.is_null() => (b, r),
+                // Past the head (or a node behind us): stop; the next round continues here.
+                [Ok(_), Ok(_)] => break,
+                [Err(e), _] | [_, Err(e)] => return Err(e.clone()),
+                _ => return Err(ChainError::Malformed("odd batch answer".into())),
+            };
+            let hash: B256 = parse(&block["hash"], "block hash")?;
+            let list = receipts.as_array().ok_or_else(|| ChainError::Malformed("receipts not an array".into()))?;
+            let receipts = list.iter().map(receipt).collect::<Result<Vec<_>, _>>()?;
+            // Receipts fetched in the same batch may come from a block that replaced this
+            // one in a reorg between the two reads; keep them only if they agree.
+            if receipts.iter().any(|r| r.block_hash != hash) {
+                break;
+            }
+            out.push(BlockReceipts { number: from + i as u64, hash, receipts });
+        }
+        Ok(out)
+    }
+
+    async fn block_hashes(&self, numbers: Vec<u64>) -> Result<Vec<Option<B256>>, ChainError> {
+        let calls = numbers.iter().map(|n| ("eth_getBlockByNumber".to_owned(), json!([format!("{n:#x}"), false]))).collect();
+        self.rpc
+            .batch(calls)
+            .await?
+            .into_iter()
+            .map(|a| {
+                let b = a?;
+                if b.is_null() { Ok(None) } else { parse(&b["hash"], "block hash").map(Some) }
+            })
+            .collect()
+    }
+
+    async fn receipts(&self, hashes: Vec<B256>) -> Result<Vec<Option<TxReceipt>>, ChainError> {
+        let calls = hashes.iter().map(|h| ("eth_getTransactionReceipt".to_owned(), json!([h]))).collect();
+        self.rpc
+            .batch(calls)
+            .await?
+            .into_iter()
+            .map(|a| {
+                let r = a?;
+                if r.is_null() { Ok(None) } else { receipt(&r).map(Some) }
+            })
+            .collect()
+    }
+
+    async fn nonce(&self, address: Address, pending: bool) -> Result<u64, ChainError> {
+        let tag = if pending { "pending" } else { "latest" };
+        hex_u64(&self.rpc.call("eth_getTransactionCount", json!([address, tag])).await?)
+    }
+
+    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+        parse(&self.rpc.call("eth_getBalance", json!([address, "latest"])).await?, "balance")
+    }
+}
+
+/// Hot-wallet keys held in this process. alloy's signer keeps the key in a k256
+/// `SigningKey`, which zeroizes on drop; we never expose it, and `Debug` shows addresses only.
+pub struct LocalKeys {
+    signers: HashMap<Address, PrivateKeySigner>,
+    order: Vec<Address>,
+}
+
+impl std::fmt::Debug for LocalKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKeys").field("wallets", &self.order).finish()
+    }
+}
+
+impl LocalKeys {
+    /// From a hex private key. The caller's copy is zeroized when its `Zeroizing` drops; the
+    /// error never repeats the input.
+    pub fn from_hex(keys: &[Zeroizing<String>]) -> Result<LocalKeys, KeyError> {
+        let mut signers = Vec::new();
+        for k in keys {
+            let bytes = Zeroizing::new(
+                hex::decode(k.trim().trim_start_matches("0x"))
+                    .map_err(|_| KeyError::Load("hot-wallet key is not hex (value not shown)".into()))?,
+            );
+            let b =
+                B256::try_from(bytes.as_slice()).map_err(|_| KeyError::Load("hot-wallet key is not 32 bytes (value not shown)".into()))?;
+            let s =
+                PrivateKeySigner::from_bytes(&b).map_err(|_| KeyError::Load("hot-wallet key is not a valid secp256k1 scalar".into()))?;
+            signers.push(s);
+        }
+        Ok(Self::from_signers(signers))
+    }
+
+    /// From an encrypted (Web3 Secret Storage) keystore file.
+    pub fn from_keystore(path: &std::path::Path, password: &Zeroizing<String>) -> Result<LocalKeys, KeyError> {
+        let s = PrivateKeySigner::decrypt_keystore(path, password.as_bytes())
+            .map_err(|e| KeyError::Load(format!("keystore {}: {e}", path.display())))?;
+        Ok(Self::from_signers(vec![s]))
+    }
+
+    fn from_signers(signers: Vec<PrivateKeySigner>) -> LocalKeys {
+        let order: Vec<Address> = signers.iter().map(|s| s.address()).collect();
+        LocalKeys { signers: signers.into_iter().map(|s| (s.address(), s)).collect(), order }
+    }
+}
+
+impl Keys for LocalKeys {
+    fn wallets(&self) -> Vec<Address> {
+        self.order.clone()
+    }
+
+    fn sign(&self, wallet: Address, t: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
+        let signer = self.signers.get(&wallet).ok_or(KeyError::UnknownWallet(wallet))?;
+        let tx = TxEip1559 {
+            chain_id: t.chain_id,
+            nonce: t.nonce,
+            gas_limit: t.gas_limit,
+            max_fee_per_gas: t.fees.max_fee_per_gas,
+            max_priority_fee_per_gas: t.fees.max_priority_fee_per_gas,
+            to: TxKind::Call(t.to),
+            value: t.value,
+            access_list: Default::default(),
+            input: t.input.clone(),
+        };
+        let sig = signer.sign_hash_sync(&tx.signature_hash()).map_err(|e| KeyError::Signing(e.to_string()))?;
+        let env = TxEnvelope::from(tx.into_signed(sig));
+        Ok(SignedTx {
+            hash: *env.tx_hash(),
+            raw: Bytes::from(env.encoded_2718()),
+            max_fee_per_gas: t.fees.max_fee_per_gas,
+            max_priority_fee_per_gas: t.fees.max_priority_fee_per_gas,
+            gas_limit: t.gas_limit,
+        })
+    }
+}
+
+alloy::sol! {
+    function transfer(address to, uint256 amount) returns (bool);
+}
+
+/// Calldata of an ERC-20 `transfer(to, amount)`.
+pub fn erc20_transfer_calldata(to: Address, amount: U256) -> Bytes {
+    use alloy::sol_types::SolCall;
+    Bytes::from(transferCall { to, amount }.abi_encode())
+}

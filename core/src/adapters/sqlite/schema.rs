@@ -1,0 +1,120 @@
+//! Diesel table definitions for `migrations/sqlite`.
+
+diesel::table! {
+    withdrawals (id) {
+        id -> Text,
+        client_id -> Text,
+        idempotency_key -> Text,
+        request_hash -> Text,
+        user_id -> Text,
+        asset -> Text,
+        chain_id -> BigInt,
+        to_address -> Text,
+        amount -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        nudged_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    attempts (tx_hash) {
+        tx_hash -> Text,
+        withdrawal_id -> Text,
+        wallet -> Text,
+        chain_id -> BigInt,
+        nonce -> BigInt,
+        kind -> Text,
+        raw -> Binary,
+        max_fee_per_gas -> Text,
+        max_priority_fee_per_gas -> Text,
+        gas_limit -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    inclusions (withdrawal_id) {
+        withdrawal_id -> Text,
+        chain_id -> BigInt,
+        tx_hash -> Text,
+        block_number -> BigInt,
+        block_hash -> Text,
+        success -> Bool,
+    }
+}
+
+diesel::table! {
+    history (id) {
+        id -> BigInt,
+        withdrawal_id -> Text,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        reason -> Nullable<Text>,
+        actor -> Text,
+        at -> BigInt,
+    }
+}
+
+diesel::table! {
+    wallet_nonces (chain_id, wallet) {
+        chain_id -> BigInt,
+        wallet -> Text,
+        next_nonce -> BigInt,
+    }
+}
+
+diesel::table! {
+    balances (user_id, asset) {
+        user_id -> Text,
+        asset -> Text,
+        credited -> Text,
+        reserved -> Text,
+        spent -> Text,
+    }
+}
+
+diesel::table! {
+    reservations (withdrawal_id) {
+        withdrawal_id -> Text,
+        user_id -> Text,
+        asset -> Text,
+        amount -> Text,
+        state -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    queue_messages (id) {
+        id -> BigInt,
+        queue -> Text,
+        body -> Text,
+        sent_at -> BigInt,
+        visible_at -> BigInt,
+        receive_count -> Integer,
+    }
+}
+
+diesel::table! {
+    chain_cursors (chain_id) {
+        chain_id -> BigInt,
+        block_number -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at -> BigInt,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        reason -> Nullable<Text>,
+        detail -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations);

@@ -1,0 +1,597 @@
+//! The record store on SQLite.
+
+use super::Sqlite;
+use super::schema::{attempts, audit_log, chain_cursors, history, inclusions, wallet_nonces, withdrawals};
+use crate::domain::{Amount, Status, WithdrawalId};
+use crate::ports::*;
+use alloy::primitives::{Address, B256, Bytes};
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Sqlite,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteStore {
+    pub fn new(db: Sqlite, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = withdrawals)]
+struct WithdrawalRow {
+    id: String,
+    client_id: String,
+    idempotency_key: String,
+    request_hash: String,
+    user_id: String,
+    asset: String,
+    chain_id: i64,
+    to_address: String,
+    amount: String,
+    status: String,
+    reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    nudged_at: Option<i64>,
+}
+
+impl WithdrawalRow {
+    fn into_domain(self) -> Result<Withdrawal, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("withdrawal {}: bad {what}", self.id));
+        Ok(Withdrawal {
+            to: self.to_address.parse().map_err(|_| corrupt("to_address"))?,
+            amount: Amount::from_base_units(&self.amount).ok_or_else(|| corrupt("amount"))?,
+            status: self.status.parse().map_err(|_| corrupt("status"))?,
+            chain_id: u64::try_from(self.chain_id).map_err(|_| corrupt("chain_id"))?,
+            id: WithdrawalId::from_stored(self.id),
+            client_id: self.client_id,
+            user_id: self.user_id,
+            asset: self.asset,
+            reason: self.reason,
+            created_at_ms: self.created_at,
+            updated_at_ms: self.updated_at,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = attempts)]
+struct AttemptRow {
+    tx_hash: String,
+    withdrawal_id: String,
+    wallet: String,
+    chain_id: i64,
+    nonce: i64,
+    kind: String,
+    raw: Vec<u8>,
+    max_fee_per_gas: String,
+    max_priority_fee_per_gas: String,
+    gas_limit: i64,
+    created_at: i64,
+}
+
+impl AttemptRow {
+    fn into_domain(self) -> Result<Attempt, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("attempt {}: bad {what}", self.tx_hash));
+        Ok(Attempt {
+            tx_hash: self.tx_hash.parse().map_err(|_| corrupt("tx_hash"))?,
+            wallet: self.wallet.parse().map_err(|_| corrupt("wallet"))?,
+            chain_id: self.chain_id as u64,
+            nonce: self.nonce as u64,
+            kind: match self.kind.as_str() {
+                "transfer" => AttemptKind::Transfer,
+                "cancel" => AttemptKind::Cancel,
+                _ => return Err(corrupt("kind")),
+            },
+            raw: Bytes::from(self.raw),
+            max_fee_per_gas: self.max_fee_per_gas.parse().map_err(|_| corrupt("max_fee_per_gas"))?,
+            max_priority_fee_per_gas: self.max_priority_fee_per_gas.parse().map_err(|_| corrupt("max_priority_fee_per_gas"))?,
+            gas_limit: self.gas_limit as u64,
+            created_at_ms: self.created_at,
+            withdrawal_id: WithdrawalId::from_stored(self.withdrawal_id),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = inclusions)]
+struct InclusionRow {
+    withdrawal_id: String,
+    chain_id: i64,
+    tx_hash: String,
+    block_number: i64,
+    block_hash: String,
+    success: bool,
+}
+
+impl InclusionRow {
+    fn into_domain(self) -> Result<Inclusion, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("inclusion {}: bad {what}", self.withdrawal_id));
+        Ok(Inclusion {
+            tx_hash: self.tx_hash.parse().map_err(|_| corrupt("tx_hash"))?,
+            block_number: self.block_number as u64,
+            block_hash: self.block_hash.parse().map_err(|_| corrupt("block_hash"))?,
+            success: self.success,
+            withdrawal_id: WithdrawalId::from_stored(self.withdrawal_id),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = history)]
+struct NewHistory<'a> {
+    withdrawal_id: &'a str,
+    from_status: Option<&'a str>,
+    to_status: &'a str,
+    reason: Option<&'a str>,
+    actor: &'a str,
+    at: i64,
+}
+
+fn hex_addr(a: &Address) -> String {
+    format!("{a:#x}")
+}
+
+fn hex_hash(h: &B256) -> String {
+    format!("{h:#x}")
+}
+
+/// Moves one withdrawal `from -> to` if it is still in `from`; appends history if it did.
+fn transition_one(conn: &mut SqliteConnection, t: &Transition, now: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(withdrawals::table.filter(withdrawals::id.eq(t.id.as_str())).filter(withdrawals::status.eq(t.from.as_str())))
+        .set((
+            withdrawals::status.eq(t.to.as_str()),
+            withdrawals::reason.eq(t.reason.as_deref()),
+            withdrawals::updated_at.eq(now),
+            withdrawals::nudged_at.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    if n == 1 {
+        diesel::insert_into(history::table)
+            .values(NewHistory {
+                withdrawal_id: t.id.as_str(),
+                from_status: Some(t.from.as_str()),
+                to_status: t.to.as_str(),
+                reason: t.reason.as_deref(),
+                actor: &t.actor,
+                at: now,
+            })
+            .execute(conn)?;
+    }
+    Ok(n == 1)
+}
+
+fn load_rows(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Withdrawal>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    // SQLite caps bound parameters (32766 since 3.32); chunk well below it.
+    for chunk in ids.chunks(500) {
+        let rows: Vec<WithdrawalRow> =
+            withdrawals::table.filter(withdrawals::id.eq_any(chunk)).select(WithdrawalRow::as_select()).load(conn)?;
+        for r in rows {
+            out.push(r.into_domain()?);
+        }
+    }
+    Ok(out)
+}
+
+impl Store for SqliteStore {
+    async fn submit(&self, batch: Vec<NewWithdrawal>) -> Result<Vec<SubmitOutcome>, StoreError> {
+        let now = self.clock.now_ms();
+        self.db
+            .run(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let mut out = Vec::with_capacity(batch.len());
+                    for w in batch {
+                        let existing: Option<(String, String, String)> = withdrawals::table
+                            .filter(withdrawals::client_id.eq(&w.client_id))
+                            .filter(withdrawals::idempotency_key.eq(&w.idempotency_key))
+                            .select((withdrawals::id, withdrawals::request_hash, withdrawals::status))
+                            .first(conn)
+                            .optional()?;
+                        if let Some((id, hash, status)) = existing {
+                            let id = WithdrawalId::from_stored(id);
+                            if hash == w.request_hash {
+                                let status = status.parse().map_err(|_| StoreError::Corrupt(format!("status {status}")))?;
+                                out.push(SubmitOutcome::Existing { id, status });
+                            } else {
+                                out.push(SubmitOutcome::Conflict { id });
+                            }
+                            continue;
+                        }
+                        diesel::insert_into(withdrawals::table)
+                            .values(WithdrawalRow {
+                                id: w.id.as_str().to_owned(),
+                                client_id: w.client_id,
+                                idempotency_key: w.idempotency_key,
+                                request_hash: w.request_hash,
+                                user_id: w.user_id,
+                                asset: w.asset,
+                                chain_id: w.chain_id as i64,
+                                to_address: hex_addr(&w.to),
+                                amount: w.amount.base_units(),
+                                status: Status::Received.as_str().to_owned(),
+                                reason: None,
+                                created_at: now,
+                                updated_at: now,
+                                nudged_at: None,
+                            })
+                            .execute(conn)?;
+                        diesel::insert_into(history::table)
+                            .values(NewHistory {
+                                withdrawal_id: w.id.as_str(),
+                                from_status: None,
+                                to_status: Status::Received.as_str(),
+                                reason: None,
+                                actor: "intake",
+                                at: now,
+                            })
+                            .execute(conn)?;
+                        out.push(SubmitOutcome::Created { id: w.id });
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    async fn get(&self, id: &WithdrawalId) -> Result<Option<WithdrawalDetail>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.db
+            .run(move |conn| {
+                let Some(row) =
+                    withdrawals::table.filter(withdrawals::id.eq(&id)).select(WithdrawalRow::as_select()).first(conn).optional()?
+                else {
+                    return Ok(None);
+                };
+                let attempts = attempts::table
+                    .filter(attempts::withdrawal_id.eq(&id))
+                    .order(attempts::created_at.asc())
+                    .select(AttemptRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(AttemptRow::into_domain)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let history = history::table
+                    .filter(history::withdrawal_id.eq(&id))
+                    .order(history::id.asc())
+                    .select((history::from_status, history::to_status, history::reason, history::actor, history::at))
+                    .load::<(Option<String>, String, Option<String>, String, i64)>(conn)?
+                    .into_iter()
+                    .map(|(from, to, reason, actor, at)| {
+                        Ok(HistoryEntry {
+                            from: from.map(|f| f.parse()).transpose().map_err(|_| StoreError::Corrupt("history status".into()))?,
+                            to: to.parse().map_err(|_| StoreError::Corrupt("history status".into()))?,
+                            reason,
+                            actor,
+                            at_ms: at,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let inclusion = inclusions::table
+                    .filter(inclusions::withdrawal_id.eq(&id))
+                    .select(InclusionRow::as_select())
+                    .first(conn)
+                    .optional()?
+                    .map(InclusionRow::into_domain)
+                    .transpose()?;
+                Ok(Some(WithdrawalDetail { withdrawal: row.into_domain()?, attempts, history, inclusion }))
+            })
+            .await
+    }
+
+    async fn load(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Withdrawal>, StoreError> {
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db.run(move |conn| load_rows(conn, &ids)).await
+    }
+
+    async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<bool>, StoreError> {
+        let now = self.clock.now_ms();
+        self.db.run(move |conn| conn.immediate_transaction(|conn| batch.iter().map(|t| transition_one(conn, t, now)).collect())).await
+    }
+
+    async fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> Result<u64, StoreError> {
+        self.db
+            .run(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    diesel::insert_into(wallet_nonces::table)
+                        .values((
+                            wallet_nonces::chain_id.eq(chain_id as i64),
+                            wallet_nonces::wallet.eq(hex_addr(&wallet)),
+                            wallet_nonces::next_nonce.eq(chain_next as i64),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(conn)?;
+                    let n: i64 = wallet_nonces::table
+                        .filter(wallet_nonces::chain_id.eq(chain_id as i64))
+                        .filter(wallet_nonces::wallet.eq(hex_addr(&wallet)))
+                        .select(wallet_nonces::next_nonce)
+                        .first(conn)?;
+                    Ok(n as u64)
+                })
+            })
+            .await
+    }
+
+    async fn wallets(&self, chain_id: u64) -> Result<Vec<Address>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<String> =
+                    wallet_nonces::table.filter(wallet_nonces::chain_id.eq(chain_id as i64)).select(wallet_nonces::wallet).load(conn)?;
+                rows.iter().map(|w| w.parse().map_err(|_| StoreError::Corrupt(format!("wallet {w}")))).collect()
+            })
+            .await
+    }
+
+    async fn sign_first_attempts(
+        &self,
+        wallet: Address,
+        chain_id: u64,
+        batch: Vec<WithdrawalId>,
+        mut sign: Box<dyn FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send>,
+    ) -> Result<Vec<SignOutcome>, StoreError> {
+        let now = self.clock.now_ms();
+        self.db
+            .run(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let wallet_s = hex_addr(&wallet);
+                    let key = wallet_nonces::table
+                        .filter(wallet_nonces::chain_id.eq(chain_id as i64))
+                        .filter(wallet_nonces::wallet.eq(&wallet_s));
+                    let mut next: i64 = key.select(wallet_nonces::next_nonce).first(conn).optional()?.ok_or_else(|| {
+                        StoreError::Query(format!("nonce of wallet {wallet_s} on chain {chain_id} was never initialised"))
+                    })?;
+                    let ids: Vec<String> = batch.iter().map(|i| i.as_str().to_owned()).collect();
+                    let loaded = load_rows(conn, &ids)?;
+                    let mut out = Vec::with_capacity(batch.len());
+                    // Keep the caller's order: nonces follow submission order.
+                    for id in &batch {
+                        let Some(w) = loaded.iter().find(|w| &w.id == id) else {
+                            return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
+                        };
+                        if w.status != Status::Received || out.iter().any(|o| matches!(o, SignOutcome::Signed { id: s, .. } if s == id)) {
+                            out.push(SignOutcome::Skipped { id: id.clone(), status: w.status });
+                            continue;
+                        }
+                        let tx = match sign(w, next as u64) {
+                            Ok(tx) => tx,
+                            Err(error) => {
+                                out.push(SignOutcome::SignError { id: id.clone(), error });
+                                continue;
+                            }
+                        };
+                        diesel::insert_into(attempts::table)
+                            .values(AttemptRow {
+                                tx_hash: hex_hash(&tx.hash),
+                                withdrawal_id: id.as_str().to_owned(),
+                                wallet: wallet_s.clone(),
+                                chain_id: chain_id as i64,
+                                nonce: next,
+                                kind: AttemptKind::Transfer.as_str().to_owned(),
+                                raw: tx.raw.to_vec(),
+                                max_fee_per_gas: tx.max_fee_per_gas.to_string(),
+                                max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
+                                gas_limit: tx.gas_limit as i64,
+                                created_at: now,
+                            })
+                            .execute(conn)?;
+                        let moved = transition_one(
+                            conn,
+                            &Transition {
+                                id: id.clone(),
+                                from: Status::Received,
+                                to: Status::Signed,
+                                reason: None,
+                                actor: "signer".into(),
+                            },
+                            now,
+                        )?;
+                        if !moved {
+                            // Cannot happen inside this IMMEDIATE transaction; refuse to
+                            // record a nonce for a withdrawal we did not move.
+                            return Err(StoreError::Query(format!("withdrawal {id} changed status while signing")));
+                        }
+                        out.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
+                        next += 1;
+                    }
+                    diesel::update(key).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    async fn latest_attempts(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db
+            .run(move |conn| {
+                let mut out: Vec<Attempt> = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(500) {
+                    let rows: Vec<AttemptRow> = attempts::table
+                        .filter(attempts::withdrawal_id.eq_any(chunk))
+                        .order((attempts::withdrawal_id, attempts::created_at.desc(), attempts::max_fee_per_gas.desc()))
+                        .select(AttemptRow::as_select())
+                        .load(conn)?;
+                    let mut last: Option<String> = None;
+                    for r in rows {
+                        if last.as_deref() == Some(r.withdrawal_id.as_str()) {
+                            continue;
+                        }
+                        last = Some(r.withdrawal_id.clone());
+                        out.push(r.into_domain()?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn find_attempts(&self, hashes: Vec<B256>) -> Result<Vec<Attempt>, StoreError> {
+        let hashes: Vec<String> = hashes.iter().map(hex_hash).collect();
+        self.db
+            .run(move |conn| {
+                let mut out = Vec::new();
+                for chunk in hashes.chunks(500) {
+                    let rows: Vec<AttemptRow> =
+                        attempts::table.filter(attempts::tx_hash.eq_any(chunk)).select(AttemptRow::as_select()).load(conn)?;
+                    for r in rows {
+                        out.push(r.into_domain()?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn record_inclusions(&self, chain_id: u64, batch: Vec<Inclusion>) -> Result<(), StoreError> {
+        self.db
+            .run(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    for i in &batch {
+                        diesel::replace_into(inclusions::table)
+                            .values(InclusionRow {
+                                withdrawal_id: i.withdrawal_id.as_str().to_owned(),
+                                chain_id: chain_id as i64,
+                                tx_hash: hex_hash(&i.tx_hash),
+                                block_number: i.block_number as i64,
+                                block_hash: hex_hash(&i.block_hash),
+                                success: i.success,
+                            })
+                            .execute(conn)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn forget_inclusions(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db
+            .run(move |conn| {
+                diesel::delete(inclusions::table.filter(inclusions::withdrawal_id.eq_any(&ids))).execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn included_up_to(&self, chain_id: u64, max_block: u64) -> Result<Vec<IncludedWithdrawal>, StoreError> {
+        let terminal: Vec<&'static str> = Status::ALL.into_iter().filter(|s| s.is_terminal()).map(Status::as_str).collect();
+        self.db
+            .run(move |conn| {
+                let rows: Vec<(InclusionRow, WithdrawalRow, String)> = inclusions::table
+                    .inner_join(withdrawals::table.on(withdrawals::id.eq(inclusions::withdrawal_id)))
+                    .inner_join(attempts::table.on(attempts::tx_hash.eq(inclusions::tx_hash)))
+                    .filter(inclusions::chain_id.eq(chain_id as i64))
+                    .filter(inclusions::block_number.le(max_block as i64))
+                    .filter(withdrawals::status.ne_all(terminal))
+                    .select((InclusionRow::as_select(), WithdrawalRow::as_select(), attempts::kind))
+                    .limit(5000)
+                    .load(conn)?;
+                rows.into_iter()
+                    .map(|(i, w, kind)| {
+                        Ok(IncludedWithdrawal {
+                            inclusion: i.into_domain()?,
+                            withdrawal: w.into_domain()?,
+                            kind: if kind == "cancel" { AttemptKind::Cancel } else { AttemptKind::Transfer },
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn take_stale(&self, status: Status, older_than_ms: i64, limit: i64) -> Result<Vec<Withdrawal>, StoreError> {
+        let now = self.clock.now_ms();
+        self.db
+            .run(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let rows: Vec<WithdrawalRow> = withdrawals::table
+                        .filter(withdrawals::status.eq(status.as_str()))
+                        .filter(withdrawals::updated_at.lt(older_than_ms))
+                        .filter(withdrawals::nudged_at.is_null().or(withdrawals::nudged_at.lt(older_than_ms)))
+                        .order(withdrawals::updated_at.asc())
+                        .limit(limit)
+                        .select(WithdrawalRow::as_select())
+                        .load(conn)?;
+                    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                    diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(&ids)))
+                        .set(withdrawals::nudged_at.eq(now))
+                        .execute(conn)?;
+                    rows.into_iter().map(WithdrawalRow::into_domain).collect()
+                })
+            })
+            .await
+    }
+
+    async fn cursor(&self, chain_id: u64) -> Result<Option<u64>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let b: Option<i64> = chain_cursors::table
+                    .filter(chain_cursors::chain_id.eq(chain_id as i64))
+                    .select(chain_cursors::block_number)
+                    .first(conn)
+                    .optional()?;
+                Ok(b.map(|b| b as u64))
+            })
+            .await
+    }
+
+    async fn set_cursor(&self, chain_id: u64, block: u64) -> Result<(), StoreError> {
+        self.db
+            .run(move |conn| {
+                diesel::replace_into(chain_cursors::table)
+                    .values((chain_cursors::chain_id.eq(chain_id as i64), chain_cursors::block_number.eq(block as i64)))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn counts(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<(String, i64)> =
+                    withdrawals::table.group_by(withdrawals::status).select((withdrawals::status, diesel::dsl::count_star())).load(conn)?;
+                rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(|_| StoreError::Corrupt(format!("status {s}")))?, n))).collect()
+            })
+            .await
+    }
+
+    async fn next_nonce(&self, wallet: Address, chain_id: u64) -> Result<Option<u64>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let n: Option<i64> = wallet_nonces::table
+                    .filter(wallet_nonces::chain_id.eq(chain_id as i64))
+                    .filter(wallet_nonces::wallet.eq(hex_addr(&wallet)))
+                    .select(wallet_nonces::next_nonce)
+                    .first(conn)
+                    .optional()?;
+                Ok(n.map(|n| n as u64))
+            })
+            .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        self.db
+            .run(move |conn| {
+                diesel::insert_into(audit_log::table)
+                    .values((
+                        audit_log::at.eq(now),
+                        audit_log::actor.eq(entry.actor),
+                        audit_log::action.eq(entry.action),
+                        audit_log::target.eq(entry.target),
+                        audit_log::reason.eq(entry.reason),
+                        audit_log::detail.eq(entry.detail),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+}

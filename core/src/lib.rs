@@ -1,0 +1,12 @@
+//! withdraw-core: the domain, the state machine, the ports, the adapters (behind the
+//! `adapters` feature) and the pipeline stages of withdrawd.
+
+pub mod domain;
+pub mod machine;
+pub mod ports;
+pub mod wire;
+
+#[cfg(feature = "adapters")]
+pub mod adapters;
+#[cfg(feature = "adapters")]
+pub mod stages;

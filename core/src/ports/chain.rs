@@ -1,0 +1,166 @@
+//! The chain port: what the stages ask of an EVM node, batched, plus the keys port that
+//! signs. Send errors are classified here once, because the sender's choice between "done",
+//! "retry" and "dead-letter" depends on nothing else.
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use std::future::Future;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fees {
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+}
+
+#[derive(Debug, Clone)]
+pub struct TxReceipt {
+    pub tx_hash: B256,
+    pub from: Address,
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub success: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlockReceipts {
+    pub number: u64,
+    pub hash: B256,
+    pub receipts: Vec<TxReceipt>,
+}
+
+/// Why a node refused or failed a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChainError {
+    /// Connection refused, reset, timed out, 5xx, 429: the call may or may not have landed.
+    #[error("rpc transport error: {0}")]
+    Transport(String),
+    #[error("node returned a malformed answer: {0}")]
+    Malformed(String),
+    #[error("node rejected the call: {code} {message}")]
+    Rpc { code: i64, message: String },
+}
+
+impl ChainError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ChainError::Malformed(_))
+    }
+}
+
+/// The sender's view of one `eth_sendRawTransaction` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    Accepted,
+    /// The node already has it: as good as accepted.
+    AlreadyKnown,
+    /// The nonce is used: by this transaction (fine) or another (the tracker decides).
+    NonceTooLow,
+    ReplacementUnderpriced,
+    InsufficientFunds,
+    FeeCapExceeded,
+    /// Transport failure or timeout: unknown whether it landed; retry the same bytes.
+    Unknown(String),
+    /// Any other refusal by the node.
+    Rejected(String),
+}
+
+impl SendResult {
+    /// Classifies a node's JSON-RPC error message. Node implementations word these
+    /// differently (geth, anvil, erigon, nethermind); match on the stable fragments.
+    pub fn classify(message: &str) -> SendResult {
+        let m = message.to_ascii_lowercase();
+        if m.contains("already known") || m.contains("already imported") || m.contains("known transaction") || m.contains("already exists")
+        {
+            SendResult::AlreadyKnown
+        } else if m.contains("nonce too low") || m.contains("nonce is too low") || m.contains("oldnonce") {
+            SendResult::NonceTooLow
+        } else if m.contains("replacement transaction underpriced") || m.contains("underpriced") {
+            SendResult::ReplacementUnderpriced
+        } else if m.contains("insufficient funds") {
+            SendResult::InsufficientFunds
+        } else if m.contains("fee cap")
+            || m.contains("exceeds the configured cap")
+            || m.contains("max fee per gas less than block base fee")
+        {
+            SendResult::FeeCapExceeded
+        } else {
+            SendResult::Rejected(message.to_owned())
+        }
+    }
+
+    /// The broadcast did its job (the node has the transaction or its nonce is used).
+    pub fn is_sent(&self) -> bool {
+        matches!(self, SendResult::Accepted | SendResult::AlreadyKnown | SendResult::NonceTooLow)
+    }
+
+    /// Worth trying again later with the same bytes.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SendResult::Unknown(_) | SendResult::InsufficientFunds | SendResult::FeeCapExceeded)
+    }
+}
+
+/// One chain's nodes, as the stages see them.
+pub trait Chain: Send + Sync + 'static {
+    fn chain_id(&self) -> u64;
+    fn head(&self) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    fn fees(&self) -> impl Future<Output = Result<Fees, ChainError>> + Send;
+    /// Broadcasts raw transactions in one batch, in the given order.
+    fn send_raw(&self, raws: Vec<Bytes>) -> impl Future<Output = Result<Vec<SendResult>, ChainError>> + Send;
+    /// All receipts of each block in `from..=to`.
+    fn block_receipts(&self, from: u64, to: u64) -> impl Future<Output = Result<Vec<BlockReceipts>, ChainError>> + Send;
+    /// Canonical hashes of these block numbers (None past the head).
+    fn block_hashes(&self, numbers: Vec<u64>) -> impl Future<Output = Result<Vec<Option<B256>>, ChainError>> + Send;
+    fn receipts(&self, hashes: Vec<B256>) -> impl Future<Output = Result<Vec<Option<TxReceipt>>, ChainError>> + Send;
+    fn nonce(&self, address: Address, pending: bool) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    fn balance(&self, address: Address) -> impl Future<Output = Result<U256, ChainError>> + Send;
+}
+
+/// A request to sign, built by the signer stage.
+#[derive(Debug, Clone)]
+pub struct UnsignedTransfer {
+    pub chain_id: u64,
+    pub nonce: u64,
+    pub to: Address,
+    pub value: U256,
+    pub input: Bytes,
+    pub gas_limit: u64,
+    pub fees: Fees,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no hot-wallet key for {0}")]
+    UnknownWallet(Address),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("could not load hot-wallet key: {0}")]
+    Load(String),
+}
+
+/// Hot-wallet keys. Only the signer role constructs an implementation; the key material
+/// never leaves it.
+pub trait Keys: Send + Sync + 'static {
+    fn wallets(&self) -> Vec<Address>;
+    fn sign(&self, wallet: Address, tx: &UnsignedTransfer) -> Result<super::SignedTx, KeyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(msg: &str, expect: SendResult) {
+        assert_eq!(SendResult::classify(msg), expect, "{msg}");
+    }
+
+    #[test]
+    fn classifies_node_errors() {
+        check("already known", SendResult::AlreadyKnown);
+        check("transaction already imported", SendResult::AlreadyKnown);
+        check("nonce too low: next nonce 5, tx nonce 3", SendResult::NonceTooLow);
+        check("replacement transaction underpriced", SendResult::ReplacementUnderpriced);
+        check("insufficient funds for gas * price + value", SendResult::InsufficientFunds);
+        check("tx fee (1.20 ether) exceeds the configured cap (1.00 ether)", SendResult::FeeCapExceeded);
+        check("invalid sender", SendResult::Rejected("invalid sender".into()));
+        assert!(SendResult::NonceTooLow.is_sent());
+        assert!(!SendResult::Rejected("x".into()).is_sent());
+        assert!(SendResult::Unknown("timeout".into()).is_retryable());
+    }
+}

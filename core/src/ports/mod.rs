@@ -1,0 +1,241 @@
+//! Ports: one trait per capability the stages need (store, queue, balances, keys, chain,
+//! clock). Stages see only these; adapters implement them. Calls are batched by design:
+//! a stage works on up to hundreds of withdrawals per call, which is what makes the embedded
+//! profile reach thousands of withdrawals per second on one SQLite file.
+
+mod chain;
+mod records;
+
+pub use chain::*;
+pub use records::*;
+
+use crate::domain::{Amount, WithdrawalId};
+use alloy::primitives::Address;
+use std::future::Future;
+use std::time::Duration;
+
+/// Failures of the record store. Any of them means "not written": callers retry or leave
+/// the queue message for redelivery.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database query failed: {0}")]
+    Query(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Transient failures clear by themselves (a locked or restarting database).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The database: the record of every withdrawal, attempt and transition.
+pub trait Store: Send + Sync + 'static {
+    /// Records new requests, idempotently per (client, idempotency key): a repeat with the
+    /// same request hash returns the existing id, a different hash is a conflict.
+    fn submit(&self, batch: Vec<NewWithdrawal>) -> impl Future<Output = Result<Vec<SubmitOutcome>, StoreError>> + Send;
+
+    fn get(&self, id: &WithdrawalId) -> impl Future<Output = Result<Option<WithdrawalDetail>, StoreError>> + Send;
+
+    fn load(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<Withdrawal>, StoreError>> + Send;
+
+    /// Applies status changes, each only if the withdrawal is still in `from`; returns
+    /// for each whether it applied. Every applied change appends a history row.
+    fn transition(&self, batch: Vec<Transition>) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// Makes sure the store tracks `wallet` on `chain_id`, starting at `chain_next` if it
+    /// is new, and returns the store's next nonce for it.
+    fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Hot wallets the store allocates nonces for on `chain_id`.
+    fn wallets(&self, chain_id: u64) -> impl Future<Output = Result<Vec<Address>, StoreError>> + Send;
+
+    /// Allocates the wallet's next nonces and records signed first attempts, moving each
+    /// withdrawal RECEIVED -> SIGNED, all in one transaction. `sign` is called with each
+    /// allocated nonce; a withdrawal no longer RECEIVED is skipped without taking a nonce,
+    /// so a redelivered message can never produce a second transfer.
+    fn sign_first_attempts(
+        &self,
+        wallet: Address,
+        chain_id: u64,
+        batch: Vec<WithdrawalId>,
+        sign: Box<dyn FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send>,
+    ) -> impl Future<Output = Result<Vec<SignOutcome>, StoreError>> + Send;
+
+    /// The newest attempt of each withdrawal.
+    fn latest_attempts(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
+
+    /// Of these transaction hashes, the ones that are our attempts.
+    fn find_attempts(&self, hashes: Vec<alloy::primitives::B256>) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
+
+    /// Records where an attempt was mined (idempotent).
+    fn record_inclusions(&self, chain_id: u64, batch: Vec<Inclusion>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops recorded inclusions whose block is no longer canonical.
+    fn forget_inclusions(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Withdrawals with a recorded inclusion at or below `max_block`, not yet terminal.
+    fn included_up_to(&self, chain_id: u64, max_block: u64) -> impl Future<Output = Result<Vec<IncludedWithdrawal>, StoreError>> + Send;
+
+    /// Withdrawals sitting in `status` since before `older_than_ms` (and not nudged since),
+    /// marked as nudged now; the reconciler re-enqueues their work.
+    fn take_stale(
+        &self,
+        status: crate::domain::Status,
+        older_than_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Withdrawal>, StoreError>> + Send;
+
+    fn cursor(&self, chain_id: u64) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn set_cursor(&self, chain_id: u64, block: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Counts by status, for stats and the bench.
+    fn counts(&self) -> impl Future<Output = Result<Vec<(crate::domain::Status, i64)>, StoreError>> + Send;
+
+    /// The wallet's next nonce as the store sees it.
+    fn next_nonce(&self, wallet: Address, chain_id: u64) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The four queues of DESIGN.md §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueName {
+    Requests,
+    Signed,
+    InvalidDlq,
+    TxDlq,
+}
+
+impl QueueName {
+    pub const ALL: [QueueName; 4] = [QueueName::Requests, QueueName::Signed, QueueName::InvalidDlq, QueueName::TxDlq];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Requests => "requests",
+            QueueName::Signed => "signed",
+            QueueName::InvalidDlq => "invalid-dlq",
+            QueueName::TxDlq => "tx-dlq",
+        }
+    }
+
+    /// Where a message goes after too many receives (SQS redrive policy).
+    pub fn dead_letter(self) -> Option<QueueName> {
+        match self {
+            QueueName::Requests => Some(QueueName::InvalidDlq),
+            QueueName::Signed => Some(QueueName::TxDlq),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub receipt: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub visible: i64,
+    pub in_flight: i64,
+    pub oldest_age_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("queue operation failed: {0}")]
+    Failed(String),
+}
+
+/// A durable queue with SQS semantics: a received message is invisible for the visibility
+/// timeout and comes back unless deleted; after `max_receives` it is redriven to its DLQ.
+pub trait Queue: Send + Sync + 'static {
+    fn send(&self, queue: QueueName, bodies: Vec<String>) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Up to `max` messages, waiting up to `wait` for the first one (long polling).
+    fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Delivery>, QueueError>> + Send;
+
+    /// Deletes processed messages. Called only after the database commit they depend on.
+    fn ack(&self, queue: QueueName, receipts: Vec<String>) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    fn stats(&self, queue: QueueName) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved,
+    /// This withdrawal already holds (or held) its reservation: a redelivery.
+    AlreadyReserved,
+    Insufficient {
+        available: Amount,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Balance {
+    pub credited: Amount,
+    pub reserved: Amount,
+    pub spent: Amount,
+}
+
+impl Balance {
+    pub fn available(&self) -> Amount {
+        self.credited.checked_sub(self.reserved).and_then(|a| a.checked_sub(self.spent)).unwrap_or(Amount::ZERO)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    #[error("balance store unavailable: {0}")]
+    Unavailable(String),
+    #[error("balance operation failed: {0}")]
+    Failed(String),
+    #[error("balance arithmetic overflow for user {0}")]
+    Overflow(String),
+}
+
+/// User balances: credited, reserved and spent per (user, asset). Reserve, commit and
+/// release are atomic and idempotent per withdrawal id, so redeliveries never double-count.
+pub trait Balances: Send + Sync + 'static {
+    fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> impl Future<Output = Result<Balance, BalanceError>> + Send;
+    fn reserve(&self, batch: Vec<Reservation>) -> impl Future<Output = Result<Vec<ReserveOutcome>, BalanceError>> + Send;
+    fn commit(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), BalanceError>> + Send;
+    fn release(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), BalanceError>> + Send;
+    fn get(&self, user_id: &str, asset: &str) -> impl Future<Output = Result<Balance, BalanceError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub withdrawal_id: WithdrawalId,
+    pub user_id: String,
+    pub asset: String,
+    pub amount: Amount,
+}
+
+/// Milliseconds since the Unix epoch; a port so tests can move time.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+}

@@ -1,0 +1,168 @@
+//! Records exchanged with the store. These are the stages' view of a withdrawal, not the
+//! storage rows (adapters map) nor the HTTP shapes (`wire.rs`).
+
+use crate::domain::{Amount, Status, WithdrawalId};
+use alloy::primitives::{Address, B256, Bytes};
+
+#[derive(Debug, Clone)]
+pub struct NewWithdrawal {
+    pub id: WithdrawalId,
+    pub client_id: String,
+    pub idempotency_key: String,
+    /// Hash of the canonical request; equal hashes mean "the same request again".
+    pub request_hash: String,
+    pub user_id: String,
+    pub asset: String,
+    pub chain_id: u64,
+    pub to: Address,
+    pub amount: Amount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    Created {
+        id: WithdrawalId,
+    },
+    Existing {
+        id: WithdrawalId,
+        status: Status,
+    },
+    /// Same idempotency key, different request.
+    Conflict {
+        id: WithdrawalId,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Withdrawal {
+    pub id: WithdrawalId,
+    pub client_id: String,
+    pub user_id: String,
+    pub asset: String,
+    pub chain_id: u64,
+    pub to: Address,
+    pub amount: Amount,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub id: WithdrawalId,
+    pub from: Status,
+    pub to: Status,
+    pub reason: Option<String>,
+    /// Who caused it: a stage name, or `operator:<name>`.
+    pub actor: String,
+}
+
+/// A signed transaction as produced by the keys port.
+#[derive(Clone)]
+pub struct SignedTx {
+    pub hash: B256,
+    pub raw: Bytes,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+    pub gas_limit: u64,
+}
+
+impl std::fmt::Debug for SignedTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedTx").field("hash", &self.hash).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SignOutcome {
+    Signed {
+        id: WithdrawalId,
+        hash: B256,
+        raw: Bytes,
+        nonce: u64,
+    },
+    /// Not RECEIVED any more (a redelivery, or another signer won): nothing taken.
+    Skipped {
+        id: WithdrawalId,
+        status: Status,
+    },
+    /// The key refused to sign; no nonce was consumed.
+    SignError {
+        id: WithdrawalId,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    Transfer,
+    Cancel,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Transfer => "transfer",
+            AttemptKind::Cancel => "cancel",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub withdrawal_id: WithdrawalId,
+    pub tx_hash: B256,
+    pub wallet: Address,
+    pub chain_id: u64,
+    pub nonce: u64,
+    pub kind: AttemptKind,
+    pub raw: Bytes,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+    pub gas_limit: u64,
+    pub created_at_ms: i64,
+}
+
+/// Where an attempt was mined.
+#[derive(Debug, Clone)]
+pub struct Inclusion {
+    pub withdrawal_id: WithdrawalId,
+    pub tx_hash: B256,
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub success: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IncludedWithdrawal {
+    pub withdrawal: Withdrawal,
+    pub inclusion: Inclusion,
+    pub kind: AttemptKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub from: Option<Status>,
+    pub to: Status,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WithdrawalDetail {
+    pub withdrawal: Withdrawal,
+    pub attempts: Vec<Attempt>,
+    pub history: Vec<HistoryEntry>,
+    pub inclusion: Option<Inclusion>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    pub detail: String,
+}

@@ -1,0 +1,168 @@
+//! Pipeline stages: each reads its ports, runs the state machine, and applies the effects.
+//! `Ports<T>` groups one deployment's adapters so a stage carries one type parameter.
+
+mod intake;
+mod send;
+mod sign;
+mod track;
+
+pub use intake::{FieldError, Intake, IntakeConfig, ValidRequest, WithdrawalRequest, request_hash, validate};
+pub use send::{Sender, SenderConfig};
+pub use sign::{Signer, SignerConfig};
+pub use track::{Tracker, TrackerConfig};
+
+use crate::domain::{Status, WithdrawalId};
+use crate::machine::{self, Effect, Event};
+use crate::ports::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The adapter types of one deployment profile.
+pub trait PortTypes: Send + Sync + 'static {
+    type Store: Store;
+    type Queue: Queue;
+    type Balances: Balances;
+    type Chain: Chain;
+}
+
+/// One deployment's adapters, shared by every stage in the process.
+pub struct Ports<T: PortTypes> {
+    pub store: T::Store,
+    pub queue: T::Queue,
+    pub balances: T::Balances,
+    /// One entry per configured chain id.
+    pub chains: HashMap<u64, T::Chain>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Balance(#[from] BalanceError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("no chain {0} is configured")]
+    UnknownChain(u64),
+    #[error("{0}")]
+    Shutdown(&'static str),
+}
+
+impl StageError {
+    /// Whether waiting and trying again can help (as opposed to an operator fixing
+    /// configuration or data).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StageError::Store(e) => e.is_retryable(),
+            StageError::Queue(_) | StageError::Balance(BalanceError::Unavailable(_)) => true,
+            StageError::Balance(_) => false,
+            StageError::Chain(e) => e.is_retryable(),
+            StageError::UnknownChain(_) | StageError::Shutdown(_) => false,
+        }
+    }
+}
+
+/// A decided event for one withdrawal.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub id: WithdrawalId,
+    pub from: Status,
+    pub event: Event,
+    pub reason: Option<String>,
+}
+
+/// Runs decisions through the state machine and applies them: reservation commits first
+/// (idempotent, so safe to repeat if we crash before the status write), then the
+/// conditional status writes, then the effects of the writes that won. Releases and queue
+/// sends follow the write, so a lost race never releases funds a winner still holds.
+/// Returns the decisions that were applied, with the status they reached.
+pub async fn apply<T: PortTypes>(
+    ports: &Ports<T>,
+    actor: &str,
+    decisions: Vec<Decision>,
+) -> Result<Vec<(WithdrawalId, Status)>, StageError> {
+    let mut steps = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        match machine::step(d.from, d.event) {
+            Ok(step) => steps.push((d, step)),
+            Err(forbidden) => tracing::warn!(withdrawal.id = %d.id, error = %forbidden, "transition refused"),
+        }
+    }
+    let commits: Vec<WithdrawalId> =
+        steps.iter().filter(|(_, s)| s.effects.contains(&Effect::CommitReservation)).map(|(d, _)| d.id.clone()).collect();
+    if !commits.is_empty() {
+        ports.balances.commit(commits).await?;
+    }
+    let transitions = steps
+        .iter()
+        .filter(|(d, s)| s.to != d.from)
+        .map(|(d, s)| Transition { id: d.id.clone(), from: d.from, to: s.to, reason: d.reason.clone(), actor: actor.to_owned() })
+        .collect();
+    let applied = ports.store.transition(transitions).await?;
+    let mut applied = applied.into_iter();
+    let mut won = Vec::new();
+    for (d, s) in &steps {
+        // Self-transitions write nothing and always "win".
+        let ok = if s.to == d.from { true } else { applied.next().unwrap_or(false) };
+        if ok {
+            won.push((d.id.clone(), s));
+        } else {
+            tracing::debug!(withdrawal.id = %d.id, from = %d.from, "status moved on meanwhile; decision dropped");
+        }
+    }
+    let ids_with =
+        |e: Effect| -> Vec<WithdrawalId> { won.iter().filter(|(_, s)| s.effects.contains(&e)).map(|(id, _)| id.clone()).collect() };
+    let release = ids_with(Effect::ReleaseReservation);
+    if !release.is_empty() {
+        ports.balances.release(release).await?;
+    }
+    for (effect, queue) in [
+        (Effect::EnqueueRequest, QueueName::Requests),
+        (Effect::EnqueueSigned, QueueName::Signed),
+        (Effect::ToInvalidDlq, QueueName::InvalidDlq),
+        (Effect::ToTxDlq, QueueName::TxDlq),
+    ] {
+        let ids = ids_with(effect);
+        if !ids.is_empty() {
+            // A lost send is recovered by the reconciler (the status is already written).
+            if let Err(e) = ports.queue.send(queue, ids.iter().map(|i| i.to_string()).collect()).await {
+                tracing::warn!(queue = queue.as_str(), error = %e, "enqueue after transition failed; reconciler will retry");
+            }
+        }
+    }
+    for (id, _) in won.iter().filter(|(_, s)| s.effects.contains(&Effect::SignCancel)) {
+        tracing::warn!(withdrawal.id = %id, "cancellation requested; it needs the cancel signer, which this build does not run");
+    }
+    for (id, s) in &won {
+        metrics::counter!("withdraw_transitions_total", "to" => s.to.as_str()).increment(1);
+        tracing::info!(withdrawal.id = %id, status = %s.to, actor, "withdrawal status changed");
+    }
+    Ok(won.into_iter().map(|(id, s)| (id, s.to)).collect())
+}
+
+/// Parses queue bodies (withdrawal ids), dropping duplicates within a batch; returns the
+/// ids with every receipt that carried them, and the receipts of unreadable bodies.
+fn parse_deliveries(deliveries: Vec<Delivery>) -> (Vec<(WithdrawalId, Vec<String>)>, Vec<String>) {
+    let mut out: Vec<(WithdrawalId, Vec<String>)> = Vec::new();
+    let mut index: HashMap<WithdrawalId, usize> = HashMap::new();
+    let mut junk = Vec::new();
+    for d in deliveries {
+        match WithdrawalId::parse(d.body.trim()) {
+            Some(id) => match index.get(&id) {
+                Some(&i) => out[i].1.push(d.receipt),
+                None => {
+                    index.insert(id.clone(), out.len());
+                    out.push((id, vec![d.receipt]));
+                }
+            },
+            None => {
+                tracing::error!(body_len = d.body.len(), "unreadable queue message dropped");
+                junk.push(d.receipt);
+            }
+        }
+    }
+    (out, junk)
+}

@@ -1,0 +1,123 @@
+//! The sender: broadcasts signed attempts and records SENT. Broadcasting the same bytes
+//! twice is harmless (same hash, same nonce), so the sender is idempotent by nature; what it
+//! must never do is sign anything, and it cannot: it has no keys.
+
+use super::{Decision, PortTypes, Ports, StageError, apply, parse_deliveries};
+use crate::domain::{Status, WithdrawalId};
+use crate::machine::Event;
+use crate::ports::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub batch: usize,
+    pub visibility: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self { batch: 256, visibility: Duration::from_secs(30) }
+    }
+}
+
+pub struct Sender<T: PortTypes> {
+    ports: Arc<Ports<T>>,
+    cfg: SenderConfig,
+}
+
+impl<T: PortTypes> Sender<T> {
+    pub fn new(ports: Arc<Ports<T>>, cfg: SenderConfig) -> Self {
+        Self { ports, cfg }
+    }
+
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !cancel.is_cancelled() {
+            let got = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = self.ports.queue.receive(QueueName::Signed, self.cfg.batch, self.cfg.visibility, Duration::from_secs(1)) => r,
+            };
+            let result = match got {
+                Ok(d) if d.is_empty() => continue,
+                Ok(d) => self.process(d).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(false) | Err(_) => {
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "sender batch failed; messages will be redelivered");
+                    }
+                    tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(backoff) => {} }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Broadcasts one batch. Returns false when some broadcasts had an unknown outcome
+    /// (left for redelivery), so the loop backs off instead of hammering a sick node.
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<bool, StageError> {
+        let started = std::time::Instant::now();
+        let (items, mut ack) = parse_deliveries(deliveries);
+        let loaded = self.ports.store.load(items.iter().map(|(id, _)| id.clone()).collect()).await?;
+        let status: HashMap<&WithdrawalId, Status> = loaded.iter().map(|w| (&w.id, w.status)).collect();
+        let mut receipts: HashMap<WithdrawalId, Vec<String>> = HashMap::new();
+        for (id, r) in items {
+            match status.get(&id) {
+                Some(Status::Signed | Status::Sent) => {
+                    receipts.insert(id, r);
+                }
+                _ => ack.extend(r),
+            }
+        }
+        let mut attempts = self.ports.store.latest_attempts(receipts.keys().cloned().collect()).await?;
+        // Nonce order per wallet: a node holds a later nonce until the earlier one arrives.
+        attempts.sort_by(|a, b| (a.chain_id, a.wallet, a.nonce).cmp(&(b.chain_id, b.wallet, b.nonce)));
+        let mut by_chain: HashMap<u64, Vec<Attempt>> = HashMap::new();
+        for a in attempts {
+            by_chain.entry(a.chain_id).or_default().push(a);
+        }
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        let mut all_known = true;
+        for (chain_id, attempts) in by_chain {
+            let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
+            let results = chain.send_raw(attempts.iter().map(|a| a.raw.clone()).collect()).await?;
+            for (a, r) in attempts.iter().zip(results) {
+                let id = &a.withdrawal_id;
+                if r.is_sent() {
+                    if status.get(id) == Some(&Status::Signed) {
+                        sent.push(Decision { id: id.clone(), from: Status::Signed, event: Event::Broadcast, reason: None });
+                    }
+                    ack.extend(receipts.remove(id).unwrap_or_default());
+                } else if r.is_retryable() || r == SendResult::ReplacementUnderpriced {
+                    all_known = false;
+                    tracing::warn!(withdrawal.id = %id, nonce = a.nonce, result = ?r, "broadcast not confirmed; will retry");
+                } else if status.get(id) == Some(&Status::Signed) {
+                    tracing::error!(withdrawal.id = %id, nonce = a.nonce, result = ?r, "broadcast refused; to the tx dead-letter queue");
+                    failed.push(Decision {
+                        id: id.clone(),
+                        from: Status::Signed,
+                        event: Event::SendFailed,
+                        reason: Some(format!("node refused the transaction: {r:?}")),
+                    });
+                    ack.extend(receipts.remove(id).unwrap_or_default());
+                } else {
+                    // Re-broadcast of a SENT attempt refused: the tracker's receipt check decides.
+                    ack.extend(receipts.remove(id).unwrap_or_default());
+                }
+            }
+        }
+        let n_sent = sent.len();
+        sent.extend(failed);
+        apply(&self.ports, "sender", sent).await?;
+        metrics::counter!("withdraw_sent_total").increment(n_sent as u64);
+        self.ports.queue.ack(QueueName::Signed, ack).await?;
+        metrics::histogram!("withdraw_stage_batch_seconds", "stage" => "sender").record(started.elapsed().as_secs_f64());
+        Ok(all_known)
+    }
+}

@@ -1,0 +1,130 @@
+//! Versioned JSON shapes of the HTTP APIs, shared by the daemon and the console. These are
+//! not domain types: renaming a field here is a breaking API change, so they change only
+//! with a new version.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/withdrawals` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequestV1 {
+    pub user_id: String,
+    pub asset: String,
+    pub chain_id: u64,
+    pub to: String,
+    /// Decimal string in whole units, e.g. "0.25".
+    pub amount: String,
+}
+
+/// 202 answer to a submission.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptedV1 {
+    pub id: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptV1 {
+    pub tx_hash: String,
+    pub kind: String,
+    pub wallet: String,
+    pub nonce: u64,
+    pub max_fee_per_gas: String,
+    pub max_priority_fee_per_gas: String,
+    pub gas_limit: u64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryV1 {
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InclusionV1 {
+    pub tx_hash: String,
+    pub block_number: u64,
+    pub block_hash: String,
+    pub success: bool,
+}
+
+/// `GET /v1/withdrawals/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WithdrawalV1 {
+    pub id: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub user_id: String,
+    pub asset: String,
+    pub chain_id: u64,
+    pub to: String,
+    /// Whole units, as submitted (normalised).
+    pub amount: String,
+    pub amount_base_units: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub attempts: Vec<AttemptV1>,
+    pub inclusion: Option<InclusionV1>,
+    /// Blocks on top of and including the inclusion block, as last seen by the tracker.
+    pub confirmations: u64,
+    pub history: Vec<HistoryV1>,
+}
+
+/// `POST /admin/v1/balances/credit` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditRequestV1 {
+    pub user_id: String,
+    pub asset: String,
+    pub amount: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BalanceV1 {
+    pub user_id: String,
+    pub asset: String,
+    pub credited: String,
+    pub reserved: String,
+    pub spent: String,
+    pub available: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueStatsV1 {
+    pub name: String,
+    pub visible: i64,
+    pub in_flight: i64,
+    pub oldest_age_seconds: Option<f64>,
+}
+
+/// `GET /admin/v1/stats`: counts by status and queue depths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsV1 {
+    pub statuses: std::collections::BTreeMap<String, i64>,
+    pub queues: Vec<QueueStatsV1>,
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProblemV1 {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldErrorV1>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FieldErrorV1 {
+    pub field: String,
+    pub message: String,
+}

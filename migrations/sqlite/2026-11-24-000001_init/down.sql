@@ -1,0 +1,10 @@
+DROP TABLE audit_log;
+DROP TABLE chain_cursors;
+DROP TABLE queue_messages;
+DROP TABLE reservations;
+DROP TABLE balances;
+DROP TABLE wallet_nonces;
+DROP TABLE history;
+DROP TABLE inclusions;
+DROP TABLE attempts;
+DROP TABLE withdrawals;
