@@ -1,1 +1,159 @@
-fn main() {}
+//! `withdrawd`: one binary, one subcommand per role (DESIGN.md §2).
+
+mod bench;
+mod config;
+mod http;
+mod tasks;
+mod wiring;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use wiring::Role;
+
+#[derive(Parser)]
+#[command(name = "withdrawd", version, about = "Custodial hot-wallet withdrawals for EVM chains")]
+struct Cli {
+    /// TOML configuration; every key can be overridden by WITHDRAW__SECTION__KEY.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format; JSON unless stderr is a terminal.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every role in one process on the embedded profile (SQLite + a local anvil).
+    Dev(DevArgs),
+    /// The client-facing intake API.
+    Intake,
+    /// The operator-facing admin API.
+    Admin,
+    /// Validates, reserves and signs (the only role that loads keys).
+    Signer,
+    /// Broadcasts signed transactions.
+    Sender,
+    /// Follows the chain to confirmation and reconciles lost work.
+    Tracker {
+        /// One pass then exit (for a CronJob).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Creates or upgrades the database schema, then exits.
+    Migrate,
+    /// Drives the intake over HTTP and reports throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    rpc_url: String,
+    #[arg(long, default_value = ".withdrawd")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    confirmations: Option<u64>,
+    #[arg(long)]
+    intake_addr: Option<SocketAddr>,
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
+    /// Encrypted keystore of the hot wallet (password from signer.keystore_password).
+    #[arg(long)]
+    keystore: Option<PathBuf>,
+    /// Allow a chain id other than 31337 or 1337.
+    #[arg(long)]
+    allow_any_chain: bool,
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WITHDRAW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    if json {
+        b.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        b.compact().init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("withdrawd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with its causes) instead of a panic or a debug dump.
+            let msg = format!("{e:#}");
+            tracing::error!(error = %msg, "withdrawd failed");
+            eprintln!("withdrawd: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let load = || config::Config::load(cli.config.as_deref());
+    match cli.command {
+        Command::Dev(a) => {
+            let mut cfg = load()?;
+            cfg.apply_dev(&config::DevOverrides {
+                rpc_url: Some(a.rpc_url.clone()),
+                data_dir: Some(a.data_dir),
+                confirmations: a.confirmations,
+                intake_listen: a.intake_addr,
+                admin_listen: a.admin_addr,
+                keystore: a.keystore,
+            });
+            let chain_id =
+                withdraw_core::adapters::evm::EvmChain::probe_chain_id(&a.rpc_url, std::time::Duration::from_secs(5)).await.with_context(
+                    || format!("no usable node at {} (start anvil there, or run scripts/dev.sh)", wiring::redact_url(&a.rpc_url)),
+                )?;
+            wiring::check_dev_chain(chain_id, a.allow_any_chain)?;
+            cfg.set_dev_chain_id(chain_id);
+            cfg.validate()?;
+            wiring::run_roles(cfg, &Role::ALL, true).await
+        }
+        Command::Intake => wiring::run_roles(load()?, &[Role::Intake], false).await,
+        Command::Admin => wiring::run_roles(load()?, &[Role::Admin], false).await,
+        Command::Signer => wiring::run_roles(load()?, &[Role::Signer], false).await,
+        Command::Sender => wiring::run_roles(load()?, &[Role::Sender], false).await,
+        Command::Tracker { once: false } => wiring::run_roles(load()?, &[Role::Tracker], false).await,
+        Command::Tracker { once: true } => {
+            let cfg = load()?;
+            let ports = wiring::embedded_ports(&cfg).await?;
+            withdraw_core::stages::Tracker::new(ports, wiring::tracker_config(&cfg)).once().await.context("tracker pass")?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let cfg = load()?;
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            withdraw_core::adapters::sqlite::Sqlite::open(&cfg.sqlite_path())?;
+            tracing::info!(path = %cfg.sqlite_path().display(), "database schema is current");
+            Ok(())
+        }
+        Command::Bench(a) => bench::run(a).await,
+    }
+}

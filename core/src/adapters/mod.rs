@@ -4,3 +4,17 @@
 pub mod evm;
 pub mod rpc;
 pub mod sqlite;
+
+use crate::stages::PortTypes;
+
+/// The embedded profile: one SQLite file for the record, the queues and the balances, and
+/// JSON-RPC nodes for the chain.
+#[derive(Debug)]
+pub struct Embedded;
+
+impl PortTypes for Embedded {
+    type Store = sqlite::SqliteStore;
+    type Queue = sqlite::SqliteQueue;
+    type Balances = sqlite::SqliteBalances;
+    type Chain = evm::EvmChain;
+}

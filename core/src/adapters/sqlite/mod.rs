@@ -29,11 +29,8 @@ struct Pragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 15000; \
-             PRAGMA foreign_keys = ON; PRAGMA cache_size = -32000;",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32000;")
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -54,6 +51,15 @@ impl Sqlite {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
         let url = path.to_str().ok_or_else(|| StoreError::Unavailable(format!("non-UTF-8 path {}", path.display())))?;
+        // WAL is a property of the file: switch it once, on one connection, before the pool
+        // opens several at once (concurrent switches fail with "database is locked").
+        {
+            use diesel::Connection;
+            let mut c =
+                SqliteConnection::establish(url).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")
+                .map_err(|e| StoreError::Unavailable(format!("cannot enable WAL on {}: {e}", path.display())))?;
+        }
         let manager = ConnectionManager::<SqliteConnection>::new(url);
         let pool = Pool::builder()
             .max_size(8)

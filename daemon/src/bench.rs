@@ -1,0 +1,229 @@
+//! `withdrawd bench`: drives a running withdrawd over HTTP the way an exchange back-end
+//! would (HMAC-signed POSTs with idempotency keys), then follows the pipeline through the
+//! admin stats until every request is finished, and reports throughput per stage and
+//! intake latency percentiles.
+
+use crate::http::auth::sign;
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use withdraw_core::wire::{AcceptedV1, StatsV1};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    intake: String,
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    admin: String,
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Distinct users the requests are spread over.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    #[arg(long, default_value = "0.000001")]
+    amount: String,
+    #[arg(long, default_value = "dev")]
+    client: String,
+    #[arg(long, env = "WITHDRAW_DEV_HMAC_SECRET", default_value = "dev-secret", hide_env_values = true)]
+    secret: String,
+    #[arg(long, env = "WITHDRAW_DEV_ADMIN_TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
+    admin_token: String,
+    #[arg(long, default_value_t = 31337)]
+    chain_id: u64,
+    /// Give up waiting for completion after this long.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+fn now() -> u64 {
+    crate::http::now_secs()
+}
+
+/// A fresh, valid destination per request index (not a precompile, not a dev account).
+fn destination(run: u64, i: usize) -> String {
+    let mut b = [0u8; 20];
+    b[0] = 0x5e;
+    b[4..12].copy_from_slice(&run.to_be_bytes());
+    b[12..20].copy_from_slice(&(i as u64).to_be_bytes());
+    format!("0x{}", hex::encode(b))
+}
+
+pub async fn run(a: BenchArgs) -> Result<()> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    // Enough for every request to succeed.
+    let per_user = format!("{}", a.count / a.users + 1);
+    for u in 0..a.users {
+        let r = http
+            .post(format!("{}/admin/v1/balances/credit", a.admin))
+            .bearer_auth(&a.admin_token)
+            .json(&serde_json::json!({"user_id": format!("bench-{run_id}-{u}"), "asset": "ETH", "amount": per_user}))
+            .send()
+            .await
+            .context("crediting bench users through the admin API")?;
+        if !r.status().is_success() {
+            bail!("credit failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+    }
+    let before = stats(&http, &a).await?;
+    let base_done = done_count(&before);
+
+    eprintln!("bench: {} withdrawals, {} in flight, {} users", a.count, a.concurrency, a.users);
+    let next = Arc::new(AtomicUsize::new(0));
+    let a = Arc::new(a);
+    let t0 = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..a.concurrency {
+        let (http, next, a) = (http.clone(), next.clone(), a.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= a.count {
+                    break;
+                }
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "user_id": format!("bench-{run_id}-{}", i % a.users),
+                    "asset": "ETH",
+                    "chain_id": a.chain_id,
+                    "to": destination(run_id, i),
+                    "amount": a.amount,
+                }))
+                .expect("static json");
+                let ts = now();
+                let sig = sign(a.secret.as_bytes(), ts, "POST", "/v1/withdrawals", &body);
+                let started = Instant::now();
+                let r = http
+                    .post(format!("{}/v1/withdrawals", a.intake))
+                    .header("content-type", "application/json")
+                    .header("x-api-key", &a.client)
+                    .header("x-timestamp", ts.to_string())
+                    .header("x-signature", sig)
+                    .header("idempotency-key", format!("bench-{run_id}-{i}"))
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 202 => {
+                        let _: AcceptedV1 = r.json().await.unwrap_or(AcceptedV1 { id: String::new(), status: String::new() });
+                        lat.push(started.elapsed());
+                    }
+                    Ok(r) => {
+                        errors += 1;
+                        if errors <= 3 {
+                            eprintln!("bench: request {i}: HTTP {} {}", r.status(), r.text().await.unwrap_or_default());
+                        }
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors <= 3 {
+                            eprintln!("bench: request {i}: {e}");
+                        }
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::with_capacity(a.count);
+    let mut errors = 0;
+    // Follow the pipeline while the submissions run.
+    let mut marks = Marks::default();
+    let follow = async {
+        loop {
+            let s = stats(&http, &a).await?;
+            marks.observe(&s, &before, t0.elapsed(), a.count);
+            if marks.completed.is_some() || t0.elapsed() > Duration::from_secs(a.timeout_secs) {
+                return Ok::<_, anyhow::Error>(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let submit = async {
+        for w in workers {
+            let (l, e) = w.await?;
+            lat.extend(l);
+            errors += e;
+        }
+        Ok::<_, anyhow::Error>(t0.elapsed())
+    };
+    let (submitted_in, last) = tokio::join!(submit, follow);
+    let submitted_in = submitted_in?;
+    let last = last?;
+    lat.sort();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let rate = |d: Option<Duration>| {
+        d.map(|d| format!("{:.0}/s ({:.2} s)", a.count as f64 / d.as_secs_f64(), d.as_secs_f64())).unwrap_or_else(|| "not reached".into())
+    };
+    println!("withdrawals        {}", a.count);
+    println!(
+        "accepted           {}/s ({:.2} s), {} errors",
+        (lat.len() as f64 / submitted_in.as_secs_f64()) as u64,
+        submitted_in.as_secs_f64(),
+        errors
+    );
+    println!("signed             {}", rate(marks.signed));
+    println!("sent               {}", rate(marks.sent));
+    println!("completed          {}", rate(marks.completed));
+    println!(
+        "intake latency     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(lat.last().copied().unwrap_or_default())
+    );
+    println!("final statuses     {:?}", last.statuses);
+    let done = done_count(&last) - base_done;
+    if errors > 0 || done < a.count as i64 {
+        bail!("{errors} submissions failed, {done} of {} finished", a.count);
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn count(s: &StatsV1, statuses: &[&str]) -> i64 {
+    statuses.iter().map(|k| s.statuses.get(*k).copied().unwrap_or(0)).sum()
+}
+
+fn done_count(s: &StatsV1) -> i64 {
+    count(s, &["COMPLETED", "FAILED", "INVALID", "REJECTED", "CANCELLED", "SEND_FAILED"])
+}
+
+/// When each stage had seen every request of this run.
+#[derive(Default)]
+struct Marks {
+    signed: Option<Duration>,
+    sent: Option<Duration>,
+    completed: Option<Duration>,
+}
+
+impl Marks {
+    fn observe(&mut self, s: &StatsV1, before: &StatsV1, at: Duration, n: usize) {
+        let n = n as i64;
+        let past = |st: &[&str]| count(s, st) - count(before, st) >= n;
+        if self.signed.is_none() && past(&["SIGNED", "SENT", "COMPLETED", "FAILED"]) {
+            self.signed = Some(at);
+        }
+        if self.sent.is_none() && past(&["SENT", "COMPLETED", "FAILED"]) {
+            self.sent = Some(at);
+        }
+        if self.completed.is_none() && past(&["COMPLETED", "FAILED"]) {
+            self.completed = Some(at);
+        }
+    }
+}
+
+async fn stats(http: &reqwest::Client, a: &BenchArgs) -> Result<StatsV1> {
+    let r = http.get(format!("{}/admin/v1/stats", a.admin)).bearer_auth(&a.admin_token).send().await.context("admin stats")?;
+    if !r.status().is_success() {
+        bail!("admin stats: HTTP {}", r.status());
+    }
+    Ok(r.json().await?)
+}

@@ -1,0 +1,412 @@
+//! The one typed configuration: built from defaults, then an optional TOML file, then
+//! `WITHDRAW__SECTION__KEY` environment variables; validated once at start and passed down.
+//! This module is the only place that reads the environment. Secrets are never read from
+//! the TOML file: it names where they come from (an environment variable or a file).
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use withdraw_core::domain::{Amount, Asset, AssetKind, AssetRegistry};
+use zeroize::Zeroizing;
+
+/// anvil's first dev account: public test key, funded on every anvil start. Used only by
+/// `withdrawd dev` when no keystore is configured, and only on a dev chain id.
+const ANVIL_DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub queues: QueuesConfig,
+    pub chains: Vec<ChainConfig>,
+    pub assets: Vec<AssetConfig>,
+    pub intake: IntakeConfig,
+    pub admin: AdminConfig,
+    pub signer: SignerConfig,
+    pub sender: SenderConfig,
+    pub tracker: TrackerConfig,
+    /// Health and metrics listener of the signer, sender and tracker roles.
+    pub health_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// SQLite file; relative paths are under `data_dir`.
+    pub sqlite_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    pub visibility_timeout_secs: u64,
+    /// Deliveries before a message is redriven to its dead-letter queue.
+    pub max_receives: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub chain_id: u64,
+    pub rpc_url: String,
+    /// Highest max_fee_per_gas ever signed, in wei.
+    pub max_fee_cap_wei: u64,
+    pub rpc_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    pub symbol: String,
+    pub chain_id: u64,
+    /// ERC-20 contract; absent for the chain's native coin.
+    #[serde(default)]
+    pub contract: Option<String>,
+    pub decimals: u8,
+    /// Largest single withdrawal, whole units ("100").
+    #[serde(default)]
+    pub max_amount: Option<String>,
+    #[serde(default)]
+    pub gas_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (e.g. a systemd credential or a mounted secret).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Used when neither is set or the variable is absent; only the dev profile sets it.
+    #[serde(default)]
+    pub dev_default: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    pub secret: SecretRef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    pub listen: SocketAddr,
+    pub timestamp_window_secs: u64,
+    pub clients: Vec<ClientConfig>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    /// Who the token belongs to; written to the audit log.
+    pub name: String,
+    pub roles: Vec<String>,
+    pub token: SecretRef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<AdminTokenConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerConfig {
+    pub batch: usize,
+    /// Encrypted keystore file of the hot wallet.
+    #[serde(default)]
+    pub keystore: Option<PathBuf>,
+    #[serde(default)]
+    pub keystore_password: Option<SecretRef>,
+    /// A raw hex key from the environment or a file, when no keystore is used.
+    #[serde(default)]
+    pub key: Option<SecretRef>,
+    /// Dev only: sign with anvil's first dev account.
+    #[serde(default)]
+    pub use_anvil_dev_key: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderConfig {
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    pub confirmations: u64,
+    pub poll_ms: u64,
+    pub reconcile_every_secs: u64,
+    pub stale_after_secs: u64,
+}
+
+/// Overrides from `withdrawd dev`'s flags.
+#[derive(Debug, Default, Clone)]
+pub struct DevOverrides {
+    pub rpc_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub confirmations: Option<u64>,
+    pub intake_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub keystore: Option<PathBuf>,
+}
+
+impl Config {
+    /// The defaults of DESIGN.md §7, before the chain id is known.
+    pub fn dev_defaults() -> Config {
+        Config {
+            data_dir: PathBuf::from(".withdrawd"),
+            database: DatabaseConfig { sqlite_path: PathBuf::from("withdrawd.db") },
+            queues: QueuesConfig { visibility_timeout_secs: 30, max_receives: 5 },
+            chains: vec![ChainConfig {
+                chain_id: 31337,
+                rpc_url: "http://127.0.0.1:8545".into(),
+                max_fee_cap_wei: 500_000_000_000,
+                rpc_timeout_ms: 10_000,
+            }],
+            assets: vec![AssetConfig {
+                symbol: "ETH".into(),
+                chain_id: 31337,
+                contract: None,
+                decimals: 18,
+                max_amount: Some("100".into()),
+                gas_limit: None,
+            }],
+            intake: IntakeConfig {
+                listen: "127.0.0.1:8080".parse().expect("static address"),
+                timestamp_window_secs: 30,
+                clients: vec![ClientConfig {
+                    id: "dev".into(),
+                    secret: SecretRef { env: Some("WITHDRAW_DEV_HMAC_SECRET".into()), file: None, dev_default: Some("dev-secret".into()) },
+                }],
+                max_body_bytes: 16 * 1024,
+            },
+            admin: AdminConfig {
+                listen: "127.0.0.1:8081".parse().expect("static address"),
+                tokens: vec![AdminTokenConfig {
+                    name: "dev-admin".into(),
+                    roles: vec!["viewer".into(), "operator".into(), "approver".into()],
+                    token: SecretRef {
+                        env: Some("WITHDRAW_DEV_ADMIN_TOKEN".into()),
+                        file: None,
+                        dev_default: Some("dev-admin-token".into()),
+                    },
+                }],
+            },
+            signer: SignerConfig { batch: 256, keystore: None, keystore_password: None, key: None, use_anvil_dev_key: true },
+            sender: SenderConfig { batch: 256 },
+            tracker: TrackerConfig { confirmations: 1, poll_ms: 200, reconcile_every_secs: 5, stale_after_secs: 60 },
+            health_listen: "127.0.0.1:8082".parse().expect("static address"),
+        }
+    }
+
+    /// Defaults, then the TOML file, then `WITHDRAW__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let defaults = config::Config::try_from(&Config::dev_defaults()).context("internal: default config")?;
+        let mut b = config::Config::builder().add_source(defaults);
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        b = b.add_source(config::Environment::with_prefix("WITHDRAW").prefix_separator("__").separator("__").try_parsing(true));
+        let cfg: Config = b.build().and_then(|c| c.try_deserialize()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn apply_dev(&mut self, o: &DevOverrides) {
+        if let Some(u) = &o.rpc_url {
+            for c in &mut self.chains {
+                c.rpc_url = u.clone();
+            }
+        }
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(n) = o.confirmations {
+            self.tracker.confirmations = n;
+        }
+        if let Some(a) = o.intake_listen {
+            self.intake.listen = a;
+        }
+        if let Some(a) = o.admin_listen {
+            self.admin.listen = a;
+        }
+        if let Some(k) = &o.keystore {
+            self.signer.keystore = Some(k.clone());
+            self.signer.use_anvil_dev_key = false;
+        }
+    }
+
+    /// Points the single dev chain and its assets at the chain id the node reported.
+    pub fn set_dev_chain_id(&mut self, chain_id: u64) {
+        for c in &mut self.chains {
+            c.chain_id = chain_id;
+        }
+        for a in &mut self.assets {
+            a.chain_id = chain_id;
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.chains.is_empty() {
+            bail!("no chains configured");
+        }
+        if self.tracker.confirmations == 0 {
+            bail!("tracker.confirmations must be at least 1");
+        }
+        if self.queues.max_receives == 0 {
+            bail!("queues.max_receives must be at least 1");
+        }
+        if self.intake.clients.is_empty() {
+            bail!("intake.clients is empty: no client could submit");
+        }
+        self.asset_registry()?;
+        Ok(())
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        if self.database.sqlite_path.is_absolute() {
+            self.database.sqlite_path.clone()
+        } else {
+            self.data_dir.join(&self.database.sqlite_path)
+        }
+    }
+
+    pub fn asset_registry(&self) -> Result<AssetRegistry> {
+        let mut out = Vec::new();
+        for a in &self.assets {
+            if !self.chains.iter().any(|c| c.chain_id == a.chain_id) {
+                bail!("asset {} is on chain {}, which is not configured", a.symbol, a.chain_id);
+            }
+            let kind = match &a.contract {
+                None => AssetKind::Native,
+                Some(c) => AssetKind::Erc20 {
+                    contract: withdraw_core::domain::parse_destination(c).with_context(|| format!("asset {}: contract", a.symbol))?,
+                },
+            };
+            let max_amount = a
+                .max_amount
+                .as_deref()
+                .map(|m| Amount::parse_positive(m, a.decimals))
+                .transpose()
+                .with_context(|| format!("asset {}: max_amount", a.symbol))?;
+            let gas_limit = a.gas_limit.unwrap_or(match kind {
+                AssetKind::Native => 21_000,
+                AssetKind::Erc20 { .. } => 100_000,
+            });
+            out.push(Asset { symbol: a.symbol.clone(), chain_id: a.chain_id, kind, decimals: a.decimals, max_amount, gas_limit });
+        }
+        Ok(AssetRegistry::new(out))
+    }
+}
+
+/// Reads a secret from where the configuration says it lives.
+pub fn resolve_secret(what: &str, r: &SecretRef) -> Result<Zeroizing<String>> {
+    if let Some(f) = &r.file {
+        let s = Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("{what}: cannot read secret file {}", f.display()))?);
+        let trimmed = Zeroizing::new(s.trim().to_owned());
+        if trimmed.is_empty() {
+            bail!("{what}: secret file {} is empty", f.display());
+        }
+        return Ok(trimmed);
+    }
+    if let Some(name) = &r.env
+        && let Ok(v) = std::env::var(name)
+    {
+        if v.is_empty() {
+            bail!("{what}: environment variable {name} is empty");
+        }
+        return Ok(Zeroizing::new(v));
+    }
+    match &r.dev_default {
+        Some(d) => Ok(Zeroizing::new(d.clone())),
+        None => bail!("{what}: no secret found (set {})", r.env.as_deref().unwrap_or("a file or env reference")),
+    }
+}
+
+/// Where the signer's key comes from. Resolved only by the signer role.
+pub enum KeyMaterial {
+    Hex(Vec<Zeroizing<String>>),
+    Keystore { path: PathBuf, password: Zeroizing<String> },
+}
+
+pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
+    if let Some(path) = &cfg.keystore {
+        let pw = cfg.keystore_password.as_ref().context("signer.keystore is set but signer.keystore_password is not")?;
+        return Ok(KeyMaterial::Keystore { path: path.clone(), password: resolve_secret("keystore password", pw)? });
+    }
+    if let Some(k) = &cfg.key {
+        return Ok(KeyMaterial::Hex(vec![resolve_secret("hot-wallet key", k)?]));
+    }
+    if cfg.use_anvil_dev_key {
+        return Ok(KeyMaterial::Hex(vec![Zeroizing::new(ANVIL_DEV_KEY.to_owned())]));
+    }
+    bail!("no hot-wallet key configured: set signer.keystore or signer.key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::dev_defaults().validate().unwrap();
+    }
+
+    #[test]
+    fn asset_on_unknown_chain_is_refused() {
+        let mut c = Config::dev_defaults();
+        c.assets[0].chain_id = 5;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("chain 5"), "{e}");
+    }
+
+    #[test]
+    fn bad_max_amount_is_refused() {
+        let mut c = Config::dev_defaults();
+        c.assets[0].max_amount = Some("1.5e3".into());
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        std::fs::write(&f, "[tracker]\nconfirmations = 3\npoll_ms = 100\nreconcile_every_secs = 1\nstale_after_secs = 2\n").unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.tracker.confirmations, 3);
+        assert_eq!(c.intake.clients[0].id, "dev");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        std::fs::write(&f, "[tracker]\nconfirmaitons = 3\n").unwrap();
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("confirmaitons"), "{e}");
+    }
+
+    #[test]
+    fn secret_from_file_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "abc\n").unwrap();
+        let s = resolve_secret("x", &SecretRef { env: None, file: Some(f), dev_default: None }).unwrap();
+        assert_eq!(s.as_str(), "abc");
+        assert!(resolve_secret("x", &SecretRef { env: None, file: None, dev_default: None }).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! The client-facing intake API (DESIGN.md §6): `POST /v1/withdrawals` and
+//! `GET /v1/withdrawals/{id}`, HMAC-authenticated. Everything malformed is refused here
+//! with problem+json and never recorded or queued.
+
+use super::auth::HmacClients;
+use super::problem::Problem;
+use super::{now_secs, withdrawal_v1};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use withdraw_core::domain::{AssetRegistry, WithdrawalId};
+use withdraw_core::ports::{Store, SubmitOutcome};
+use withdraw_core::stages::{Intake, PortTypes, Ports, WithdrawalRequest, validate};
+use withdraw_core::wire::{AcceptedV1, FieldErrorV1, WithdrawalRequestV1};
+
+pub struct IntakeState<T: PortTypes> {
+    pub ports: Arc<Ports<T>>,
+    pub intake: Intake,
+    pub assets: Arc<AssetRegistry>,
+    pub clients: HmacClients,
+}
+
+pub fn router<T: PortTypes>(state: Arc<IntakeState<T>>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/withdrawals", post(submit::<T>))
+        .route("/v1/withdrawals/{id}", get(status::<T>))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn outcome(label: &'static str) {
+    metrics::counter!("withdraw_intake_requests_total", "outcome" => label).increment(1);
+}
+
+async fn submit<T: PortTypes>(
+    State(s): State<Arc<IntakeState<T>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let started = std::time::Instant::now();
+    let r = submit_inner(&s, &uri, &headers, &body).await;
+    metrics::histogram!("withdraw_intake_request_seconds").record(started.elapsed().as_secs_f64());
+    if let Err(p) = &r {
+        outcome(p.slug);
+    }
+    r
+}
+
+async fn submit_inner<T: PortTypes>(
+    s: &IntakeState<T>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, axum::Json<AcceptedV1>), Problem> {
+    let client = s.clients.verify(headers, "POST", uri.path(), body, now_secs())?;
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "idempotency-key-missing", "Idempotency-Key header is required"))?
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| Problem::bad_request("Idempotency-Key must be 1-255 visible ASCII characters"))?;
+    if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok())
+        && !ct.starts_with("application/json")
+    {
+        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Body must be application/json"));
+    }
+    let req: WithdrawalRequestV1 =
+        serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("body is not a valid withdrawal request: {e}")))?;
+    let req = WithdrawalRequest { user_id: req.user_id, asset: req.asset, chain_id: req.chain_id, to: req.to, amount: req.amount };
+    let valid = validate(&req, &s.assets).map_err(|errs| Problem {
+        errors: errs.into_iter().map(|e| FieldErrorV1 { field: e.field.to_owned(), message: e.message }).collect(),
+        ..Problem::bad_request("one or more fields are invalid")
+    })?;
+    let o = s.intake.submit(&client, key, &valid).await.map_err(|e| {
+        tracing::warn!(error = %e, "intake could not record a request");
+        Problem::unavailable("could not record the request; retry with the same Idempotency-Key")
+    })?;
+    match o {
+        SubmitOutcome::Created { id } => {
+            outcome("accepted");
+            Ok((StatusCode::ACCEPTED, axum::Json(AcceptedV1 { id: id.to_string(), status: "RECEIVED".into() })))
+        }
+        SubmitOutcome::Existing { id, status } => {
+            outcome("duplicate");
+            Ok((StatusCode::ACCEPTED, axum::Json(AcceptedV1 { id: id.to_string(), status: status.to_string() })))
+        }
+        SubmitOutcome::Conflict { id } => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key was already used for a different request",
+        )
+        .detail(format!("the key belongs to withdrawal {id}"))),
+    }
+}
+
+async fn status<T: PortTypes>(
+    State(s): State<Arc<IntakeState<T>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    let client = s.clients.verify(&headers, "GET", uri.path(), b"", now_secs())?;
+    let id = WithdrawalId::parse(&id).ok_or_else(Problem::not_found)?;
+    let d = s.ports.store.get(&id).await.map_err(|e| Problem::unavailable(e.to_string()))?.ok_or_else(Problem::not_found)?;
+    // A client sees only its own withdrawals; another client's id is simply not found.
+    if d.withdrawal.client_id != client {
+        return Err(Problem::not_found());
+    }
+    Ok(axum::Json(withdrawal_v1(&s.ports, &s.assets, d).await?))
+}

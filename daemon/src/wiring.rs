@@ -1,0 +1,264 @@
+//! Config -> adapters -> stages, per role. `dev` runs every role in one process.
+
+use crate::config::{Config, KeyMaterial, key_material, resolve_secret};
+use crate::http::{self, Ops};
+use crate::tasks::Supervisor;
+use anyhow::{Context, Result, bail};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use withdraw_core::adapters::Embedded;
+use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::ports::{Clock, SystemClock};
+use withdraw_core::stages::{self, Intake, IntakeConfig, Ports};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Intake,
+    Admin,
+    Signer,
+    Sender,
+    Tracker,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Intake, Role::Admin, Role::Signer, Role::Sender, Role::Tracker];
+}
+
+pub fn install_metrics() -> Result<PrometheusHandle> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    metrics::gauge!("withdraw_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// Opens the database (running migrations) and connects to every chain.
+pub async fn embedded_ports(cfg: &Config) -> Result<Arc<Ports<Embedded>>> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let path = cfg.sqlite_path();
+    let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut chains = HashMap::new();
+    for c in &cfg.chains {
+        let chain = EvmChain::connect(&c.rpc_url, c.chain_id, c.max_fee_cap_wei as u128, Duration::from_millis(c.rpc_timeout_ms))
+            .await
+            .with_context(|| format!("chain {}: cannot use node {}", c.chain_id, redact_url(&c.rpc_url)))?;
+        chains.insert(c.chain_id, chain);
+    }
+    Ok(Arc::new(Ports {
+        store: SqliteStore::new(db.clone(), clock.clone()),
+        queue: SqliteQueue::new(db.clone(), clock.clone(), cfg.queues.max_receives),
+        balances: SqliteBalances::new(db, clock.clone()),
+        chains,
+        clock,
+    }))
+}
+
+/// Provider URLs often carry an API key in the path or query; show host and port only.
+pub fn redact_url(u: &str) -> String {
+    match reqwest::Url::parse(u) {
+        Ok(p) => format!("{}://{}:{}", p.scheme(), p.host_str().unwrap_or("?"), p.port_or_known_default().unwrap_or(0)),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("{what}: cannot listen on {addr}"))
+}
+
+/// Bound addresses, written for tools and tests that start us on port 0.
+#[derive(serde::Serialize)]
+struct Endpoints {
+    intake: Option<String>,
+    admin: Option<String>,
+    health: Option<String>,
+}
+
+pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> {
+    let metrics = install_metrics()?;
+    let ports = embedded_ports(&cfg).await?;
+    let assets = Arc::new(cfg.asset_registry()?);
+    let mut sup = Supervisor::new();
+    let queue_vis = Duration::from_secs(cfg.queues.visibility_timeout_secs);
+    let mut endpoints = Endpoints { intake: None, admin: None, health: None };
+    let mut wallets = Vec::new();
+
+    if roles.contains(&Role::Signer) {
+        let keys = match key_material(&cfg.signer)? {
+            KeyMaterial::Hex(k) => LocalKeys::from_hex(&k)?,
+            KeyMaterial::Keystore { path, password } => LocalKeys::from_keystore(&path, &password)?,
+        };
+        wallets = withdraw_core::ports::Keys::wallets(&keys);
+        let signer = stages::Signer::new(
+            ports.clone(),
+            Arc::new(keys),
+            assets.clone(),
+            stages::SignerConfig { batch: cfg.signer.batch, visibility: queue_vis },
+        )
+        .await
+        .context("signer start")?;
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("signer", async move { signer.run(cancel).await });
+    }
+    if roles.contains(&Role::Sender) {
+        let sender = stages::Sender::new(ports.clone(), stages::SenderConfig { batch: cfg.sender.batch, visibility: queue_vis });
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("sender", async move { sender.run(cancel).await });
+    }
+    if roles.contains(&Role::Tracker) {
+        let tracker = stages::Tracker::new(ports.clone(), tracker_config(&cfg));
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("tracker", async move { tracker.run(cancel).await });
+    }
+
+    let ops = Arc::new(Ops { ports: ports.clone(), metrics: metrics.clone() });
+    {
+        let m = metrics.clone();
+        let p = ports.clone();
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("metrics-upkeep", async move {
+            loop {
+                tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(5)) => {} }
+                m.run_upkeep();
+                sample_gauges(&p).await;
+            }
+        });
+    }
+
+    if roles.contains(&Role::Intake) {
+        let mut clients = Vec::new();
+        for c in &cfg.intake.clients {
+            let secret = resolve_secret(&format!("intake client {}", c.id), &c.secret)?;
+            clients.push((c.id.clone(), zeroize::Zeroizing::new(secret.as_bytes().to_vec())));
+        }
+        let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
+        let state = Arc::new(http::intake::IntakeState {
+            ports: ports.clone(),
+            intake,
+            assets: assets.clone(),
+            clients: http::auth::HmacClients::new(clients, cfg.intake.timestamp_window_secs),
+        });
+        let app = http::intake::router(state, cfg.intake.max_body_bytes).merge(http::ops_router(ops.clone()));
+        let listener = bind(cfg.intake.listen, "intake").await?;
+        endpoints.intake = Some(listener.local_addr()?.to_string());
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("intake-http", async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+                tracing::error!(error = %e, "intake server failed");
+                return;
+            }
+            // The router (and with it every Intake handle) is gone: the writer records
+            // what it was handed and stops.
+            let _ = writer.await;
+        });
+    }
+    if roles.contains(&Role::Admin) {
+        let mut tokens = Vec::new();
+        for t in &cfg.admin.tokens {
+            let secret = resolve_secret(&format!("admin token {}", t.name), &t.token)?;
+            let roles = t
+                .roles
+                .iter()
+                .map(|r| http::auth::Role::parse(r).with_context(|| format!("admin token {}: unknown role {r:?}", t.name)))
+                .collect::<Result<Vec<_>>>()?;
+            tokens.push((secret, http::auth::Operator { name: t.name.clone(), roles }));
+        }
+        let state = Arc::new(http::admin::AdminState {
+            ports: ports.clone(),
+            assets: assets.clone(),
+            tokens: http::auth::AdminTokens::new(tokens),
+        });
+        let app = http::admin::router(state).merge(http::ops_router(ops.clone()));
+        let listener = bind(cfg.admin.listen, "admin").await?;
+        endpoints.admin = Some(listener.local_addr()?.to_string());
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("admin-http", async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+    }
+    if !roles.contains(&Role::Intake) && !roles.contains(&Role::Admin) {
+        let listener = bind(cfg.health_listen, "health").await?;
+        endpoints.health = Some(listener.local_addr()?.to_string());
+        let app = http::ops_router(ops.clone());
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("health-http", async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        });
+    }
+
+    let ep_path = cfg.data_dir.join("endpoints.json");
+    std::fs::write(&ep_path, serde_json::to_vec_pretty(&endpoints)?).with_context(|| format!("writing {}", ep_path.display()))?;
+    tracing::info!(intake = ?endpoints.intake, admin = ?endpoints.admin, health = ?endpoints.health, "withdrawd running");
+    if banner {
+        print_banner(&cfg, &endpoints, &wallets);
+    }
+    sup.run_until_shutdown(Duration::from_secs(20)).await?;
+    tracing::info!("withdrawd stopped");
+    Ok(())
+}
+
+pub fn tracker_config(cfg: &Config) -> stages::TrackerConfig {
+    stages::TrackerConfig {
+        confirmations: cfg.tracker.confirmations,
+        poll: Duration::from_millis(cfg.tracker.poll_ms),
+        blocks_per_batch: 100,
+        reconcile_every: Duration::from_secs(cfg.tracker.reconcile_every_secs),
+        stale_after: Duration::from_secs(cfg.tracker.stale_after_secs),
+    }
+}
+
+/// Queue depths and status counts as gauges, for dashboards and alerts.
+async fn sample_gauges(ports: &Ports<Embedded>) {
+    match http::admin::collect_stats(ports).await {
+        Ok(stats) => {
+            for q in stats.queues {
+                metrics::gauge!("withdraw_queue_visible_messages", "queue" => q.name.clone()).set(q.visible as f64);
+                metrics::gauge!("withdraw_queue_inflight_messages", "queue" => q.name.clone()).set(q.in_flight as f64);
+                metrics::gauge!("withdraw_queue_oldest_message_age_seconds", "queue" => q.name).set(q.oldest_age_seconds.unwrap_or(0.0));
+            }
+            for s in withdraw_core::domain::Status::ALL {
+                let n = stats.statuses.get(s.as_str()).copied().unwrap_or(0);
+                metrics::gauge!("withdraw_withdrawals", "status" => s.as_str()).set(n as f64);
+            }
+        }
+        Err(p) => tracing::warn!(detail = ?p.detail, "sampling queue and status gauges failed"),
+    }
+}
+
+fn print_banner(cfg: &Config, ep: &Endpoints, wallets: &[alloy::primitives::Address]) {
+    let client = &cfg.intake.clients[0];
+    let secret_src = client.secret.env.as_deref().unwrap_or("file");
+    let token = &cfg.admin.tokens[0];
+    let token_src = token.token.env.as_deref().unwrap_or("file");
+    eprintln!(
+        "\nwithdrawd dev is running\n  intake API   http://{}   (HMAC client '{}', secret from ${} or 'dev-secret')\n  admin API    http://{}   (Bearer token from ${} or 'dev-admin-token'; /metrics here)\n  chain        {} (chain id {})\n  hot wallet   {}\n  data         {}\n",
+        ep.intake.as_deref().unwrap_or("-"),
+        client.id,
+        secret_src,
+        ep.admin.as_deref().unwrap_or("-"),
+        token_src,
+        redact_url(&cfg.chains[0].rpc_url),
+        cfg.chains[0].chain_id,
+        wallets.first().map(|w| w.to_checksum(None)).unwrap_or_else(|| "-".into()),
+        cfg.data_dir.display(),
+    );
+}
+
+/// `withdrawd dev`'s refusal to touch a real chain by accident.
+pub fn check_dev_chain(chain_id: u64, allow_any: bool) -> Result<()> {
+    if matches!(chain_id, 31337 | 1337) || allow_any {
+        return Ok(());
+    }
+    bail!("the node serves chain id {chain_id}, not a dev chain (31337 or 1337); pass --allow-any-chain if you really mean it")
+}
