@@ -10,3 +10,6 @@ pub mod wire;
 pub mod adapters;
 #[cfg(feature = "adapters")]
 pub mod stages;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,115 @@
+//! Test harness shared by the workspace's tests: a real anvil on a loopback port chosen by
+//! the OS, stopped when dropped, and a raw JSON-RPC helper for checks and chain controls.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The anvil binary: `$ANVIL_BIN`, else the copy `scripts/tools.sh` installs, else PATH.
+pub fn anvil_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ANVIL_BIN") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    if local.exists() { local } else { PathBuf::from("anvil") }
+}
+
+pub struct Anvil {
+    child: Child,
+    pub url: String,
+}
+
+impl std::fmt::Debug for Anvil {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Anvil({})", self.url)
+    }
+}
+
+impl Anvil {
+    /// Starts anvil with automine unless `args` say otherwise.
+    pub fn start(args: &[&str]) -> Anvil {
+        let bin = anvil_bin();
+        let mut child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start anvil at {} ({e}); run scripts/tools.sh", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("Listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("anvil did not report its address");
+        Anvil { child, url: format!("http://{addr}") }
+    }
+
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        rpc(&self.url, method, params).await
+    }
+
+    pub async fn balance(&self, address: &str) -> alloy::primitives::U256 {
+        let v = self.rpc("eth_getBalance", json!([address, "latest"])).await;
+        v.as_str().and_then(|s| s.parse().ok()).expect("balance")
+    }
+
+    pub async fn nonce(&self, address: &str) -> u64 {
+        let v = self.rpc("eth_getTransactionCount", json!([address, "latest"])).await;
+        u64::from_str_radix(v.as_str().expect("nonce").trim_start_matches("0x"), 16).expect("hex nonce")
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One JSON-RPC call; panics on any error (for tests).
+pub async fn rpc(url: &str, method: &str, params: Value) -> Value {
+    let r: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
+        .json()
+        .await
+        .expect("json answer");
+    if let Some(e) = r.get("error") {
+        panic!("{method}: {e}");
+    }
+    r["result"].clone()
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// anvil's first dev account and its well-known test key.
+pub const DEV_ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+pub const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";

@@ -1,0 +1,176 @@
+//! The stages against a real anvil and a real SQLite file: redelivered and duplicated
+//! messages must never produce a second transfer.
+
+use alloy::primitives::U256;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use withdraw_core::adapters::Embedded;
+use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::domain::{Amount, Asset, AssetKind, AssetRegistry, Status, WithdrawalId};
+use withdraw_core::ports::*;
+use withdraw_core::stages::*;
+use withdraw_core::testing::{Anvil, DEV_ADDRESS, DEV_KEY};
+use zeroize::Zeroizing;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    anvil: Anvil,
+    ports: Arc<Ports<Embedded>>,
+    assets: Arc<AssetRegistry>,
+    signer: Signer<Embedded, LocalKeys>,
+    sender: Sender<Embedded>,
+    tracker: Tracker<Embedded>,
+}
+
+async fn rig(max_amount: Option<&str>) -> Rig {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let chain = EvmChain::connect(&anvil.url, 31337, 500_000_000_000, Duration::from_secs(10)).await.unwrap();
+    let ports = Arc::new(Ports::<Embedded> {
+        store: SqliteStore::new(db.clone(), clock.clone()),
+        queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
+        balances: SqliteBalances::new(db, clock.clone()),
+        chains: HashMap::from([(31337, chain)]),
+        clock,
+    });
+    let assets = Arc::new(AssetRegistry::new(vec![Asset {
+        symbol: "ETH".into(),
+        chain_id: 31337,
+        kind: AssetKind::Native,
+        decimals: 18,
+        max_amount: max_amount.map(|m| Amount::parse_positive(m, 18).unwrap()),
+        gas_limit: 21_000,
+    }]));
+    let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
+    let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
+    let sender = Sender::new(ports.clone(), SenderConfig::default());
+    let tracker = Tracker::new(ports.clone(), TrackerConfig::default());
+    Rig { _dir: dir, anvil, ports, assets, signer, sender, tracker }
+}
+
+impl Rig {
+    async fn submit(&self, key: &str, to: &str, amount: &str) -> WithdrawalId {
+        let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: to.into(), amount: amount.into() };
+        let v = validate(&req, &self.assets).unwrap();
+        let (intake, _h) = Intake::spawn(self.ports.clone(), IntakeConfig::default());
+        match intake.submit("c", key, &v).await.unwrap() {
+            SubmitOutcome::Created { id } | SubmitOutcome::Existing { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn receive(&self, q: QueueName) -> Vec<Delivery> {
+        self.ports.queue.receive(q, 100, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap()
+    }
+
+    async fn status(&self, id: &WithdrawalId) -> Status {
+        self.ports.store.get(id).await.unwrap().unwrap().withdrawal.status
+    }
+}
+
+const TO: &str = "0x1000000000000000000000000000000000000001";
+
+#[tokio::test]
+async fn duplicated_and_redelivered_messages_pay_once() {
+    let r = rig(None).await;
+    r.ports.balances.credit("u1", "ETH", Amount::parse_positive("10", 18).unwrap()).await.unwrap();
+    let nonce_before = r.anvil.nonce(DEV_ADDRESS).await;
+    let id = r.submit("k1", TO, "1.5").await;
+    // The intake queued one message; a confused producer (or the reconciler) adds two more.
+    r.ports.queue.send(QueueName::Requests, vec![id.to_string(), id.to_string()]).await.unwrap();
+    let d = r.receive(QueueName::Requests).await;
+    assert_eq!(d.len(), 3);
+    r.signer.process(d).await.unwrap();
+    assert_eq!(r.status(&id).await, Status::Signed);
+
+    // A late redelivery after signing is acknowledged without a second signature.
+    r.ports.queue.send(QueueName::Requests, vec![id.to_string()]).await.unwrap();
+    let d = r.receive(QueueName::Requests).await;
+    r.signer.process(d).await.unwrap();
+    let detail = r.ports.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(detail.attempts.len(), 1, "exactly one signed transfer");
+    assert_eq!(r.ports.store.next_nonce(DEV_ADDRESS.parse().unwrap(), 31337).await.unwrap(), Some(nonce_before + 1));
+    assert_eq!(
+        r.ports.queue.stats(QueueName::Requests).await.unwrap().visible + r.ports.queue.stats(QueueName::Requests).await.unwrap().in_flight,
+        0
+    );
+
+    // Broadcast the signed message twice, in two batches.
+    r.ports.queue.send(QueueName::Signed, vec![id.to_string()]).await.unwrap();
+    let d = r.receive(QueueName::Signed).await;
+    assert_eq!(d.len(), 2);
+    r.sender.process(d).await.unwrap();
+    r.ports.queue.send(QueueName::Signed, vec![id.to_string()]).await.unwrap();
+    let d = r.receive(QueueName::Signed).await;
+    r.sender.process(d).await.unwrap();
+
+    r.tracker.follow().await.unwrap();
+    assert_eq!(r.status(&id).await, Status::Completed);
+    assert_eq!(r.anvil.balance(TO).await, U256::from(1_500_000_000_000_000_000u128));
+    assert_eq!(r.anvil.nonce(DEV_ADDRESS).await, nonce_before + 1, "one transaction on chain");
+    let bal = r.ports.balances.get("u1", "ETH").await.unwrap();
+    assert_eq!(bal.spent, Amount::parse_positive("1.5", 18).unwrap());
+    assert_eq!(bal.reserved, Amount::ZERO);
+    let h: Vec<Status> = r.ports.store.get(&id).await.unwrap().unwrap().history.iter().map(|h| h.to).collect();
+    assert_eq!(h, [Status::Received, Status::Signed, Status::Sent, Status::Completed]);
+}
+
+#[tokio::test]
+async fn signer_dead_letters_insufficient_balance_and_over_limit() {
+    let r = rig(Some("2")).await;
+    r.ports.balances.credit("u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
+    let poor = r.submit("k-poor", TO, "1.5").await;
+    let big = r.submit("k-big", TO, "3").await;
+    let d = r.receive(QueueName::Requests).await;
+    r.signer.process(d).await.unwrap();
+    for (id, needle) in [(&poor, "insufficient balance: available 1, requested 1.5"), (&big, "exceeds the per-asset maximum 2")] {
+        let w = r.ports.store.get(id).await.unwrap().unwrap().withdrawal;
+        assert_eq!(w.status, Status::Invalid);
+        assert!(w.reason.as_deref().unwrap_or("").contains(needle), "{:?}", w.reason);
+    }
+    let dlq = r.receive(QueueName::InvalidDlq).await;
+    assert_eq!(dlq.len(), 2, "both are on the operators' list");
+    let bal = r.ports.balances.get("u1", "ETH").await.unwrap();
+    assert_eq!(bal.reserved, Amount::ZERO, "nothing stays reserved for invalid requests");
+    assert_eq!(r.ports.store.next_nonce(DEV_ADDRESS.parse().unwrap(), 31337).await.unwrap(), Some(r.anvil.nonce(DEV_ADDRESS).await));
+}
+
+#[tokio::test]
+async fn reconciler_recovers_lost_messages() {
+    let mut r = rig(None).await;
+    r.tracker = Tracker::new(r.ports.clone(), TrackerConfig { stale_after: Duration::from_millis(300), ..TrackerConfig::default() });
+    r.ports.balances.credit("u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
+    let id = r.submit("k-lost", TO, "0.25").await;
+    // Lose the request message.
+    let d = r.receive(QueueName::Requests).await;
+    r.ports.queue.ack(QueueName::Requests, d.into_iter().map(|d| d.receipt).collect()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    r.tracker.reconcile().await.unwrap();
+    let d = r.receive(QueueName::Requests).await;
+    assert_eq!(d.len(), 1, "reconciler re-enqueued the RECEIVED withdrawal");
+    r.signer.process(d).await.unwrap();
+    // Lose the signed message too.
+    let d = r.receive(QueueName::Signed).await;
+    r.ports.queue.ack(QueueName::Signed, d.into_iter().map(|d| d.receipt).collect()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    r.tracker.reconcile().await.unwrap();
+    let d = r.receive(QueueName::Signed).await;
+    assert_eq!(d.len(), 1, "reconciler re-enqueued the SIGNED withdrawal");
+    r.sender.process(d).await.unwrap();
+    r.tracker.follow().await.unwrap();
+    assert_eq!(r.status(&id).await, Status::Completed);
+    assert_eq!(r.anvil.balance(TO).await, U256::from(250_000_000_000_000_000u128));
+}
+
+#[tokio::test]
+async fn keys_never_print_their_secret() {
+    let keys = LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap();
+    let dbg = format!("{keys:?}");
+    assert!(!dbg.contains(DEV_KEY) && !dbg.to_lowercase().contains(&DEV_KEY[..16]), "{dbg}");
+    let err = LocalKeys::from_hex(&[Zeroizing::new("zz-not-a-key-but-secret-material".into())]).unwrap_err().to_string();
+    assert!(!err.contains("secret-material"), "{err}");
+}

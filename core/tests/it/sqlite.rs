@@ -1,0 +1,177 @@
+//! The SQLite adapters: queue semantics, balance atomicity, idempotent submission.
+
+use super::ManualClock;
+use alloy::primitives::{Address, U256};
+use std::sync::Arc;
+use std::time::Duration;
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::domain::{Amount, WithdrawalId};
+use withdraw_core::ports::*;
+
+fn db() -> (tempfile::TempDir, Sqlite) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    (dir, db)
+}
+
+const VIS: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn queue_hides_redelivers_and_acks_by_delivery() {
+    let (_d, db) = db();
+    let clock = ManualClock::new(1_000_000);
+    let q = SqliteQueue::new(db, clock.clone(), 5);
+    q.send(QueueName::Requests, vec!["a".into(), "b".into(), "c".into()]).await.unwrap();
+
+    let first = q.receive(QueueName::Requests, 2, VIS, Duration::ZERO).await.unwrap();
+    assert_eq!(first.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert!(first.iter().all(|d| d.receive_count == 1));
+    let second = q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap();
+    assert_eq!(second.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["c"]);
+    assert!(q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap().is_empty(), "in-flight messages stay hidden");
+    let st = q.stats(QueueName::Requests).await.unwrap();
+    assert_eq!((st.visible, st.in_flight), (0, 3));
+
+    q.ack(QueueName::Requests, vec![second[0].receipt.clone()]).await.unwrap();
+    clock.advance_ms(30_001);
+    let again = q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap();
+    assert_eq!(again.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["a", "b"], "unacked messages come back");
+    assert!(again.iter().all(|d| d.receive_count == 2));
+
+    // The first delivery's receipt is stale now: acking with it must not delete the message
+    // another consumer is working on.
+    q.ack(QueueName::Requests, vec![first[0].receipt.clone()]).await.unwrap();
+    clock.advance_ms(30_001);
+    let third = q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap();
+    assert_eq!(third.len(), 2);
+    q.ack(QueueName::Requests, third.iter().map(|d| d.receipt.clone()).collect()).await.unwrap();
+    clock.advance_ms(60_000);
+    assert!(q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(q.stats(QueueName::Requests).await.unwrap(), QueueStats { visible: 0, in_flight: 0, oldest_age_ms: None });
+}
+
+#[tokio::test]
+async fn queue_redrives_to_dead_letter_after_max_receives() {
+    let (_d, db) = db();
+    let clock = ManualClock::new(1_000_000);
+    let q = SqliteQueue::new(db, clock.clone(), 2);
+    q.send(QueueName::Signed, vec!["poison".into()]).await.unwrap();
+    for n in 1..=2 {
+        let d = q.receive(QueueName::Signed, 10, VIS, Duration::ZERO).await.unwrap();
+        assert_eq!(d.len(), 1, "delivery {n}");
+        clock.advance_ms(31_000);
+    }
+    assert!(q.receive(QueueName::Signed, 10, VIS, Duration::ZERO).await.unwrap().is_empty(), "third delivery is redriven instead");
+    let dlq = q.receive(QueueName::TxDlq, 10, VIS, Duration::ZERO).await.unwrap();
+    assert_eq!(dlq.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["poison"]);
+    assert_eq!(dlq[0].receive_count, 1, "receive count restarts in the DLQ");
+}
+
+#[tokio::test]
+async fn queue_long_poll_wakes_on_send() {
+    let (_d, db) = db();
+    let q = SqliteQueue::new(db, Arc::new(SystemClock), 5);
+    let q2 = q.clone();
+    let waiter = tokio::spawn(async move { q2.receive(QueueName::Requests, 10, VIS, Duration::from_secs(20)).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = std::time::Instant::now();
+    q.send(QueueName::Requests, vec!["x".into()]).await.unwrap();
+    let got = waiter.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(t.elapsed() < Duration::from_secs(5), "receiver should wake on send, not wait out the poll");
+}
+
+fn eth(s: &str) -> Amount {
+    Amount::parse_positive(s, 18).unwrap()
+}
+
+fn wid(n: u32) -> WithdrawalId {
+    WithdrawalId::parse(&format!("00000000-0000-7000-8000-{n:012}")).unwrap()
+}
+
+fn res(n: u32, user: &str, amount: &str) -> Reservation {
+    Reservation { withdrawal_id: wid(n), user_id: user.into(), asset: "ETH".into(), amount: eth(amount) }
+}
+
+#[tokio::test]
+async fn concurrent_reservations_cannot_overdraw() {
+    let (_d, db) = db();
+    let b = SqliteBalances::new(db, Arc::new(SystemClock));
+    b.credit("alice", "ETH", eth("1")).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move { b.reserve(vec![res(n, "alice", "0.1")]).await.unwrap().remove(0) }));
+    }
+    let mut reserved = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            ReserveOutcome::Reserved => reserved += 1,
+            ReserveOutcome::Insufficient { .. } => {}
+            ReserveOutcome::AlreadyReserved => panic!("distinct ids"),
+        }
+    }
+    assert_eq!(reserved, 10);
+    let bal = b.get("alice", "ETH").await.unwrap();
+    assert_eq!(bal.reserved, eth("1"));
+    assert_eq!(bal.available(), Amount::ZERO);
+}
+
+#[tokio::test]
+async fn reserve_commit_release_are_idempotent() {
+    let (_d, db) = db();
+    let b = SqliteBalances::new(db, Arc::new(SystemClock));
+    b.credit("bob", "ETH", eth("1")).await.unwrap();
+    assert_eq!(
+        b.reserve(vec![res(1, "bob", "0.3"), res(2, "bob", "0.3")]).await.unwrap(),
+        [ReserveOutcome::Reserved, ReserveOutcome::Reserved]
+    );
+    assert_eq!(b.reserve(vec![res(1, "bob", "0.3")]).await.unwrap(), [ReserveOutcome::AlreadyReserved]);
+    b.commit(vec![wid(1)]).await.unwrap();
+    b.commit(vec![wid(1)]).await.unwrap();
+    b.release(vec![wid(1)]).await.unwrap(); // committed: release must not touch it
+    b.release(vec![wid(2)]).await.unwrap();
+    b.release(vec![wid(2)]).await.unwrap();
+    b.release(vec![wid(99)]).await.unwrap(); // never reserved
+    let bal = b.get("bob", "ETH").await.unwrap();
+    assert_eq!((bal.credited, bal.reserved, bal.spent), (eth("1"), Amount::ZERO, eth("0.3")));
+    assert_eq!(bal.available(), eth("0.7"));
+    // A released reservation can be taken again (an INVALID withdrawal reprocessed).
+    assert_eq!(b.reserve(vec![res(2, "bob", "0.3")]).await.unwrap(), [ReserveOutcome::Reserved]);
+    assert_eq!(b.reserve(vec![res(3, "bob", "0.5")]).await.unwrap(), [ReserveOutcome::Insufficient { available: eth("0.4") }]);
+}
+
+fn new_w(n: u32, key: &str, hash: &str) -> NewWithdrawal {
+    NewWithdrawal {
+        id: wid(n),
+        client_id: "c".into(),
+        idempotency_key: key.into(),
+        request_hash: hash.into(),
+        user_id: "u".into(),
+        asset: "ETH".into(),
+        chain_id: 31337,
+        to: Address::repeat_byte(7),
+        amount: Amount(U256::from(5)),
+    }
+}
+
+#[tokio::test]
+async fn submit_is_idempotent_per_client_key() {
+    let (_d, db) = db();
+    let s = SqliteStore::new(db, Arc::new(SystemClock));
+    let out = s.submit(vec![new_w(1, "k1", "h1"), new_w(2, "k1", "h1"), new_w(3, "k1", "h2"), new_w(4, "k2", "h1")]).await.unwrap();
+    assert_eq!(
+        out,
+        [
+            SubmitOutcome::Created { id: wid(1) },
+            SubmitOutcome::Existing { id: wid(1), status: withdraw_core::domain::Status::Received },
+            SubmitOutcome::Conflict { id: wid(1) },
+            SubmitOutcome::Created { id: wid(4) },
+        ]
+    );
+    let again = s.submit(vec![new_w(5, "k2", "h1")]).await.unwrap();
+    assert_eq!(again, [SubmitOutcome::Existing { id: wid(4), status: withdraw_core::domain::Status::Received }]);
+    let d = s.get(&wid(1)).await.unwrap().unwrap();
+    assert_eq!(d.history.len(), 1);
+    assert!(s.get(&wid(2)).await.unwrap().is_none(), "a duplicate creates nothing");
+}
