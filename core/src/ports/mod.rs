@@ -33,6 +33,10 @@ impl StoreError {
     }
 }
 
+/// Signs a withdrawal's transfer at the nonce the store allocated; errors are messages
+/// (never key material).
+pub type SignFn = Box<dyn FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send>;
+
 /// The database: the record of every withdrawal, attempt and transition.
 pub trait Store: Send + Sync + 'static {
     /// Records new requests, idempotently per (client, idempotency key): a repeat with the
@@ -63,7 +67,7 @@ pub trait Store: Send + Sync + 'static {
         wallet: Address,
         chain_id: u64,
         batch: Vec<WithdrawalId>,
-        sign: Box<dyn FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send>,
+        sign: SignFn,
     ) -> impl Future<Output = Result<Vec<SignOutcome>, StoreError>> + Send;
 
     /// The newest attempt of each withdrawal.

@@ -76,7 +76,7 @@ impl<T: PortTypes> Sender<T> {
         }
         let mut attempts = self.ports.store.latest_attempts(receipts.keys().cloned().collect()).await?;
         // Nonce order per wallet: a node holds a later nonce until the earlier one arrives.
-        attempts.sort_by(|a, b| (a.chain_id, a.wallet, a.nonce).cmp(&(b.chain_id, b.wallet, b.nonce)));
+        attempts.sort_by_key(|a| (a.chain_id, a.wallet, a.nonce));
         let mut by_chain: HashMap<u64, Vec<Attempt>> = HashMap::new();
         for a in attempts {
             by_chain.entry(a.chain_id).or_default().push(a);

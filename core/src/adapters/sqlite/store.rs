@@ -332,7 +332,7 @@ impl Store for SqliteStore {
         wallet: Address,
         chain_id: u64,
         batch: Vec<WithdrawalId>,
-        mut sign: Box<dyn FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send>,
+        mut sign: SignFn,
     ) -> Result<Vec<SignOutcome>, StoreError> {
         let now = self.clock.now_ms();
         self.db

@@ -1,0 +1,238 @@
+//! Black-box harness: runs the real `withdrawd` binary against a real anvil and talks to it
+//! over HTTP exactly as a client and an operator would.
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use withdraw_core::testing::{Anvil, eventually};
+
+pub const SECRET: &str = "test-hmac-secret";
+pub const TOKEN: &str = "test-admin-token";
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub intake: String,
+    pub admin: String,
+    http: reqwest::Client,
+}
+
+/// Settings every test daemon gets: short timeouts so recovery paths run within a test.
+pub fn fast_env() -> Vec<(String, String)> {
+    [
+        ("WITHDRAW__QUEUES__VISIBILITY_TIMEOUT_SECS", "3"),
+        ("WITHDRAW__TRACKER__STALE_AFTER_SECS", "4"),
+        ("WITHDRAW__TRACKER__RECONCILE_EVERY_SECS", "1"),
+        ("WITHDRAW__TRACKER__POLL_MS", "100"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+impl Daemon {
+    pub async fn start(anvil: &Anvil, dir: &Path, env: &[(String, String)], extra_args: &[&str]) -> Daemon {
+        Self::try_start(anvil, dir, env, extra_args).await.unwrap_or_else(|log| panic!("withdrawd did not start:\n{log}"))
+    }
+
+    /// Starts `withdrawd dev`; on failure returns its output.
+    pub async fn try_start(anvil: &Anvil, dir: &Path, env: &[(String, String)], extra_args: &[&str]) -> Result<Daemon, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let endpoints = dir.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let n = std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("out")).count();
+        let out = std::fs::File::create(dir.join(format!("out{n}.log"))).unwrap();
+        let err = std::fs::File::create(dir.join(format!("out{n}.err"))).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_withdrawd"))
+            .args(["--log-format", "json", "dev", "--rpc-url", &anvil.url, "--data-dir"])
+            .arg(dir)
+            .args(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("WITHDRAW_DEV_HMAC_SECRET", SECRET)
+            .env("WITHDRAW_DEV_ADMIN_TOKEN", TOKEN)
+            .env("WITHDRAW_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn withdrawd");
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&endpoints)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                let d = Daemon {
+                    child: Some(child),
+                    dir: dir.to_owned(),
+                    intake: format!("http://{}", v["intake"].as_str().unwrap()),
+                    admin: format!("http://{}", v["admin"].as_str().unwrap()),
+                    http: reqwest::Client::new(),
+                };
+                return Ok(d);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(format!("exited with {status}\n{}", output_of(dir)));
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                return Err(format!("no endpoints.json after 30 s\n{}", output_of(dir)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        for _ in 0..300 {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        panic!("withdrawd did not stop within 30 s of SIGTERM");
+    }
+
+    pub fn output(&self) -> String {
+        output_of(&self.dir)
+    }
+
+    /// A signed request to the intake API.
+    pub async fn intake_call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &[u8],
+        ts_offset: i64,
+        secret: &str,
+    ) -> (u16, String, Value) {
+        let ts = (withdraw_now() as i64 + ts_offset).to_string();
+        let sig = signature(secret, &ts, method, path, body);
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.intake, path))
+            .header("content-type", "application/json")
+            .header("x-api-key", "dev")
+            .header("x-timestamp", &ts)
+            .header("x-signature", sig);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let r = req.body(body.to_vec()).send().await.expect("intake request");
+        decode(r).await
+    }
+
+    pub async fn submit(&self, key: &str, body: &Value) -> (u16, Value) {
+        let (s, _, v) = self.intake_call("POST", "/v1/withdrawals", Some(key), &serde_json::to_vec(body).unwrap(), 0, SECRET).await;
+        (s, v)
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        let (s, _, v) = self.intake_call("GET", &format!("/v1/withdrawals/{id}"), None, b"", 0, SECRET).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value, token: &str) -> (u16, Value) {
+        let r = self.http.post(format!("{}{}", self.admin, path)).bearer_auth(token).json(body).send().await.expect("admin request");
+        let (s, _, v) = decode(r).await;
+        (s, v)
+    }
+
+    pub async fn credit(&self, user: &str, amount: &str) {
+        let (s, v) = self.admin_post("/admin/v1/balances/credit", &json!({"user_id": user, "asset": "ETH", "amount": amount}), TOKEN).await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}{}", self.admin, path)).bearer_auth(TOKEN).send().await.expect("admin request");
+        let (s, _, v) = decode(r).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.admin_get("/admin/v1/stats").await
+    }
+
+    /// Waits until every listed withdrawal is in a terminal or dead-letter status.
+    pub async fn wait_settled(&self, ids: &[String], timeout: Duration) -> Vec<Value> {
+        eventually(timeout, "withdrawals to settle", || async {
+            let mut out = Vec::new();
+            for id in ids {
+                let w = self.get(id).await;
+                let st = w["status"].as_str().unwrap();
+                if !matches!(st, "COMPLETED" | "FAILED" | "INVALID" | "REJECTED" | "CANCELLED" | "SEND_FAILED") {
+                    return None;
+                }
+                out.push(w);
+            }
+            Some(out)
+        })
+        .await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn decode(r: reqwest::Response) -> (u16, String, Value) {
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let text = r.text().await.unwrap_or_default();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, ct, v)
+}
+
+pub fn output_of(dir: &Path) -> String {
+    let mut s = String::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("out") {
+            s.push_str(&format!("--- {name}\n{}\n", std::fs::read_to_string(&p).unwrap_or_default()));
+        }
+    }
+    s
+}
+
+pub fn withdraw_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn signature(secret: &str, ts: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}\n{method}\n{path}\n").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A fresh destination address per (test tag, index).
+pub fn dest(tag: u8, i: usize) -> String {
+    let mut b = [0u8; 20];
+    b[0] = 0xd0;
+    b[1] = tag;
+    b[12..20].copy_from_slice(&(i as u64).to_be_bytes());
+    format!("0x{}", hex::encode(b))
+}
+
+pub fn wei(eth_decimal: &str) -> alloy::primitives::U256 {
+    withdraw_core::domain::Amount::parse_positive(eth_decimal, 18).unwrap().0
+}
