@@ -5,12 +5,23 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 mkdir -p "$tools"
+command -v npm >/dev/null || { echo "tools: npm and node are required (apt-get install -y nodejs npm)" >&2; exit 1; }
 
 anvil_bin="$tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 if [ ! -x "$anvil_bin" ]; then
-  command -v npm >/dev/null || { echo "tools: npm is required to install anvil (apt-get install -y npm)" >&2; exit 1; }
-  echo "tools: installing anvil from npm into $tools" >&2
+    echo "tools: installing anvil from npm into $tools" >&2
   npm install --prefix "$tools" --no-audit --no-fund --silent @foundry-rs/anvil >&2
 fi
 [ -x "$anvil_bin" ] || { echo "tools: anvil did not install at $anvil_bin" >&2; exit 1; }
 export ANVIL_BIN="$anvil_bin"
+
+# A real ERC-20 for the token tests, compiled from testdata/contracts with solc-js.
+token_bin="$tools/TestToken.bin"
+if [ ! -s "$token_bin" ] || [ "$root/testdata/contracts/TestToken.sol" -nt "$token_bin" ]; then
+  if [ ! -d "$tools/node_modules/solc" ] || [ ! -d "$tools/node_modules/@openzeppelin/contracts" ]; then
+    echo "tools: installing solc and OpenZeppelin contracts from npm into $tools" >&2
+    npm install --prefix "$tools" --no-audit --no-fund --silent solc@0.8 @openzeppelin/contracts@5 >&2
+  fi
+  node "$root/scripts/build-test-token.js"
+fi
+export WITHDRAW_TEST_TOKEN_BIN="$token_bin"

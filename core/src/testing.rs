@@ -113,3 +113,37 @@ where
 /// anvil's first dev account and its well-known test key.
 pub const DEV_ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 pub const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// Creation bytecode of the test ERC-20 (`testdata/contracts/TestToken.sol`, 6 decimals,
+/// constructor `(uint256 supply)` minting to the deployer), built by `scripts/tools.sh`.
+pub fn test_token_bytecode() -> String {
+    let p = std::env::var("WITHDRAW_TEST_TOKEN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/TestToken.bin"));
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("test token bytecode at {} ({e}); run scripts/tools.sh", p.display()))
+        .trim()
+        .to_owned()
+}
+
+impl Anvil {
+    /// Deploys the test ERC-20 from `from` (an unlocked anvil account) and returns its address.
+    pub async fn deploy_test_token(&self, from: &str, supply: alloy::primitives::U256) -> String {
+        let data = format!("0x{}{}", test_token_bytecode(), hex::encode(supply.to_be_bytes::<32>()));
+        let tx = self.rpc("eth_sendTransaction", json!([{"from": from, "data": data, "gas": "0x2dc6c0"}])).await;
+        let receipt = eventually(Duration::from_secs(20), "token deployment", || async {
+            let r = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
+            (!r.is_null()).then_some(r)
+        })
+        .await;
+        assert_eq!(receipt["status"], "0x1", "token deployment reverted");
+        receipt["contractAddress"].as_str().expect("contract address").to_owned()
+    }
+
+    /// `balanceOf(holder)` of an ERC-20.
+    pub async fn token_balance(&self, token: &str, holder: &str) -> alloy::primitives::U256 {
+        let data = format!("0x70a08231{:0>64}", holder.trim_start_matches("0x").to_lowercase());
+        let v = self.rpc("eth_call", json!([{"to": token, "data": data}, "latest"])).await;
+        v.as_str().and_then(|s| alloy::primitives::U256::from_str_radix(s.trim_start_matches("0x"), 16).ok()).expect("balanceOf")
+    }
+}

@@ -374,3 +374,57 @@ async fn refuses_a_non_dev_chain_and_an_unreachable_node() {
     assert!(stderr.contains("no usable node at http://127.0.0.1:"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn erc20_and_native_withdrawals_share_one_wallet() {
+    use alloy::primitives::U256;
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = anvil.deploy_test_token(DEV_ADDRESS, U256::from(1_000_000_000_000u64)).await;
+    let cfg = dir.path().join("withdrawd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[assets]]\nsymbol = \"ETH\"\nchain_id = 31337\ndecimals = 18\n\n\
+             [[assets]]\nsymbol = \"TUSD\"\nchain_id = 31337\ncontract = \"{token}\"\ndecimals = 6\nmax_amount = \"500\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&anvil, &dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    let (s, v) = d.admin_post("/admin/v1/balances/credit", &json!({"user_id": "t", "asset": "TUSD", "amount": "1000"}), TOKEN).await;
+    assert_eq!((s, v["available"].as_str()), (200, Some("1000")), "{v}");
+    d.credit("t", "1").await;
+    let tusd = |to: &str, amount: &str| json!({"user_id": "t", "asset": "TUSD", "chain_id": 31337, "to": to, "amount": amount});
+
+    // A token's own decimals decide precision.
+    let (s, v) = d.submit("tok-precise", &tusd(&dest(7, 99), "1.0000001")).await;
+    assert_eq!(s, 400, "{v}");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (s, v) = if i % 2 == 0 {
+            d.submit(&format!("tok-{i}"), &tusd(&dest(7, i), "12.345678")).await
+        } else {
+            d.submit(&format!("tok-{i}"), &body("t", &dest(7, i), "0.01")).await
+        };
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // Above the token's per-asset maximum: accepted by intake, refused by the signer.
+    let (_, v) = d.submit("tok-big", &tusd(&dest(7, 50), "600")).await;
+    let big = v["id"].as_str().unwrap().to_owned();
+    let done = d.wait_settled(&ids, Duration::from_secs(60)).await;
+    for (i, w) in done.iter().enumerate() {
+        assert_eq!(w["status"], "COMPLETED", "{w}");
+        if i % 2 == 0 {
+            assert_eq!(anvil.token_balance(&token, &dest(7, i)).await, U256::from(12_345_678u64), "token destination {i}");
+            assert_eq!(anvil.balance(&dest(7, i)).await, U256::ZERO, "no ETH sent with a token transfer");
+        } else {
+            assert_eq!(anvil.balance(&dest(7, i)).await, wei("0.01"), "ETH destination {i}");
+        }
+    }
+    let w = &d.wait_settled(std::slice::from_ref(&big), Duration::from_secs(30)).await[0];
+    assert_eq!(w["status"], "INVALID");
+    assert!(w["reason"].as_str().unwrap().contains("exceeds the per-asset maximum 500"), "{w}");
+    let b = d.admin_get("/admin/v1/balances/t/TUSD").await;
+    assert_eq!((b["spent"].as_str(), b["reserved"].as_str()), (Some("123.45678"), Some("0")), "{b}");
+}
