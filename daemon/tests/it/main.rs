@@ -428,3 +428,30 @@ async fn erc20_and_native_withdrawals_share_one_wallet() {
     let b = d.admin_get("/admin/v1/balances/t/TUSD").await;
     assert_eq!((b["spent"].as_str(), b["reserved"].as_str()), (Some("123.45678"), Some("0")), "{b}");
 }
+
+#[tokio::test]
+async fn the_readme_curl_example_works() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/example-request.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg("readme-1")
+        .env("INTAKE", &d.intake)
+        .env("ADMIN", &d.admin)
+        .env("WITHDRAW_DEV_HMAC_SECRET", SECRET)
+        .env("WITHDRAW_DEV_ADMIN_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "COMPLETED", "{last}");
+    assert_eq!(
+        anvil.balance("0x70997970C51812dc3A010C7d01b50e0d17dc79C8").await,
+        wei("10000.25"),
+        "anvil's account 1 starts with 10000 ETH"
+    );
+}

@@ -96,7 +96,9 @@ CREATE TABLE queue_messages (
     visible_at BIGINT NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at, id);
+-- Receivers take the oldest visible messages: walk a queue in id order, skipping the few
+-- in flight, instead of sorting the whole backlog on every receive.
+CREATE INDEX queue_messages_order ON queue_messages (queue, id);
 
 CREATE TABLE chain_cursors (
     chain_id BIGINT PRIMARY KEY NOT NULL,

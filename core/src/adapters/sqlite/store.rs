@@ -480,15 +480,17 @@ impl Store for SqliteStore {
     }
 
     async fn included_up_to(&self, chain_id: u64, max_block: u64) -> Result<Vec<IncludedWithdrawal>, StoreError> {
-        let terminal: Vec<&'static str> = Status::ALL.into_iter().filter(|s| s.is_terminal()).map(Status::as_str).collect();
+        // Driven from the status index: only withdrawals that can still finish, so the cost
+        // follows what is in flight, not every inclusion ever recorded.
+        let open: Vec<&'static str> = [Status::Signed, Status::Sent, Status::SendFailed].into_iter().map(Status::as_str).collect();
         self.db
             .run(move |conn| {
-                let rows: Vec<(InclusionRow, WithdrawalRow, String)> = inclusions::table
-                    .inner_join(withdrawals::table.on(withdrawals::id.eq(inclusions::withdrawal_id)))
+                let rows: Vec<(InclusionRow, WithdrawalRow, String)> = withdrawals::table
+                    .inner_join(inclusions::table.on(inclusions::withdrawal_id.eq(withdrawals::id)))
                     .inner_join(attempts::table.on(attempts::tx_hash.eq(inclusions::tx_hash)))
+                    .filter(withdrawals::status.eq_any(open))
                     .filter(inclusions::chain_id.eq(chain_id as i64))
                     .filter(inclusions::block_number.le(max_block as i64))
-                    .filter(withdrawals::status.ne_all(terminal))
                     .select((InclusionRow::as_select(), WithdrawalRow::as_select(), attempts::kind))
                     .limit(5000)
                     .load(conn)?;
