@@ -455,3 +455,29 @@ async fn the_readme_curl_example_works() {
         "anvil's account 1 starts with 10000 ETH"
     );
 }
+
+#[tokio::test]
+async fn completes_only_at_the_configured_depth() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &["--confirmations", "3"]).await;
+    d.credit("deep", "1").await;
+    let (_, v) = d.submit("deep-1", &body("deep", &dest(8, 0), "0.1")).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    // Mined at once (automine), seen by the tracker, but only 1 deep.
+    let w = eventually(Duration::from_secs(30), "inclusion", || async {
+        let w = d.get(&id).await;
+        (!w["inclusion"].is_null() && w["confirmations"].as_u64() == Some(1)).then_some(w)
+    })
+    .await;
+    assert_eq!(w["status"], "SENT", "{w}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.get(&id).await["status"], "SENT", "1 of 3 confirmations is not final");
+    anvil.rpc("anvil_mine", json!(["0x1"])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.get(&id).await["status"], "SENT", "2 of 3 confirmations is not final");
+    anvil.rpc("anvil_mine", json!(["0x1"])).await;
+    let w = d.wait_settled(std::slice::from_ref(&id), Duration::from_secs(30)).await.remove(0);
+    assert_eq!(w["status"], "COMPLETED");
+    assert_eq!(w["confirmations"], 3, "{w}");
+}
