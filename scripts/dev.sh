@@ -14,7 +14,9 @@ trap cleanup EXIT INT TERM
 if ! (exec 3<>/dev/tcp/127.0.0.1/8545) 2>/dev/null; then
   mkdir -p .withdrawd
   echo "dev: starting anvil on 127.0.0.1:8545 (log: .withdrawd/anvil.log)" >&2
-  "$ANVIL_BIN" --host 127.0.0.1 --port 8545 >.withdrawd/anvil.log 2>&1 &
+  # Blocks every second, as on a real chain: automine would mine one block per arriving
+  # transaction and leave the tail of a burst waiting in the pool.
+  "$ANVIL_BIN" --host 127.0.0.1 --port 8545 --block-time 1 --disable-block-gas-limit >.withdrawd/anvil.log 2>&1 &
   anvil_pid=$!
   for _ in $(seq 1 50); do
     (exec 3<>/dev/tcp/127.0.0.1/8545) 2>/dev/null && break

@@ -34,6 +34,10 @@ pub struct BenchArgs {
     admin_token: String,
     #[arg(long, default_value_t = 31337)]
     chain_id: u64,
+    /// Offered load in requests per second (open loop: requests start on schedule whether or
+    /// not earlier ones have finished). 0 = as fast as `concurrency` allows (closed loop).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Give up waiting for completion after this long.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -72,7 +76,10 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let before = stats(&http, &a).await?;
     let base_done = done_count(&before);
 
-    eprintln!("bench: {} withdrawals, {} in flight, {} users", a.count, a.concurrency, a.users);
+    match a.rate {
+        0 => eprintln!("bench: {} withdrawals, {} in flight, {} users, as fast as possible", a.count, a.concurrency, a.users),
+        r => eprintln!("bench: {} withdrawals offered at {r}/s (up to {} in flight), {} users", a.count, a.concurrency, a.users),
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let a = Arc::new(a);
     let t0 = Instant::now();
@@ -87,6 +94,10 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 if i >= a.count {
                     break;
                 }
+                // Open loop: request i is due at t0 + i/rate, and its latency counts from
+                // then, so a backlog in the server (or in this client) counts against it.
+                let due = if a.rate > 0 { t0 + Duration::from_secs_f64(i as f64 / a.rate as f64) } else { Instant::now() };
+                tokio::time::sleep_until(due.into()).await;
                 let body = serde_json::to_vec(&serde_json::json!({
                     "user_id": format!("bench-{run_id}-{}", i % a.users),
                     "asset": "ETH",
@@ -97,7 +108,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 .expect("static json");
                 let ts = now();
                 let sig = sign(a.secret.as_bytes(), ts, "POST", "/v1/withdrawals", &body);
-                let started = Instant::now();
+                let started = due;
                 let r = http
                     .post(format!("{}/v1/withdrawals", a.intake))
                     .header("content-type", "application/json")

@@ -138,6 +138,7 @@ impl Intake {
 
 async fn writer<T: PortTypes>(ports: Arc<Ports<T>>, mut rx: mpsc::Receiver<(NewWithdrawal, Reply)>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut sends = tokio::task::JoinSet::new();
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (rows, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
         let started = std::time::Instant::now();
@@ -151,16 +152,22 @@ async fn writer<T: PortTypes>(ports: Arc<Ports<T>>, mut rx: mpsc::Receiver<(NewW
                     .iter()
                     .filter_map(|o| if let SubmitOutcome::Created { id } = o { Some(id.to_string()) } else { None })
                     .collect();
-                if !created.is_empty() {
-                    // The record is committed; if this send is lost the reconciler
-                    // re-enqueues RECEIVED withdrawals that sit too long.
-                    if let Err(e) = ports.queue.send(QueueName::Requests, created).await {
-                        tracing::warn!(error = %e, "request queue send failed after commit; reconciler will re-enqueue");
-                    }
-                }
+                // The record is committed: answer now. The enqueue is a hint that runs beside
+                // the next batch's commit; if it is lost (crash, queue outage) the reconciler
+                // re-enqueues RECEIVED withdrawals that sit too long.
                 for (o, r) in outcomes.into_iter().zip(replies) {
                     let _ = r.send(Ok(o));
                 }
+                if !created.is_empty() {
+                    let ports = ports.clone();
+                    sends.spawn(async move {
+                        if let Err(e) = ports.queue.send(QueueName::Requests, created).await {
+                            tracing::warn!(error = %e, "request queue send failed after commit; reconciler will re-enqueue");
+                        }
+                    });
+                }
+                // Reap finished sends so the set stays small.
+                while sends.try_join_next().is_some() {}
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = n, "recording withdrawal requests failed");
@@ -171,6 +178,8 @@ async fn writer<T: PortTypes>(ports: Arc<Ports<T>>, mut rx: mpsc::Receiver<(NewW
             }
         }
     }
+    // Shutting down: let the last enqueues land rather than leave them to the reconciler.
+    while sends.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

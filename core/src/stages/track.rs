@@ -165,9 +165,15 @@ impl<T: PortTypes> Tracker<T> {
                 self.ports.store.set_cursor(chain_id, b.saturating_sub(1)).await?;
             }
         }
-        let done = apply(&self.ports, "tracker", decisions).await?;
-        let completed = done.iter().filter(|(_, s)| *s == Status::Completed).count();
-        metrics::counter!("withdraw_completed_total").increment(completed as u64);
+        // A block can finish thousands of withdrawals; short transactions let the intake's
+        // commits interleave instead of waiting behind one huge one.
+        let mut decisions = decisions.into_iter().peekable();
+        while decisions.peek().is_some() {
+            let chunk: Vec<Decision> = decisions.by_ref().take(256).collect();
+            let done = apply(&self.ports, "tracker", chunk).await?;
+            let completed = done.iter().filter(|(_, s)| *s == Status::Completed).count();
+            metrics::counter!("withdraw_completed_total").increment(completed as u64);
+        }
         Ok(())
     }
 

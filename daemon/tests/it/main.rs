@@ -244,19 +244,11 @@ async fn authentication_is_enforced() {
     assert_eq!(bal["credited"], "0");
 }
 
-#[tokio::test]
-async fn sigkill_mid_batch_and_restart_pays_each_exactly_once() {
-    // Blocks every 500 ms keep transactions in flight when the process dies.
-    let anvil = Anvil::start(&["--block-time", "0.5"]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
-    d.credit("k", "100").await;
-    let n = 300;
+async fn submit_crash_batch(d: &Daemon, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
         let answers = join_all(chunk.iter().map(|&i| {
             let b = body("k", &dest(4, i), "0.01");
-            let d = &d;
             async move { d.submit(&format!("crash-{i}"), &b).await }
         }))
         .await;
@@ -265,29 +257,63 @@ async fn sigkill_mid_batch_and_restart_pays_each_exactly_once() {
             ids.push(v["id"].as_str().unwrap().to_owned());
         }
     }
-    // Kill as soon as part of the batch is on chain and part is not.
-    let at_kill = eventually(Duration::from_secs(60), "some progress", || async {
+    ids
+}
+
+#[tokio::test]
+async fn sigkill_mid_batch_and_restart_pays_each_exactly_once() {
+    // Mining by hand, 100 transfers per block at most: the crash points are deterministic.
+    let anvil = Anvil::start(&["--no-mining", "--gas-limit", "2100000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    d.credit("k", "100").await;
+    let n = 300;
+    let ids = submit_crash_batch(&d, n).await;
+
+    // Kill 1: as soon as the signer has started on the batch.
+    eventually(Duration::from_secs(30), "signing to start", || async {
         let st = d.stats().await;
-        let c = st["statuses"]["COMPLETED"].as_i64().unwrap_or(0);
-        (c > 0).then_some(st)
+        (st["statuses"]["RECEIVED"].as_i64().unwrap_or(0) < n as i64).then_some(())
     })
     .await;
     d.kill9();
+    let mut outputs = d.output();
+
+    // The client retries every request with its key: same ids, nothing new.
+    let mut d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    assert_eq!(submit_crash_batch(&d, n).await, ids, "retries after a crash find the same withdrawals");
+    eventually(Duration::from_secs(60), "every transfer broadcast", || async {
+        let st = d.stats().await;
+        (st["statuses"]["SENT"].as_i64().unwrap_or(0) == n as i64).then_some(())
+    })
+    .await;
+
+    // Kill 2: one block of 100 mined, 200 still in the mempool.
+    anvil.rpc("evm_mine", json!([])).await;
+    let at_kill = eventually(Duration::from_secs(30), "the first completions", || async {
+        let st = d.stats().await;
+        (st["statuses"]["COMPLETED"].as_i64().unwrap_or(0) > 0).then_some(st)
+    })
+    .await;
+    d.kill9();
+    outputs.push_str(&d.output());
     let completed_at_kill = at_kill["statuses"]["COMPLETED"].as_i64().unwrap();
-    assert!(completed_at_kill < n as i64, "the kill must land mid-batch: {at_kill}");
-    let before = d.output();
-    // Restart on the same data directory: everything resumes.
-    let d2 = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
-    let done = d2.wait_settled(&ids, Duration::from_secs(120)).await;
+    assert!(completed_at_kill <= 100, "only one block was mined: {at_kill}");
+
+    // Restart once more and let the chain run.
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    anvil.rpc("evm_setIntervalMining", json!([1])).await;
+    let done = d.wait_settled(&ids, Duration::from_secs(120)).await;
     for (i, w) in done.iter().enumerate() {
         assert_eq!(w["status"], "COMPLETED", "{w}");
         assert_eq!(w["attempts"].as_array().unwrap().len(), 1, "{w}");
         assert_eq!(anvil.balance(&dest(4, i)).await, wei("0.01"), "destination {i} paid exactly once");
     }
     assert_eq!(anvil.nonce(DEV_ADDRESS).await, n as u64, "one transaction per withdrawal, no gaps");
-    let b = d2.admin_get("/admin/v1/balances/k/ETH").await;
+    let b = d.admin_get("/admin/v1/balances/k/ETH").await;
     assert_eq!((b["spent"].as_str(), b["reserved"].as_str()), (Some("3"), Some("0")));
-    assert!(!before.contains(DEV_KEY) && !d2.output().contains(DEV_KEY), "the key never reaches the output");
+    outputs.push_str(&d.output());
+    assert!(!outputs.contains(DEV_KEY), "the key never reaches the output");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use crate::domain::{Amount, WithdrawalId};
 use crate::ports::{Balance, BalanceError, Balances, Clock, Reservation, ReserveOutcome, StoreError};
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -67,27 +68,74 @@ fn overflow(user: &str) -> StoreError {
     StoreError::Corrupt(format!("balance arithmetic out of range for user {user}"))
 }
 
+/// Balance rows touched by one transaction, each read once and written back once.
+struct Ledger {
+    rows: HashMap<(String, String), (Balance, bool)>,
+}
+
+impl Ledger {
+    fn new() -> Self {
+        Ledger { rows: HashMap::new() }
+    }
+
+    fn get(&mut self, conn: &mut SqliteConnection, user: &str, asset: &str) -> Result<&mut Balance, StoreError> {
+        let key = (user.to_owned(), asset.to_owned());
+        if !self.rows.contains_key(&key) {
+            let b = read(conn, user, asset)?;
+            self.rows.insert(key.clone(), (b, false));
+        }
+        let entry = self.rows.get_mut(&key).expect("inserted above");
+        entry.1 = true;
+        Ok(&mut entry.0)
+    }
+
+    fn flush(self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        for ((user, asset), (b, dirty)) in self.rows {
+            if dirty {
+                write(conn, &user, &asset, &b)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type ReservationRow = (String, String, String, String, String);
+
+fn load_reservations(conn: &mut SqliteConnection, ids: &[&str]) -> Result<HashMap<String, ReservationRow>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<ReservationRow> = reservations::table
+            .filter(reservations::withdrawal_id.eq_any(chunk))
+            .select((reservations::withdrawal_id, reservations::user_id, reservations::asset, reservations::amount, reservations::state))
+            .load(conn)?;
+        out.extend(rows.into_iter().map(|r| (r.0.clone(), r)));
+    }
+    Ok(out)
+}
+
 /// Settles reservations that are still `reserved`: commit moves them to spent, release back
 /// to available. Anything else (already settled, or never reserved) is left alone.
 fn settle(conn: &mut SqliteConnection, ids: &[WithdrawalId], commit: bool, now: i64) -> Result<(), StoreError> {
-    for id in ids {
-        let row: Option<(String, String, String, String)> = reservations::table
-            .filter(reservations::withdrawal_id.eq(id.as_str()))
-            .select((reservations::user_id, reservations::asset, reservations::amount, reservations::state))
-            .first(conn)
-            .optional()?;
-        let Some((user, asset, amt, state)) = row else { continue };
-        if state != RESERVED {
+    let keys: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+    let found = load_reservations(conn, &keys)?;
+    let mut ledger = Ledger::new();
+    let mut settled: Vec<&str> = Vec::new();
+    for id in &keys {
+        let Some((_, user, asset, amt, state)) = found.get(*id) else { continue };
+        if state != RESERVED || settled.contains(id) {
             continue;
         }
-        let amt = amount(&amt)?;
-        let mut b = read(conn, &user, &asset)?;
-        b.reserved = b.reserved.checked_sub(amt).ok_or_else(|| overflow(&user))?;
+        let amt = amount(amt)?;
+        let b = ledger.get(conn, user, asset)?;
+        b.reserved = b.reserved.checked_sub(amt).ok_or_else(|| overflow(user))?;
         if commit {
-            b.spent = b.spent.checked_add(amt).ok_or_else(|| overflow(&user))?;
+            b.spent = b.spent.checked_add(amt).ok_or_else(|| overflow(user))?;
         }
-        write(conn, &user, &asset, &b)?;
-        diesel::update(reservations::table.filter(reservations::withdrawal_id.eq(id.as_str())))
+        settled.push(id);
+    }
+    ledger.flush(conn)?;
+    for chunk in settled.chunks(500) {
+        diesel::update(reservations::table.filter(reservations::withdrawal_id.eq_any(chunk)))
             .set((reservations::state.eq(if commit { COMMITTED } else { RELEASED }), reservations::updated_at.eq(now)))
             .execute(conn)?;
     }
@@ -98,7 +146,7 @@ impl Balances for SqliteBalances {
     async fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
         let (user, asset) = (user_id.to_owned(), asset.to_owned());
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let mut b = read(conn, &user, &asset)?;
                     b.credited = b.credited.checked_add(amount).ok_or_else(|| overflow(&user))?;
@@ -113,38 +161,39 @@ impl Balances for SqliteBalances {
     async fn reserve(&self, batch: Vec<Reservation>) -> Result<Vec<ReserveOutcome>, BalanceError> {
         let now = self.clock.now_ms();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
+                    let keys: Vec<&str> = batch.iter().map(|r| r.withdrawal_id.as_str()).collect();
+                    let mut known: HashMap<String, String> = load_reservations(conn, &keys)?.into_iter().map(|(k, r)| (k, r.4)).collect();
+                    let mut ledger = Ledger::new();
                     let mut out = Vec::with_capacity(batch.len());
+                    let mut rows = Vec::new();
                     for r in &batch {
-                        let state: Option<String> = reservations::table
-                            .filter(reservations::withdrawal_id.eq(r.withdrawal_id.as_str()))
-                            .select(reservations::state)
-                            .first(conn)
-                            .optional()?;
-                        if matches!(state.as_deref(), Some(RESERVED) | Some(COMMITTED)) {
+                        if matches!(known.get(r.withdrawal_id.as_str()).map(String::as_str), Some(RESERVED) | Some(COMMITTED)) {
                             out.push(ReserveOutcome::AlreadyReserved);
                             continue;
                         }
-                        let mut b = read(conn, &r.user_id, &r.asset)?;
+                        let b = ledger.get(conn, &r.user_id, &r.asset)?;
                         let available = b.available();
                         if available < r.amount {
                             out.push(ReserveOutcome::Insufficient { available });
                             continue;
                         }
                         b.reserved = b.reserved.checked_add(r.amount).ok_or_else(|| overflow(&r.user_id))?;
-                        write(conn, &r.user_id, &r.asset, &b)?;
-                        diesel::replace_into(reservations::table)
-                            .values((
-                                reservations::withdrawal_id.eq(r.withdrawal_id.as_str()),
-                                reservations::user_id.eq(&r.user_id),
-                                reservations::asset.eq(&r.asset),
-                                reservations::amount.eq(r.amount.base_units()),
-                                reservations::state.eq(RESERVED),
-                                reservations::updated_at.eq(now),
-                            ))
-                            .execute(conn)?;
+                        known.insert(r.withdrawal_id.as_str().to_owned(), RESERVED.to_owned());
+                        rows.push((
+                            reservations::withdrawal_id.eq(r.withdrawal_id.as_str()),
+                            reservations::user_id.eq(r.user_id.as_str()),
+                            reservations::asset.eq(r.asset.as_str()),
+                            reservations::amount.eq(r.amount.base_units()),
+                            reservations::state.eq(RESERVED),
+                            reservations::updated_at.eq(now),
+                        ));
                         out.push(ReserveOutcome::Reserved);
+                    }
+                    ledger.flush(conn)?;
+                    for chunk in rows.chunks(200) {
+                        diesel::replace_into(reservations::table).values(chunk).execute(conn)?;
                     }
                     Ok(out)
                 })
@@ -155,12 +204,12 @@ impl Balances for SqliteBalances {
 
     async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
         let now = self.clock.now_ms();
-        self.db.run(move |conn| conn.immediate_transaction(|conn| settle(conn, &ids, true, now))).await.map_err(to_balance_err)
+        self.db.write(move |conn| conn.immediate_transaction(|conn| settle(conn, &ids, true, now))).await.map_err(to_balance_err)
     }
 
     async fn release(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
         let now = self.clock.now_ms();
-        self.db.run(move |conn| conn.immediate_transaction(|conn| settle(conn, &ids, false, now))).await.map_err(to_balance_err)
+        self.db.write(move |conn| conn.immediate_transaction(|conn| settle(conn, &ids, false, now))).await.map_err(to_balance_err)
     }
 
     async fn get(&self, user_id: &str, asset: &str) -> Result<Balance, BalanceError> {

@@ -18,6 +18,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -38,7 +39,12 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
 /// balances adapters. Cloning shares the pool.
 #[derive(Clone)]
 pub struct Sqlite {
+    /// Readers: WAL lets them run beside the writer without blocking.
     pool: Pool<ConnectionManager<SqliteConnection>>,
+    /// The one connection of this process that writes. Writers queue on this mutex instead
+    /// of racing for SQLite's lock: a loser of that race gets SQLITE_BUSY and SQLite's busy
+    /// handler sleeps (up to 100 ms a time), which is what makes tail latency explode.
+    writer: Arc<Mutex<SqliteConnection>>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -67,7 +73,14 @@ impl Sqlite {
             .connection_customizer(Box::new(Pragmas))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let db = Sqlite { pool };
+        let writer = {
+            use diesel::Connection;
+            let mut c =
+                SqliteConnection::establish(url).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            Pragmas.on_acquire(&mut c).map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
+            c
+        };
+        let db = Sqlite { pool, writer: Arc::new(Mutex::new(writer)) };
         let mut conn = db.conn()?;
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Unavailable(format!("migrations failed on {}: {e}", path.display())))?;
@@ -78,7 +91,49 @@ impl Sqlite {
         self.pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    /// Runs blocking diesel work off the async runtime.
+    /// Runs blocking diesel work that writes, on the process's single write connection.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let asked = std::time::Instant::now();
+            // A panic while holding the lock poisons it; the connection itself is still
+            // consistent (the transaction rolled back), so keep using it.
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let got = std::time::Instant::now();
+            let r = f(&mut conn);
+            let held = got.elapsed();
+            metrics::histogram!("withdraw_sqlite_write_wait_seconds").record((got - asked).as_secs_f64());
+            metrics::histogram!("withdraw_sqlite_write_hold_seconds").record(held.as_secs_f64());
+            if held > std::time::Duration::from_millis(50) {
+                tracing::warn!(op = operation::<F>(), held_ms = held.as_millis() as u64, "slow database write");
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
+    }
+
+    /// Runs blocking work that needs both a reader and the writer (plan on a reader, then
+    /// commit briefly under the write lock).
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Sqlite) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
+    }
+
+    /// The write connection, for use inside [`Sqlite::blocking`]; hold it briefly.
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, SqliteConnection> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs blocking diesel work that only reads, on a pooled connection.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -105,4 +160,11 @@ impl From<diesel::result::Error> for StoreError {
             _ => StoreError::Query(e.to_string()),
         }
     }
+}
+
+/// The adapter method a write closure came from, for slow-write logs.
+fn operation<F>() -> &'static str {
+    let name = std::any::type_name::<F>();
+    let name = name.split("::{{closure}}").next().unwrap_or(name);
+    name.rsplit("::").next().unwrap_or(name)
 }

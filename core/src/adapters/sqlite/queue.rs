@@ -69,7 +69,7 @@ impl Queue for SqliteQueue {
         }
         let now = self.clock.now_ms();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let rows: Vec<_> = bodies
                         .iter()
@@ -107,7 +107,7 @@ impl Queue for SqliteQueue {
             let max_receives = self.max_receives as i32;
             let (got, redriven) = self
                 .db
-                .run(move |conn| {
+                .write(move |conn| {
                     conn.immediate_transaction(|conn| {
                         let mut redriven = 0;
                         if let Some(dlq) = queue.dead_letter() {
@@ -174,7 +174,7 @@ impl Queue for SqliteQueue {
             return Err(QueueError::Failed("malformed receipt handle".into()));
         }
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     for (id, count) in &parsed {
                         diesel::delete(

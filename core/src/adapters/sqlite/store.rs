@@ -141,29 +141,68 @@ fn hex_hash(h: &B256) -> String {
     format!("{h:#x}")
 }
 
-/// Moves one withdrawal `from -> to` if it is still in `from`; appends history if it did.
-fn transition_one(conn: &mut SqliteConnection, t: &Transition, now: i64) -> Result<bool, StoreError> {
-    let n = diesel::update(withdrawals::table.filter(withdrawals::id.eq(t.id.as_str())).filter(withdrawals::status.eq(t.from.as_str())))
-        .set((
-            withdrawals::status.eq(t.to.as_str()),
-            withdrawals::reason.eq(t.reason.as_deref()),
-            withdrawals::updated_at.eq(now),
-            withdrawals::nudged_at.eq(None::<i64>),
-        ))
-        .execute(conn)?;
-    if n == 1 {
-        diesel::insert_into(history::table)
-            .values(NewHistory {
-                withdrawal_id: t.id.as_str(),
-                from_status: Some(t.from.as_str()),
-                to_status: t.to.as_str(),
-                reason: t.reason.as_deref(),
-                actor: &t.actor,
-                at: now,
-            })
-            .execute(conn)?;
+/// The `wallet_nonces` row of one wallet on one chain.
+type NonceRow<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<wallet_nonces::table, diesel::dsl::Eq<wallet_nonces::chain_id, i64>>,
+    diesel::dsl::Eq<wallet_nonces::wallet, &'a str>,
+>;
+
+fn nonce_row(wallet: &str, chain_id: u64) -> NonceRow<'_> {
+    wallet_nonces::table.filter(wallet_nonces::chain_id.eq(chain_id as i64)).filter(wallet_nonces::wallet.eq(wallet))
+}
+
+/// Applies many transitions with a few statements per distinct (from, to, reason, actor)
+/// instead of two per withdrawal; returns, in order, whether each applied.
+fn transition_many(conn: &mut SqliteConnection, batch: &[Transition], now: i64) -> Result<Vec<bool>, StoreError> {
+    let mut applied = vec![false; batch.len()];
+    let mut groups: std::collections::HashMap<(Status, Status, Option<&str>, &str), Vec<usize>> = std::collections::HashMap::new();
+    for (i, t) in batch.iter().enumerate() {
+        groups.entry((t.from, t.to, t.reason.as_deref(), t.actor.as_str())).or_default().push(i);
     }
-    Ok(n == 1)
+    for ((from, to, reason, actor), idx) in groups {
+        for chunk in idx.chunks(500) {
+            let ids: Vec<&str> = chunk.iter().map(|&i| batch[i].id.as_str()).collect();
+            let movable: std::collections::HashSet<String> = withdrawals::table
+                .filter(withdrawals::id.eq_any(&ids))
+                .filter(withdrawals::status.eq(from.as_str()))
+                .select(withdrawals::id)
+                .load::<String>(conn)?
+                .into_iter()
+                .collect();
+            if movable.is_empty() {
+                continue;
+            }
+            let mut seen = std::collections::HashSet::new();
+            let moving: Vec<&str> = ids.iter().copied().filter(|id| movable.contains(*id) && seen.insert(*id)).collect();
+            diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(&moving)))
+                .set((
+                    withdrawals::status.eq(to.as_str()),
+                    withdrawals::reason.eq(reason),
+                    withdrawals::updated_at.eq(now),
+                    withdrawals::nudged_at.eq(None::<i64>),
+                ))
+                .execute(conn)?;
+            let history: Vec<NewHistory> = moving
+                .iter()
+                .map(|id| NewHistory {
+                    withdrawal_id: id,
+                    from_status: Some(from.as_str()),
+                    to_status: to.as_str(),
+                    reason,
+                    actor,
+                    at: now,
+                })
+                .collect();
+            diesel::insert_into(history::table).values(&history).execute(conn)?;
+            for &i in chunk {
+                // A withdrawal listed twice in one batch moves once.
+                if movable.contains(batch[i].id.as_str()) && !chunk.iter().any(|&j| j < i && batch[j].id == batch[i].id) {
+                    applied[i] = true;
+                }
+            }
+        }
+    }
+    Ok(applied)
 }
 
 fn load_rows(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Withdrawal>, StoreError> {
@@ -183,7 +222,7 @@ impl Store for SqliteStore {
     async fn submit(&self, batch: Vec<NewWithdrawal>) -> Result<Vec<SubmitOutcome>, StoreError> {
         let now = self.clock.now_ms();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let mut out = Vec::with_capacity(batch.len());
                     for w in batch {
@@ -291,12 +330,12 @@ impl Store for SqliteStore {
 
     async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<bool>, StoreError> {
         let now = self.clock.now_ms();
-        self.db.run(move |conn| conn.immediate_transaction(|conn| batch.iter().map(|t| transition_one(conn, t, now)).collect())).await
+        self.db.write(move |conn| conn.immediate_transaction(|conn| transition_many(conn, &batch, now))).await
     }
 
     async fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> Result<u64, StoreError> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     diesel::insert_into(wallet_nonces::table)
                         .values((
@@ -335,72 +374,110 @@ impl Store for SqliteStore {
         mut sign: SignFn,
     ) -> Result<Vec<SignOutcome>, StoreError> {
         let now = self.clock.now_ms();
+        // Signing is the expensive part (ECDSA per transaction), so it happens outside the
+        // write lock: plan on a reader (nonce, statuses), sign, then commit only if the
+        // wallet's nonce and every status are still what the plan saw. A single signer per
+        // wallet never conflicts; concurrent signers re-plan and re-sign.
         self.db
-            .run(move |conn| {
-                conn.immediate_transaction(|conn| {
-                    let wallet_s = hex_addr(&wallet);
-                    let key = wallet_nonces::table
-                        .filter(wallet_nonces::chain_id.eq(chain_id as i64))
-                        .filter(wallet_nonces::wallet.eq(&wallet_s));
-                    let mut next: i64 = key.select(wallet_nonces::next_nonce).first(conn).optional()?.ok_or_else(|| {
-                        StoreError::Query(format!("nonce of wallet {wallet_s} on chain {chain_id} was never initialised"))
-                    })?;
-                    let ids: Vec<String> = batch.iter().map(|i| i.as_str().to_owned()).collect();
-                    let loaded = load_rows(conn, &ids)?;
+            .blocking(move |db| {
+                let wallet_s = hex_addr(&wallet);
+                let ids: Vec<String> = batch.iter().map(|i| i.as_str().to_owned()).collect();
+                for _round in 0..8 {
+                    let (start, loaded) = {
+                        let mut conn = db.conn()?;
+                        let start: i64 =
+                            nonce_row(&wallet_s, chain_id).select(wallet_nonces::next_nonce).first(&mut conn).optional()?.ok_or_else(
+                                || StoreError::Query(format!("nonce of wallet {wallet_s} on chain {chain_id} was never initialised")),
+                            )?;
+                        (start, load_rows(&mut conn, &ids)?)
+                    };
                     let mut out = Vec::with_capacity(batch.len());
-                    // Keep the caller's order: nonces follow submission order.
+                    let mut rows = Vec::new();
+                    let mut next = start;
+                    let mut taken: std::collections::HashSet<&WithdrawalId> = std::collections::HashSet::new();
+                    // Nonces follow the caller's order (submission order).
                     for id in &batch {
                         let Some(w) = loaded.iter().find(|w| &w.id == id) else {
                             return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
                         };
-                        if w.status != Status::Received || out.iter().any(|o| matches!(o, SignOutcome::Signed { id: s, .. } if s == id)) {
+                        if w.status != Status::Received || taken.contains(id) {
                             out.push(SignOutcome::Skipped { id: id.clone(), status: w.status });
                             continue;
                         }
-                        let tx = match sign(w, next as u64) {
-                            Ok(tx) => tx,
-                            Err(error) => {
-                                out.push(SignOutcome::SignError { id: id.clone(), error });
-                                continue;
+                        match sign(w, next as u64) {
+                            Ok(tx) => {
+                                taken.insert(id);
+                                rows.push(AttemptRow {
+                                    tx_hash: hex_hash(&tx.hash),
+                                    withdrawal_id: id.as_str().to_owned(),
+                                    wallet: wallet_s.clone(),
+                                    chain_id: chain_id as i64,
+                                    nonce: next,
+                                    kind: AttemptKind::Transfer.as_str().to_owned(),
+                                    raw: tx.raw.to_vec(),
+                                    max_fee_per_gas: tx.max_fee_per_gas.to_string(),
+                                    max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
+                                    gas_limit: tx.gas_limit as i64,
+                                    created_at: now,
+                                });
+                                out.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
+                                next += 1;
                             }
-                        };
-                        diesel::insert_into(attempts::table)
-                            .values(AttemptRow {
-                                tx_hash: hex_hash(&tx.hash),
-                                withdrawal_id: id.as_str().to_owned(),
-                                wallet: wallet_s.clone(),
-                                chain_id: chain_id as i64,
-                                nonce: next,
-                                kind: AttemptKind::Transfer.as_str().to_owned(),
-                                raw: tx.raw.to_vec(),
-                                max_fee_per_gas: tx.max_fee_per_gas.to_string(),
-                                max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
-                                gas_limit: tx.gas_limit as i64,
-                                created_at: now,
-                            })
-                            .execute(conn)?;
-                        let moved = transition_one(
-                            conn,
-                            &Transition {
-                                id: id.clone(),
-                                from: Status::Received,
-                                to: Status::Signed,
-                                reason: None,
-                                actor: "signer".into(),
-                            },
-                            now,
-                        )?;
-                        if !moved {
-                            // Cannot happen inside this IMMEDIATE transaction; refuse to
-                            // record a nonce for a withdrawal we did not move.
-                            return Err(StoreError::Query(format!("withdrawal {id} changed status while signing")));
+                            Err(error) => out.push(SignOutcome::SignError { id: id.clone(), error }),
                         }
-                        out.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
-                        next += 1;
                     }
-                    diesel::update(key).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
-                    Ok(out)
-                })
+                    if rows.is_empty() {
+                        return Ok(out);
+                    }
+                    let moved: Vec<&str> = rows.iter().map(|r| r.withdrawal_id.as_str()).collect();
+                    let started = std::time::Instant::now();
+                    let committed = db.lock_writer().immediate_transaction(|conn| -> Result<bool, StoreError> {
+                        let cur: i64 = nonce_row(&wallet_s, chain_id).select(wallet_nonces::next_nonce).first(conn)?;
+                        let still: i64 = withdrawals::table
+                            .filter(withdrawals::id.eq_any(&moved))
+                            .filter(withdrawals::status.eq(Status::Received.as_str()))
+                            .count()
+                            .get_result(conn)?;
+                        if cur != start || still != moved.len() as i64 {
+                            return Ok(false);
+                        }
+                        for chunk in rows.chunks(200) {
+                            diesel::insert_into(attempts::table).values(chunk).execute(conn)?;
+                        }
+                        for chunk in moved.chunks(500) {
+                            diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(chunk)))
+                                .set((
+                                    withdrawals::status.eq(Status::Signed.as_str()),
+                                    withdrawals::reason.eq(None::<String>),
+                                    withdrawals::updated_at.eq(now),
+                                    withdrawals::nudged_at.eq(None::<i64>),
+                                ))
+                                .execute(conn)?;
+                        }
+                        let history: Vec<NewHistory> = moved
+                            .iter()
+                            .map(|id| NewHistory {
+                                withdrawal_id: id,
+                                from_status: Some(Status::Received.as_str()),
+                                to_status: Status::Signed.as_str(),
+                                reason: None,
+                                actor: "signer",
+                                at: now,
+                            })
+                            .collect();
+                        for chunk in history.chunks(500) {
+                            diesel::insert_into(history::table).values(chunk).execute(conn)?;
+                        }
+                        diesel::update(nonce_row(&wallet_s, chain_id)).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
+                        Ok(true)
+                    })?;
+                    metrics::histogram!("withdraw_sqlite_write_hold_seconds").record(started.elapsed().as_secs_f64());
+                    if committed {
+                        return Ok(out);
+                    }
+                    tracing::info!(wallet = %wallet_s, chain_id, "nonce or statuses moved while signing; signing the batch again");
+                }
+                Err(StoreError::Unavailable("could not commit signed attempts: another signer keeps taking this wallet's nonces".into()))
             })
             .await
     }
@@ -449,7 +526,7 @@ impl Store for SqliteStore {
 
     async fn record_inclusions(&self, chain_id: u64, batch: Vec<Inclusion>) -> Result<(), StoreError> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     for i in &batch {
                         diesel::replace_into(inclusions::table)
@@ -472,7 +549,7 @@ impl Store for SqliteStore {
     async fn forget_inclusions(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
         let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 diesel::delete(inclusions::table.filter(inclusions::withdrawal_id.eq_any(&ids))).execute(conn)?;
                 Ok(())
             })
@@ -510,7 +587,7 @@ impl Store for SqliteStore {
     async fn take_stale(&self, status: Status, older_than_ms: i64, limit: i64) -> Result<Vec<Withdrawal>, StoreError> {
         let now = self.clock.now_ms();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let rows: Vec<WithdrawalRow> = withdrawals::table
                         .filter(withdrawals::status.eq(status.as_str()))
@@ -545,7 +622,7 @@ impl Store for SqliteStore {
 
     async fn set_cursor(&self, chain_id: u64, block: u64) -> Result<(), StoreError> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 diesel::replace_into(chain_cursors::table)
                     .values((chain_cursors::chain_id.eq(chain_id as i64), chain_cursors::block_number.eq(block as i64)))
                     .execute(conn)?;
@@ -581,7 +658,7 @@ impl Store for SqliteStore {
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 diesel::insert_into(audit_log::table)
                     .values((
                         audit_log::at.eq(now),
