@@ -45,6 +45,69 @@ pub struct Sqlite {
     /// of racing for SQLite's lock: a loser of that race gets SQLITE_BUSY and SQLite's busy
     /// handler sleeps (up to 100 ms a time), which is what makes tail latency explode.
     writer: Arc<Mutex<SqliteConnection>>,
+    /// Who gets the writer next: client-facing writes (recording a request someone is
+    /// waiting on) go before background stage writes.
+    gate: Arc<WriteGate>,
+}
+
+/// A two-level admission gate in front of the write connection. An urgent writer waits only
+/// for the write in progress; background writers also wait while any urgent one is queued.
+#[derive(Default)]
+struct WriteGate {
+    state: Mutex<GateState>,
+    turn: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    busy: bool,
+    urgent_waiting: usize,
+}
+
+impl WriteGate {
+    fn enter(&self, urgent: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if urgent {
+            st.urgent_waiting += 1;
+        }
+        while st.busy || (!urgent && st.urgent_waiting > 0) {
+            st = self.turn.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if urgent {
+            st.urgent_waiting -= 1;
+        }
+        st.busy = true;
+    }
+
+    fn leave(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).busy = false;
+        self.turn.notify_all();
+    }
+}
+
+/// Holds the write connection; leaving the gate on drop, even on panic.
+pub(crate) struct WriteGuard<'a> {
+    conn: std::sync::MutexGuard<'a, SqliteConnection>,
+    gate: &'a WriteGate,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.gate.leave();
+    }
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -80,7 +143,17 @@ impl Sqlite {
             Pragmas.on_acquire(&mut c).map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
             c
         };
-        let db = Sqlite { pool, writer: Arc::new(Mutex::new(writer)) };
+        // Checkpoints copy the WAL into the database file and fsync it. Left to SQLite, that
+        // happens inside whichever commit crosses 1000 WAL pages, stalling a client's
+        // request; a background thread does it instead (the large auto-checkpoint is only a
+        // safety net should that thread fall behind).
+        let mut writer = writer;
+        writer
+            .batch_execute("PRAGMA wal_autocheckpoint = 20000;")
+            .map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
+        let writer = Arc::new(Mutex::new(writer));
+        spawn_checkpointer(pool.clone(), Arc::downgrade(&writer));
+        let db = Sqlite { pool, writer, gate: Arc::new(WriteGate::default()) };
         let mut conn = db.conn()?;
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Unavailable(format!("migrations failed on {}: {e}", path.display())))?;
@@ -97,12 +170,27 @@ impl Sqlite {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let writer = self.writer.clone();
+        self.write_with(false, f).await
+    }
+
+    /// Like [`Sqlite::write`], ahead of background writers: for writes a client waits on.
+    async fn write_urgent<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(true, f).await
+    }
+
+    async fn write_with<T, F>(&self, urgent: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let asked = std::time::Instant::now();
-            // A panic while holding the lock poisons it; the connection itself is still
-            // consistent (the transaction rolled back), so keep using it.
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = db.lock_writer_with(urgent);
             let got = std::time::Instant::now();
             let r = f(&mut conn);
             let held = got.elapsed();
@@ -129,8 +217,15 @@ impl Sqlite {
     }
 
     /// The write connection, for use inside [`Sqlite::blocking`]; hold it briefly.
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, SqliteConnection> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_writer(&self) -> WriteGuard<'_> {
+        self.lock_writer_with(false)
+    }
+
+    fn lock_writer_with(&self, urgent: bool) -> WriteGuard<'_> {
+        self.gate.enter(urgent);
+        // A panic while holding the lock poisons it; the connection itself is still
+        // consistent (the transaction rolled back), so keep using it.
+        WriteGuard { conn: self.writer.lock().unwrap_or_else(|p| p.into_inner()), gate: &self.gate }
     }
 
     /// Runs blocking diesel work that only reads, on a pooled connection.
@@ -167,4 +262,26 @@ fn operation<F>() -> &'static str {
     let name = std::any::type_name::<F>();
     let name = name.split("::{{closure}}").next().unwrap_or(name);
     name.rsplit("::").next().unwrap_or(name)
+}
+
+/// Runs passive WAL checkpoints every second until the database is closed. Passive
+/// checkpoints never block the writer or readers; they copy what they can.
+fn spawn_checkpointer(pool: Pool<ConnectionManager<SqliteConnection>>, alive: std::sync::Weak<Mutex<SqliteConnection>>) {
+    let spawned = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+        while alive.strong_count() > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+            let started = std::time::Instant::now();
+            let result = pool
+                .get()
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);").map_err(|e| e.to_string()));
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "WAL checkpoint failed; SQLite's own checkpoint remains as a fallback");
+            }
+            metrics::histogram!("withdraw_sqlite_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the WAL checkpoint thread; SQLite's own checkpoint remains as a fallback");
+    }
 }

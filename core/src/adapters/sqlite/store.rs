@@ -222,7 +222,7 @@ impl Store for SqliteStore {
     async fn submit(&self, batch: Vec<NewWithdrawal>) -> Result<Vec<SubmitOutcome>, StoreError> {
         let now = self.clock.now_ms();
         self.db
-            .write(move |conn| {
+            .write_urgent(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let mut out = Vec::with_capacity(batch.len());
                     for w in batch {
