@@ -2,6 +2,7 @@
 //! `adapters` feature) and the pipeline stages of withdrawd.
 
 pub mod domain;
+pub mod fees;
 pub mod machine;
 pub mod ports;
 pub mod wire;

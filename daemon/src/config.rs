@@ -133,6 +133,8 @@ pub struct SignerConfig {
     /// Dev only: sign with anvil's first dev account.
     #[serde(default)]
     pub use_anvil_dev_key: bool,
+    /// A transfer not mined this long after its newest attempt is replaced with higher fees.
+    pub stuck_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,7 +205,14 @@ impl Config {
                     },
                 }],
             },
-            signer: SignerConfig { batch: 256, keystore: None, keystore_password: None, key: None, use_anvil_dev_key: true },
+            signer: SignerConfig {
+                batch: 256,
+                keystore: None,
+                keystore_password: None,
+                key: None,
+                use_anvil_dev_key: true,
+                stuck_after_secs: 60,
+            },
             sender: SenderConfig { batch: 256 },
             tracker: TrackerConfig { confirmations: 1, poll_ms: 200, reconcile_every_secs: 5, stale_after_secs: 60 },
             health_listen: "127.0.0.1:8082".parse().expect("static address"),

@@ -96,9 +96,21 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             KeyMaterial::Keystore { path, password } => LocalKeys::from_keystore(&path, &password)?,
         };
         wallets = withdraw_core::ports::Keys::wallets(&keys);
+        let keys = Arc::new(keys);
+        let bumper = stages::Bumper::new(
+            ports.clone(),
+            keys.clone(),
+            stages::BumperConfig {
+                stuck_after: Duration::from_secs(cfg.signer.stuck_after_secs),
+                every: (Duration::from_secs(cfg.signer.stuck_after_secs) / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+                ..Default::default()
+            },
+        );
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("bumper", async move { bumper.run(cancel).await });
         let signer = stages::Signer::new(
             ports.clone(),
-            Arc::new(keys),
+            keys,
             assets.clone(),
             stages::SignerConfig { batch: cfg.signer.batch, visibility: queue_vis },
         )

@@ -78,6 +78,10 @@ impl Chain for EvmChain {
         self.chain_id
     }
 
+    fn max_fee_cap(&self) -> u128 {
+        self.max_fee_cap
+    }
+
     async fn head(&self) -> Result<u64, ChainError> {
         hex_u64(&self.rpc.call("eth_blockNumber", json!([])).await?)
     }
@@ -258,6 +262,25 @@ impl Keys for LocalKeys {
             gas_limit: t.gas_limit,
         })
     }
+}
+
+/// The transfer a signed EIP-1559 transaction makes, so a replacement can be signed with
+/// exactly the same destination, value, data and nonce and only the fees changed.
+pub fn decode_transfer(raw: &[u8]) -> Result<UnsignedTransfer, String> {
+    use alloy::eips::eip2718::Decodable2718;
+    let env = TxEnvelope::decode_2718(&mut &raw[..]).map_err(|e| format!("undecodable attempt: {e}"))?;
+    let TxEnvelope::Eip1559(signed) = env else { return Err("attempt is not an EIP-1559 transaction".into()) };
+    let tx = signed.tx();
+    let TxKind::Call(to) = tx.to else { return Err("attempt creates a contract".into()) };
+    Ok(UnsignedTransfer {
+        chain_id: tx.chain_id,
+        nonce: tx.nonce,
+        to,
+        value: tx.value,
+        input: tx.input.clone(),
+        gas_limit: tx.gas_limit,
+        fees: Fees { max_fee_per_gas: tx.max_fee_per_gas, max_priority_fee_per_gas: tx.max_priority_fee_per_gas },
+    })
 }
 
 alloy::sol! {

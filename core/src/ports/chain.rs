@@ -100,6 +100,8 @@ impl SendResult {
 /// One chain's nodes, as the stages see them.
 pub trait Chain: Send + Sync + 'static {
     fn chain_id(&self) -> u64;
+    /// The highest max_fee_per_gas we may ever sign on this chain, in wei.
+    fn max_fee_cap(&self) -> u128;
     fn head(&self) -> impl Future<Output = Result<u64, ChainError>> + Send;
     fn fees(&self) -> impl Future<Output = Result<Fees, ChainError>> + Send;
     /// Broadcasts raw transactions in one batch, in the given order.

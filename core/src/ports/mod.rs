@@ -73,6 +73,20 @@ pub trait Store: Send + Sync + 'static {
     /// The newest attempt of each withdrawal.
     fn latest_attempts(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
 
+    /// SENT withdrawals on `chain_id` with no recorded inclusion whose newest attempt was
+    /// signed before `older_than_ms`: candidates for a fee bump.
+    fn stuck(
+        &self,
+        chain_id: u64,
+        older_than_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<(Withdrawal, Attempt)>, StoreError>> + Send;
+
+    /// Records replacement attempts (same nonce, higher fees). Each applies only if its
+    /// withdrawal is still open with no inclusion and its newest attempt is still the one
+    /// replaced; returns for each whether it applied.
+    fn record_replacements(&self, batch: Vec<Replacement>) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
     /// Of these transaction hashes, the ones that are our attempts.
     fn find_attempts(&self, hashes: Vec<alloy::primitives::B256>) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
 

@@ -124,6 +124,13 @@ pub struct Attempt {
     pub created_at_ms: i64,
 }
 
+/// A new attempt at the same nonce as `replaces`, with higher fees.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub replaces: B256,
+    pub attempt: Attempt,
+}
+
 /// Where an attempt was mined.
 #[derive(Debug, Clone)]
 pub struct Inclusion {

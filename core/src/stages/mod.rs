@@ -1,11 +1,13 @@
 //! Pipeline stages: each reads its ports, runs the state machine, and applies the effects.
 //! `Ports<T>` groups one deployment's adapters so a stage carries one type parameter.
 
+mod bump;
 mod intake;
 mod send;
 mod sign;
 mod track;
 
+pub use bump::{Bumper, BumperConfig};
 pub use intake::{FieldError, Intake, IntakeConfig, ValidRequest, WithdrawalRequest, request_hash, validate};
 pub use send::{Sender, SenderConfig};
 pub use sign::{Signer, SignerConfig};

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `withdrawd dev` binary against a real anvil, driven over
 //! HTTP. Each test attacks one of the money-safety invariants of DESIGN.md §5.
 
+mod chain;
 mod harness;
 
 use futures::future::join_all;
@@ -10,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use withdraw_core::testing::{Anvil, DEV_ADDRESS, DEV_KEY, eventually};
 
-fn body(user: &str, to: &str, amount: &str) -> Value {
+pub fn body(user: &str, to: &str, amount: &str) -> Value {
     json!({"user_id": user, "asset": "ETH", "chain_id": 31337, "to": to, "amount": amount})
 }
 

@@ -205,6 +205,40 @@ fn transition_many(conn: &mut SqliteConnection, batch: &[Transition], now: i64) 
     Ok(applied)
 }
 
+fn attempt_row(a: &Attempt) -> AttemptRow {
+    AttemptRow {
+        tx_hash: hex_hash(&a.tx_hash),
+        withdrawal_id: a.withdrawal_id.as_str().to_owned(),
+        wallet: hex_addr(&a.wallet),
+        chain_id: a.chain_id as i64,
+        nonce: a.nonce as i64,
+        kind: a.kind.as_str().to_owned(),
+        raw: a.raw.to_vec(),
+        max_fee_per_gas: a.max_fee_per_gas.to_string(),
+        max_priority_fee_per_gas: a.max_priority_fee_per_gas.to_string(),
+        gas_limit: a.gas_limit as i64,
+        created_at: a.created_at_ms,
+    }
+}
+
+/// The newest attempt of each withdrawal: latest signed, highest fee on a tie.
+fn latest_attempts(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Attempt>, StoreError> {
+    let mut best: std::collections::HashMap<WithdrawalId, Attempt> = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<AttemptRow> =
+            attempts::table.filter(attempts::withdrawal_id.eq_any(chunk)).select(AttemptRow::as_select()).load(conn)?;
+        for r in rows {
+            let a = r.into_domain()?;
+            let newer =
+                best.get(&a.withdrawal_id).is_none_or(|b| (a.created_at_ms, a.max_fee_per_gas) > (b.created_at_ms, b.max_fee_per_gas));
+            if newer {
+                best.insert(a.withdrawal_id.clone(), a);
+            }
+        }
+    }
+    Ok(best.into_values().collect())
+}
+
 fn load_rows(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Withdrawal>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     // SQLite caps bound parameters (32766 since 3.32); chunk well below it.
@@ -484,25 +518,65 @@ impl Store for SqliteStore {
 
     async fn latest_attempts(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
         let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db.run(move |conn| latest_attempts(conn, &ids)).await
+    }
+
+    async fn stuck(&self, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
         self.db
             .run(move |conn| {
-                let mut out: Vec<Attempt> = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(500) {
-                    let rows: Vec<AttemptRow> = attempts::table
-                        .filter(attempts::withdrawal_id.eq_any(chunk))
-                        .order((attempts::withdrawal_id, attempts::created_at.desc(), attempts::max_fee_per_gas.desc()))
-                        .select(AttemptRow::as_select())
-                        .load(conn)?;
-                    let mut last: Option<String> = None;
-                    for r in rows {
-                        if last.as_deref() == Some(r.withdrawal_id.as_str()) {
-                            continue;
+                // SENT since before the threshold (status index), not mined; the newest
+                // attempt's age decides (a bumped one waits another period).
+                let rows: Vec<WithdrawalRow> = withdrawals::table
+                    .filter(withdrawals::status.eq(Status::Sent.as_str()))
+                    .filter(withdrawals::chain_id.eq(chain_id as i64))
+                    .filter(withdrawals::updated_at.lt(older_than_ms))
+                    .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
+                    .order(withdrawals::updated_at.asc())
+                    .limit(limit)
+                    .select(WithdrawalRow::as_select())
+                    .load(conn)?;
+                let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+                let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
+                let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
+                    latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+                Ok(ws
+                    .into_iter()
+                    .filter_map(|w| latest.remove(&w.id).filter(|a| a.created_at_ms < older_than_ms).map(|a| (w, a)))
+                    .collect())
+            })
+            .await
+    }
+
+    async fn record_replacements(&self, batch: Vec<Replacement>) -> Result<Vec<bool>, StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let ids: Vec<String> = batch.iter().map(|r| r.attempt.withdrawal_id.as_str().to_owned()).collect();
+                    let latest: std::collections::HashMap<WithdrawalId, Attempt> =
+                        latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+                    let open: std::collections::HashSet<String> = withdrawals::table
+                        .filter(withdrawals::id.eq_any(&ids))
+                        .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
+                        .filter(diesel::dsl::not(diesel::dsl::exists(
+                            inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)),
+                        )))
+                        .select(withdrawals::id)
+                        .load::<String>(conn)?
+                        .into_iter()
+                        .collect();
+                    let mut out = Vec::with_capacity(batch.len());
+                    for r in &batch {
+                        let a = &r.attempt;
+                        let current = latest.get(&a.withdrawal_id);
+                        let ok = open.contains(a.withdrawal_id.as_str())
+                            && current.is_some_and(|c| c.tx_hash == r.replaces && c.nonce == a.nonce && c.wallet == a.wallet);
+                        if ok {
+                            diesel::insert_into(attempts::table).values(attempt_row(a)).execute(conn)?;
                         }
-                        last = Some(r.withdrawal_id.clone());
-                        out.push(r.into_domain()?);
+                        out.push(ok);
                     }
-                }
-                Ok(out)
+                    Ok(out)
+                })
             })
             .await
     }

@@ -1,0 +1,126 @@
+//! The bumper: replaces transfers stuck in the mempool. Past `stuck_after` without inclusion,
+//! a withdrawal's newest attempt is re-signed at the same nonce with both fees raised past the
+//! replacement threshold (see `fees::bump`), up to the chain's fee cap, and handed to the
+//! sender. Whichever attempt is mined decides; they share a nonce, so at most one can be.
+//! Runs in the signer role: it needs the keys.
+
+use super::{PortTypes, Ports, StageError};
+use crate::adapters::evm::decode_transfer;
+use crate::fees::{Bump, bump};
+use crate::ports::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct BumperConfig {
+    /// Age of the newest attempt without inclusion after which it is replaced.
+    pub stuck_after: Duration,
+    pub every: Duration,
+    /// Price bump in percent (nodes require 10).
+    pub percent: u128,
+}
+
+impl Default for BumperConfig {
+    fn default() -> Self {
+        Self { stuck_after: Duration::from_secs(60), every: Duration::from_secs(5), percent: 10 }
+    }
+}
+
+pub struct Bumper<T: PortTypes, K: Keys> {
+    ports: Arc<Ports<T>>,
+    keys: Arc<K>,
+    cfg: BumperConfig,
+}
+
+impl<T: PortTypes, K: Keys> Bumper<T, K> {
+    pub fn new(ports: Arc<Ports<T>>, keys: Arc<K>, cfg: BumperConfig) -> Self {
+        Self { ports, keys, cfg }
+    }
+
+    pub async fn run(&self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(self.cfg.every) => {} }
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "fee bump round failed");
+            }
+        }
+    }
+
+    /// One round over every chain; returns how many replacements were handed to the sender.
+    pub async fn tick(&self) -> Result<usize, StageError> {
+        let older_than = self.ports.clock.now_ms() - self.cfg.stuck_after.as_millis() as i64;
+        let ours = self.keys.wallets();
+        let mut bumped = 0;
+        for (&chain_id, chain) in &self.ports.chains {
+            let stuck = self.ports.store.stuck(chain_id, older_than, 256).await?;
+            let stuck: Vec<_> = stuck.into_iter().filter(|(_, a)| ours.contains(&a.wallet)).collect();
+            if stuck.is_empty() {
+                continue;
+            }
+            let network = chain.fees().await?;
+            let now = self.ports.clock.now_ms();
+            let mut replacements = Vec::new();
+            for (w, old) in &stuck {
+                let old_fees = Fees { max_fee_per_gas: old.max_fee_per_gas, max_priority_fee_per_gas: old.max_priority_fee_per_gas };
+                let fees = match bump(old_fees, network, chain.max_fee_cap(), self.cfg.percent) {
+                    Bump::To(f) => f,
+                    Bump::AtCap => {
+                        metrics::counter!("withdraw_fee_cap_reached_total").increment(1);
+                        tracing::warn!(withdrawal.id = %w.id, nonce = old.nonce, max_fee_per_gas = old.max_fee_per_gas, cap = chain.max_fee_cap(), "stuck transaction cannot be bumped: fee cap reached; re-broadcasting as is");
+                        continue;
+                    }
+                };
+                let mut transfer = match decode_transfer(&old.raw) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(withdrawal.id = %w.id, error = e, "cannot decode a stored attempt");
+                        continue;
+                    }
+                };
+                transfer.fees = fees;
+                let signed = match self.keys.sign(old.wallet, &transfer) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(withdrawal.id = %w.id, error = %e, "signing a replacement failed");
+                        continue;
+                    }
+                };
+                replacements.push(Replacement {
+                    replaces: old.tx_hash,
+                    attempt: Attempt {
+                        withdrawal_id: w.id.clone(),
+                        tx_hash: signed.hash,
+                        wallet: old.wallet,
+                        chain_id,
+                        nonce: old.nonce,
+                        kind: old.kind,
+                        raw: signed.raw,
+                        max_fee_per_gas: fees.max_fee_per_gas,
+                        max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                        gas_limit: old.gas_limit,
+                        created_at_ms: now,
+                    },
+                });
+            }
+            let applied = self.ports.store.record_replacements(replacements.clone()).await?;
+            let mut ids = Vec::new();
+            for (r, ok) in replacements.iter().zip(applied) {
+                if ok {
+                    tracing::info!(
+                        withdrawal.id = %r.attempt.withdrawal_id,
+                        nonce = r.attempt.nonce,
+                        max_fee_per_gas = r.attempt.max_fee_per_gas,
+                        max_priority_fee_per_gas = r.attempt.max_priority_fee_per_gas,
+                        "stuck transaction replaced with higher fees"
+                    );
+                    ids.push(r.attempt.withdrawal_id.to_string());
+                }
+            }
+            metrics::counter!("withdraw_fee_bumps_total").increment(ids.len() as u64);
+            bumped += ids.len();
+            self.ports.queue.send(QueueName::Signed, ids).await?;
+        }
+        Ok(bumped)
+    }
+}
