@@ -128,3 +128,22 @@ pub struct FieldErrorV1 {
     pub field: String,
     pub message: String,
 }
+
+/// `GET /admin/v1/hot-wallets`: one row per wallet and asset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HotWalletV1 {
+    pub chain_id: u64,
+    pub wallet: String,
+    pub asset: String,
+    /// Whole units.
+    pub balance: String,
+    pub in_flight: String,
+    /// Non-zero while withdrawals are held for lack of funds.
+    pub short_by: String,
+    pub held: u64,
+    /// Next nonce the store will allocate, and the chain's latest / pending counts.
+    pub next_nonce: Option<u64>,
+    pub chain_nonce_latest: Option<u64>,
+    pub chain_nonce_pending: Option<u64>,
+    pub updated_at_ms: i64,
+}

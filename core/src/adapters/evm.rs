@@ -187,6 +187,14 @@ impl Chain for EvmChain {
     async fn balance(&self, address: Address) -> Result<U256, ChainError> {
         parse(&self.rpc.call("eth_getBalance", json!([address, "latest"])).await?, "balance")
     }
+
+    async fn token_balance(&self, token: Address, holder: Address) -> Result<U256, ChainError> {
+        use alloy::sol_types::SolCall;
+        let data = Bytes::from(balanceOfCall { owner: holder }.abi_encode());
+        let v = self.rpc.call("eth_call", json!([{"to": token, "data": data}, "latest"])).await?;
+        let s = v.as_str().ok_or_else(|| ChainError::Malformed(format!("balanceOf answer {v}")))?;
+        U256::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| ChainError::Malformed(format!("balanceOf answer {s}")))
+    }
 }
 
 /// Hot-wallet keys held in this process. alloy's signer keeps the key in a k256
@@ -285,6 +293,7 @@ pub fn decode_transfer(raw: &[u8]) -> Result<UnsignedTransfer, String> {
 
 alloy::sol! {
     function transfer(address to, uint256 amount) returns (bool);
+    function balanceOf(address owner) returns (uint256);
 }
 
 /// Calldata of an ERC-20 `transfer(to, amount)`.

@@ -113,6 +113,8 @@ pub trait Chain: Send + Sync + 'static {
     fn receipts(&self, hashes: Vec<B256>) -> impl Future<Output = Result<Vec<Option<TxReceipt>>, ChainError>> + Send;
     fn nonce(&self, address: Address, pending: bool) -> impl Future<Output = Result<u64, ChainError>> + Send;
     fn balance(&self, address: Address) -> impl Future<Output = Result<U256, ChainError>> + Send;
+    /// ERC-20 `balanceOf(holder)` at the latest block.
+    fn token_balance(&self, token: Address, holder: Address) -> impl Future<Output = Result<U256, ChainError>> + Send;
 }
 
 /// A request to sign, built by the signer stage.

@@ -117,6 +117,15 @@ pub trait Store: Send + Sync + 'static {
     /// The wallet's next nonce as the store sees it.
     fn next_nonce(&self, wallet: Address, chain_id: u64) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
+    /// Transfers signed from `wallet` on `chain_id` that are not mined yet (signed, sent or
+    /// dead-lettered without an inclusion): what the wallet's balance must still cover.
+    fn in_flight(&self, chain_id: u64, wallet: Address) -> impl Future<Output = Result<Vec<InFlight>, StoreError>> + Send;
+
+    /// Records what the signer saw of a hot wallet's funds.
+    fn record_wallet_funds(&self, funds: Vec<WalletFunds>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn wallet_funds(&self) -> impl Future<Output = Result<Vec<WalletFunds>, StoreError>> + Send;
+
     fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

@@ -173,3 +173,27 @@ pub struct AuditEntry {
     pub reason: Option<String>,
     pub detail: String,
 }
+
+/// One unmined transfer's claim on its wallet: the asset amount and the worst-case gas.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub asset: String,
+    pub amount: Amount,
+    pub gas_limit: u64,
+    pub max_fee_per_gas: u128,
+}
+
+/// A hot wallet's funds in one asset as the signer last saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletFunds {
+    pub chain_id: u64,
+    pub wallet: Address,
+    pub asset: String,
+    pub balance: Amount,
+    pub in_flight: Amount,
+    /// Zero unless withdrawals are held for lack of funds.
+    pub short_by: Amount,
+    /// Withdrawals held for lack of funds.
+    pub held: u64,
+    pub updated_at_ms: i64,
+}

@@ -4,13 +4,13 @@
 
 use super::{Decision, PortTypes, Ports, StageError, apply, parse_deliveries};
 use crate::adapters::evm::erc20_transfer_calldata;
-use crate::domain::{AssetKind, AssetRegistry, Status, WithdrawalId};
+use crate::domain::{Amount, AssetKind, AssetRegistry, Status, WithdrawalId};
 use crate::machine::Event;
 use crate::ports::*;
 use alloy::primitives::{Address, Bytes, U256};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,15 @@ pub struct Signer<T: PortTypes, K: Keys> {
     wallets: HashMap<u64, Address>,
     /// Operators pause signing; messages wait in the queue meanwhile.
     pub paused: Arc<AtomicBool>,
+    /// Withdrawals held for lack of hot-wallet funds, per chain: still RECEIVED, their
+    /// messages acked (so no receive counts pile up toward the DLQ), re-enqueued by `run`.
+    held: Mutex<HashMap<u64, Vec<WithdrawalId>>>,
+    /// Whether each chain's wallet was short at the last check (to log changes only).
+    short: Mutex<HashMap<u64, bool>>,
 }
+
+/// How often held withdrawals are offered to the signer again.
+const HOLD_RECHECK: Duration = Duration::from_secs(3);
 
 impl<T: PortTypes, K: Keys> Signer<T, K> {
     /// Binds each chain to the first key's wallet and makes sure the store knows the
@@ -54,12 +62,26 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             tracing::info!(chain_id, %wallet, next_nonce = stored, "hot wallet ready");
             wallets.insert(chain_id, wallet);
         }
-        Ok(Signer { ports, keys, assets, cfg, wallets, paused: Arc::new(AtomicBool::new(false)) })
+        Ok(Signer {
+            ports,
+            keys,
+            assets,
+            cfg,
+            wallets,
+            paused: Arc::new(AtomicBool::new(false)),
+            held: Mutex::new(HashMap::new()),
+            short: Mutex::new(HashMap::new()),
+        })
     }
 
     pub async fn run(&self, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut last_recheck = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
+            if last_recheck.elapsed() >= HOLD_RECHECK {
+                last_recheck = tokio::time::Instant::now();
+                self.offer_held_again().await;
+            }
             if self.paused.load(Ordering::Relaxed) {
                 tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => continue }
             }
@@ -80,6 +102,119 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
+        }
+    }
+
+    /// Splits candidates (in order) into those the hot wallet can fund now and those to hold:
+    /// on-chain balance minus everything signed but not yet mined, counting worst-case gas
+    /// (`gas_limit * max_fee`). Stops at the first that does not fit, so a large withdrawal
+    /// is not starved by smaller ones behind it. Records what it saw for operators.
+    async fn budget(
+        &self,
+        chain_id: u64,
+        chain: &T::Chain,
+        wallet: Address,
+        candidates: &[&Withdrawal],
+        fees: Fees,
+    ) -> Result<(Vec<WithdrawalId>, Vec<WithdrawalId>), StageError> {
+        let gas_cost = |gas_limit: u64, max_fee: u128| U256::from(gas_limit) * U256::from(max_fee);
+        let native = self.assets.all().iter().find(|a| a.chain_id == chain_id && a.kind == AssetKind::Native).map(|a| a.symbol.clone());
+        let in_flight = self.ports.store.in_flight(chain_id, wallet).await?;
+        // Per asset: (balance, in flight). The native coin also carries every transfer's gas.
+        let mut book: HashMap<String, (U256, U256)> = HashMap::new();
+        let native_key = native.clone().unwrap_or_else(|| "<native>".into());
+        book.insert(native_key.clone(), (chain.balance(wallet).await?, U256::ZERO));
+        for f in &in_flight {
+            book.get_mut(&native_key).expect("inserted").1 += gas_cost(f.gas_limit, f.max_fee_per_gas);
+            if Some(&f.asset) != native.as_ref() {
+                book.entry(f.asset.clone()).or_insert((U256::ZERO, U256::ZERO)).1 += f.amount.0;
+            } else {
+                book.get_mut(&native_key).expect("inserted").1 += f.amount.0;
+            }
+        }
+        let mut fetched = std::collections::HashSet::new();
+        for w in candidates.iter().map(|w| &w.asset).chain(in_flight.iter().map(|f| &f.asset)) {
+            if let Some(AssetKind::Erc20 { contract }) = self.assets.find(w, chain_id).map(|a| a.kind)
+                && fetched.insert(w.clone())
+            {
+                let bal = chain.token_balance(contract, wallet).await?;
+                book.entry(w.clone()).or_insert((U256::ZERO, U256::ZERO)).0 = bal;
+            }
+        }
+        let mut left: HashMap<String, U256> = book.iter().map(|(k, (b, f))| (k.clone(), b.saturating_sub(*f))).collect();
+        let mut take = Vec::new();
+        let mut held = Vec::new();
+        let mut short: HashMap<String, U256> = HashMap::new();
+        for w in candidates {
+            if !held.is_empty() {
+                held.push(w.id.clone());
+                continue;
+            }
+            let gas_limit = self.assets.find(&w.asset, chain_id).map(|a| a.gas_limit).unwrap_or(0);
+            let mut need: Vec<(String, U256)> = vec![(native_key.clone(), gas_cost(gas_limit, fees.max_fee_per_gas))];
+            if Some(&w.asset) == native.as_ref() {
+                need[0].1 += w.amount.0;
+            } else {
+                need.push((w.asset.clone(), w.amount.0));
+            }
+            let missing: Vec<(String, U256)> = need
+                .iter()
+                .filter_map(|(k, n)| {
+                    let l = left.get(k).copied().unwrap_or_default();
+                    (l < *n).then(|| (k.clone(), *n - l))
+                })
+                .collect();
+            if missing.is_empty() {
+                for (k, n) in need {
+                    *left.get_mut(&k).expect("present") -= n;
+                }
+                take.push(w.id.clone());
+            } else {
+                short.extend(missing);
+                held.push(w.id.clone());
+            }
+        }
+        let now = self.ports.clock.now_ms();
+        let funds = book
+            .iter()
+            .map(|(asset, (bal, fl))| WalletFunds {
+                chain_id,
+                wallet,
+                asset: asset.clone(),
+                balance: Amount(*bal),
+                in_flight: Amount(*fl),
+                short_by: Amount(short.get(asset).copied().unwrap_or_default()),
+                held: if short.contains_key(asset) { held.len() as u64 } else { 0 },
+                updated_at_ms: now,
+            })
+            .collect();
+        self.ports.store.record_wallet_funds(funds).await?;
+        let is_short = !held.is_empty();
+        metrics::gauge!("withdraw_hot_wallet_short", "chain_id" => chain_id.to_string()).set(if is_short { 1.0 } else { 0.0 });
+        metrics::gauge!("withdraw_signer_held_withdrawals", "chain_id" => chain_id.to_string()).set(held.len() as f64);
+        let was_short = self.short.lock().unwrap_or_else(|p| p.into_inner()).insert(chain_id, is_short).unwrap_or(false);
+        if is_short && !was_short {
+            let short_by: Vec<String> = short.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            tracing::error!(chain_id, %wallet, held = held.len(), short_by = ?short_by, "hot wallet cannot fund pending withdrawals; holding them until it is topped up");
+        } else if !is_short && was_short {
+            tracing::info!(chain_id, %wallet, "hot wallet funded again; resuming held withdrawals");
+        }
+        Ok((take, held))
+    }
+
+    /// Hands withdrawals held for lack of funds back to the queue, so the next batch
+    /// re-checks them against the wallet's current balance.
+    async fn offer_held_again(&self) {
+        let held: Vec<String> = {
+            let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            h.drain().flat_map(|(_, ids)| ids).map(|id| id.to_string()).collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ports.queue.send(QueueName::Requests, held).await {
+            // They stay RECEIVED; the reconciler re-enqueues them after stale_after.
+            tracing::warn!(error = %e, "re-offering held withdrawals failed");
         }
     }
 
@@ -170,6 +305,17 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
             let fees = chain.fees().await?;
             let wallet = self.wallets[&chain_id];
+            let candidates: Vec<&Withdrawal> = ids.iter().filter_map(|id| by_id.get(id).copied()).collect();
+            let (ids, held) = self.budget(chain_id, chain, wallet, &candidates, fees).await?;
+            if !held.is_empty() {
+                for id in &held {
+                    ack.extend(receipts[id].iter().cloned());
+                }
+                self.held.lock().unwrap_or_else(|p| p.into_inner()).entry(chain_id).or_default().extend(held);
+            }
+            if ids.is_empty() {
+                continue;
+            }
             let (keys, assets) = (self.keys.clone(), self.assets.clone());
             let sign = Box::new(move |w: &Withdrawal, nonce: u64| -> Result<SignedTx, String> {
                 let asset = assets.find(&w.asset, w.chain_id).ok_or("asset vanished")?;

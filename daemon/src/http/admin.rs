@@ -11,9 +11,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use withdraw_core::domain::{Amount, AssetRegistry, WithdrawalId};
+use withdraw_core::ports::Chain;
 use withdraw_core::ports::{AuditEntry, Balance, Balances, Queue, QueueName, Store};
 use withdraw_core::stages::{PortTypes, Ports};
-use withdraw_core::wire::{BalanceV1, CreditRequestV1, QueueStatsV1, StatsV1};
+use withdraw_core::wire::{BalanceV1, CreditRequestV1, HotWalletV1, QueueStatsV1, StatsV1};
 
 pub struct AdminState<T: PortTypes> {
     pub ports: Arc<Ports<T>>,
@@ -27,6 +28,7 @@ pub fn router<T: PortTypes>(state: Arc<AdminState<T>>) -> Router {
         .route("/admin/v1/balances/{user_id}/{asset}", get(balance::<T>))
         .route("/admin/v1/withdrawals/{id}", get(withdrawal::<T>))
         .route("/admin/v1/stats", get(stats::<T>))
+        .route("/admin/v1/hot-wallets", get(hot_wallets::<T>))
         .with_state(state)
 }
 
@@ -109,4 +111,33 @@ pub async fn collect_stats<T: PortTypes>(ports: &Ports<T>) -> Result<StatsV1, Pr
         });
     }
     Ok(StatsV1 { statuses: counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect(), queues })
+}
+
+async fn hot_wallets<T: PortTypes>(State(s): State<Arc<AdminState<T>>>, headers: HeaderMap) -> Result<impl IntoResponse, Problem> {
+    s.tokens.verify(&headers, Role::Viewer)?;
+    let funds = s.ports.store.wallet_funds().await.map_err(|e| Problem::unavailable(e.to_string()))?;
+    let mut out = Vec::with_capacity(funds.len());
+    for f in funds {
+        let decimals = s.assets.find(&f.asset, f.chain_id).map(|a| a.decimals).unwrap_or(18);
+        let next_nonce = s.ports.store.next_nonce(f.wallet, f.chain_id).await.map_err(|e| Problem::unavailable(e.to_string()))?;
+        // The chain's view is best effort: a dead node must not hide the store's view.
+        let (latest, pending) = match s.ports.chains.get(&f.chain_id) {
+            Some(c) => (c.nonce(f.wallet, false).await.ok(), c.nonce(f.wallet, true).await.ok()),
+            None => (None, None),
+        };
+        out.push(HotWalletV1 {
+            chain_id: f.chain_id,
+            wallet: f.wallet.to_checksum(None),
+            asset: f.asset,
+            balance: f.balance.to_decimal(decimals),
+            in_flight: f.in_flight.to_decimal(decimals),
+            short_by: f.short_by.to_decimal(decimals),
+            held: f.held,
+            next_nonce,
+            chain_nonce_latest: latest,
+            chain_nonce_pending: pending,
+            updated_at_ms: f.updated_at_ms,
+        });
+    }
+    Ok(axum::Json(out))
 }

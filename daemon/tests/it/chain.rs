@@ -143,3 +143,50 @@ async fn a_reorged_transfer_goes_back_to_sent_and_completes_once() {
     assert_eq!(anvil.balance(&dest(22, 0)).await, wei("0.4"), "paid exactly once");
     assert_eq!(anvil.nonce(DEV_ADDRESS).await, 1);
 }
+
+#[tokio::test]
+async fn a_dry_hot_wallet_holds_work_and_resumes_when_funded() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    d.credit("c", "100").await;
+    // The wallet can fund one 0.3 ETH transfer (plus gas), not three.
+    anvil.rpc("anvil_setBalance", json!([DEV_ADDRESS, "0x6f05b59d3b20000"])).await; // 0.5 ETH
+    let ids = submit_n(&d, 23, 3, "0.3").await;
+    let first = d.wait_settled(&ids[..1], Duration::from_secs(30)).await.remove(0);
+    assert_eq!(first["status"], "COMPLETED");
+
+    // The other two are held: still RECEIVED, not INVALID, nothing in a dead-letter queue.
+    let wallets = eventually(Duration::from_secs(30), "the short condition", || async {
+        let v = d.admin_get("/admin/v1/hot-wallets").await;
+        let eth = v.as_array().unwrap().iter().find(|r| r["asset"] == "ETH").cloned()?;
+        (eth["held"] == 2).then_some(eth)
+    })
+    .await;
+    assert_ne!(wallets["short_by"], "0", "{wallets}");
+    assert_eq!(wallets["next_nonce"], 1, "held work takes no nonce: {wallets}");
+    tokio::time::sleep(Duration::from_secs(4)).await; // past a re-check: still held, still no churn
+    for id in &ids[1..] {
+        let w = d.get(id).await;
+        assert_eq!(w["status"], "RECEIVED", "{w}");
+        assert!(w["attempts"].as_array().unwrap().is_empty());
+    }
+    let st = d.stats().await;
+    for q in st["queues"].as_array().unwrap().iter().filter(|q| q["name"].as_str().unwrap().ends_with("dlq")) {
+        assert_eq!(q["visible"].as_i64().unwrap() + q["in_flight"].as_i64().unwrap(), 0, "{st}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("withdraw_hot_wallet_short{chain_id=\"31337\"} 1")), "{metrics}");
+
+    // Top up: the held withdrawals go out by themselves.
+    anvil.rpc("anvil_setBalance", json!([DEV_ADDRESS, "0x56bc75e2d63100000"])).await; // 100 ETH
+    let done = d.wait_settled(&ids, Duration::from_secs(60)).await;
+    for (i, w) in done.iter().enumerate() {
+        assert_eq!(w["status"], "COMPLETED", "{w}");
+        assert_eq!(anvil.balance(&dest(23, i)).await, wei("0.3"), "paid exactly once");
+    }
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 3, "no nonce gap");
+    let v = d.admin_get("/admin/v1/hot-wallets").await;
+    let eth = v.as_array().unwrap().iter().find(|r| r["asset"] == "ETH").unwrap();
+    assert_eq!((eth["held"].as_u64(), eth["short_by"].as_str()), (Some(0), Some("0")), "{eth}");
+}

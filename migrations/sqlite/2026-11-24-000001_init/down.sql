@@ -1,3 +1,4 @@
+DROP TABLE hot_wallets;
 DROP TABLE audit_log;
 DROP TABLE chain_cursors;
 DROP TABLE queue_messages;

@@ -114,3 +114,16 @@ CREATE TABLE audit_log (
     reason TEXT,
     detail TEXT NOT NULL
 );
+
+-- What the signer last saw of each hot wallet's funds, for operators.
+CREATE TABLE hot_wallets (
+    chain_id BIGINT NOT NULL,
+    wallet TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    balance TEXT NOT NULL,
+    in_flight TEXT NOT NULL,
+    short_by TEXT NOT NULL,
+    held BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (chain_id, wallet, asset)
+);

@@ -118,3 +118,16 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations);
+
+diesel::table! {
+    hot_wallets (chain_id, wallet, asset) {
+        chain_id -> BigInt,
+        wallet -> Text,
+        asset -> Text,
+        balance -> Text,
+        in_flight -> Text,
+        short_by -> Text,
+        held -> BigInt,
+        updated_at -> BigInt,
+    }
+}

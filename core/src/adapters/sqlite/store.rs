@@ -1,7 +1,7 @@
 //! The record store on SQLite.
 
 use super::Sqlite;
-use super::schema::{attempts, audit_log, chain_cursors, history, inclusions, wallet_nonces, withdrawals};
+use super::schema::{attempts, audit_log, chain_cursors, history, hot_wallets, inclusions, wallet_nonces, withdrawals};
 use crate::domain::{Amount, Status, WithdrawalId};
 use crate::ports::*;
 use alloy::primitives::{Address, B256, Bytes};
@@ -725,6 +725,92 @@ impl Store for SqliteStore {
                     .first(conn)
                     .optional()?;
                 Ok(n.map(|n| n as u64))
+            })
+            .await
+    }
+
+    async fn in_flight(&self, chain_id: u64, wallet: Address) -> Result<Vec<InFlight>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let ids: Vec<String> = withdrawals::table
+                    .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
+                    .filter(withdrawals::chain_id.eq(chain_id as i64))
+                    .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
+                    .select(withdrawals::id)
+                    .load(conn)?;
+                let ws: std::collections::HashMap<WithdrawalId, Withdrawal> =
+                    load_rows(conn, &ids)?.into_iter().map(|w| (w.id.clone(), w)).collect();
+                Ok(latest_attempts(conn, &ids)?
+                    .into_iter()
+                    .filter(|a| a.wallet == wallet)
+                    .filter_map(|a| {
+                        ws.get(&a.withdrawal_id).map(|w| InFlight {
+                            asset: w.asset.clone(),
+                            amount: w.amount,
+                            gas_limit: a.gas_limit,
+                            max_fee_per_gas: a.max_fee_per_gas,
+                        })
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    async fn record_wallet_funds(&self, funds: Vec<WalletFunds>) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    for f in &funds {
+                        diesel::replace_into(hot_wallets::table)
+                            .values((
+                                hot_wallets::chain_id.eq(f.chain_id as i64),
+                                hot_wallets::wallet.eq(hex_addr(&f.wallet)),
+                                hot_wallets::asset.eq(&f.asset),
+                                hot_wallets::balance.eq(f.balance.base_units()),
+                                hot_wallets::in_flight.eq(f.in_flight.base_units()),
+                                hot_wallets::short_by.eq(f.short_by.base_units()),
+                                hot_wallets::held.eq(f.held as i64),
+                                hot_wallets::updated_at.eq(f.updated_at_ms),
+                            ))
+                            .execute(conn)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn wallet_funds(&self) -> Result<Vec<WalletFunds>, StoreError> {
+        self.db
+            .run(move |conn| {
+                type Row = (i64, String, String, String, String, String, i64, i64);
+                let rows: Vec<Row> = hot_wallets::table
+                    .select((
+                        hot_wallets::chain_id,
+                        hot_wallets::wallet,
+                        hot_wallets::asset,
+                        hot_wallets::balance,
+                        hot_wallets::in_flight,
+                        hot_wallets::short_by,
+                        hot_wallets::held,
+                        hot_wallets::updated_at,
+                    ))
+                    .load(conn)?;
+                let amount = |s: &str| Amount::from_base_units(s).ok_or_else(|| StoreError::Corrupt(format!("hot wallet amount {s}")));
+                rows.into_iter()
+                    .map(|(c, w, asset, b, i, sh, held, at)| {
+                        Ok(WalletFunds {
+                            chain_id: c as u64,
+                            wallet: w.parse().map_err(|_| StoreError::Corrupt(format!("wallet {w}")))?,
+                            asset,
+                            balance: amount(&b)?,
+                            in_flight: amount(&i)?,
+                            short_by: amount(&sh)?,
+                            held: held as u64,
+                            updated_at_ms: at,
+                        })
+                    })
+                    .collect()
             })
             .await
     }
