@@ -40,7 +40,16 @@ pub struct Signer<T: PortTypes, K: Keys> {
     held: Mutex<HashMap<u64, Vec<WithdrawalId>>>,
     /// Whether each chain's wallet was short at the last check (to log changes only).
     short: Mutex<HashMap<u64, bool>>,
+    /// Per chain: when the wallet's funds were last read, and what is left to spend per
+    /// asset since (reads are an RPC and a scan of in-flight work; at most one per second).
+    funds: Mutex<FundsCache>,
 }
+
+/// Per chain: when the funds were read, and per asset what is left to spend.
+type FundsCache = HashMap<u64, (tokio::time::Instant, HashMap<String, U256>)>;
+
+/// How long a read of a hot wallet's funds is reused, deducting what is signed meanwhile.
+const FUNDS_FRESH: Duration = Duration::from_secs(1);
 
 /// How often held withdrawals are offered to the signer again.
 const HOLD_RECHECK: Duration = Duration::from_secs(3);
@@ -71,6 +80,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             paused: Arc::new(AtomicBool::new(false)),
             held: Mutex::new(HashMap::new()),
             short: Mutex::new(HashMap::new()),
+            funds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -119,29 +129,37 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
     ) -> Result<(Vec<WithdrawalId>, Vec<WithdrawalId>), StageError> {
         let gas_cost = |gas_limit: u64, max_fee: u128| U256::from(gas_limit) * U256::from(max_fee);
         let native = self.assets.all().iter().find(|a| a.chain_id == chain_id && a.kind == AssetKind::Native).map(|a| a.symbol.clone());
-        let in_flight = self.ports.store.in_flight(chain_id, wallet).await?;
-        // Per asset: (balance, in flight). The native coin also carries every transfer's gas.
-        let mut book: HashMap<String, (U256, U256)> = HashMap::new();
         let native_key = native.clone().unwrap_or_else(|| "<native>".into());
-        book.insert(native_key.clone(), (chain.balance(wallet).await?, U256::ZERO));
-        for f in &in_flight {
-            book.get_mut(&native_key).expect("inserted").1 += gas_cost(f.gas_limit, f.max_fee_per_gas);
-            if Some(&f.asset) != native.as_ref() {
-                book.entry(f.asset.clone()).or_insert((U256::ZERO, U256::ZERO)).1 += f.amount.0;
-            } else {
-                book.get_mut(&native_key).expect("inserted").1 += f.amount.0;
+        let cached = {
+            let f = self.funds.lock().unwrap_or_else(|p| p.into_inner());
+            f.get(&chain_id).filter(|(at, _)| at.elapsed() < FUNDS_FRESH).map(|(_, left)| left.clone())
+        };
+        // A fresh read when the cache is stale or lacks an asset this batch needs.
+        let needs_read = cached.as_ref().is_none_or(|left| candidates.iter().any(|w| !left.contains_key(&w.asset)));
+        let mut book: HashMap<String, (U256, U256)> = HashMap::new();
+        let mut left: HashMap<String, U256> = match cached {
+            Some(left) if !needs_read => left,
+            _ => {
+                let in_flight = self.ports.store.in_flight(chain_id, wallet).await?;
+                // Per asset: (balance, in flight). The native coin also carries all gas.
+                book.insert(native_key.clone(), (chain.balance(wallet).await?, U256::ZERO));
+                for f in &in_flight {
+                    book.get_mut(&native_key).expect("inserted").1 += gas_cost(f.gas_limit, f.max_fee_per_gas);
+                    let key = if Some(&f.asset) == native.as_ref() { native_key.clone() } else { f.asset.clone() };
+                    book.entry(key).or_insert((U256::ZERO, U256::ZERO)).1 += f.amount.0;
+                }
+                let mut fetched = std::collections::HashSet::new();
+                for w in candidates.iter().map(|w| &w.asset).chain(in_flight.iter().map(|f| &f.asset)) {
+                    if let Some(AssetKind::Erc20 { contract }) = self.assets.find(w, chain_id).map(|a| a.kind)
+                        && fetched.insert(w.clone())
+                    {
+                        let bal = chain.token_balance(contract, wallet).await?;
+                        book.entry(w.clone()).or_insert((U256::ZERO, U256::ZERO)).0 = bal;
+                    }
+                }
+                book.iter().map(|(k, (b, f))| (k.clone(), b.saturating_sub(*f))).collect()
             }
-        }
-        let mut fetched = std::collections::HashSet::new();
-        for w in candidates.iter().map(|w| &w.asset).chain(in_flight.iter().map(|f| &f.asset)) {
-            if let Some(AssetKind::Erc20 { contract }) = self.assets.find(w, chain_id).map(|a| a.kind)
-                && fetched.insert(w.clone())
-            {
-                let bal = chain.token_balance(contract, wallet).await?;
-                book.entry(w.clone()).or_insert((U256::ZERO, U256::ZERO)).0 = bal;
-            }
-        }
-        let mut left: HashMap<String, U256> = book.iter().map(|(k, (b, f))| (k.clone(), b.saturating_sub(*f))).collect();
+        };
         let mut take = Vec::new();
         let mut held = Vec::new();
         let mut short: HashMap<String, U256> = HashMap::new();
@@ -174,8 +192,20 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 held.push(w.id.clone());
             }
         }
+        // Keep what is left for the next batch; a later read replaces it.
+        let refreshed_at = if book.is_empty() {
+            self.funds.lock().unwrap_or_else(|p| p.into_inner()).get(&chain_id).map(|(at, _)| *at)
+        } else {
+            Some(tokio::time::Instant::now())
+        };
+        let is_short = !held.is_empty();
+        if let Some(at) = refreshed_at {
+            // A short wallet is re-read on every batch, so a top-up is seen at once.
+            let at = if is_short { at.checked_sub(FUNDS_FRESH).unwrap_or(at) } else { at };
+            self.funds.lock().unwrap_or_else(|p| p.into_inner()).insert(chain_id, (at, left.clone()));
+        }
         let now = self.ports.clock.now_ms();
-        let funds = book
+        let funds: Vec<WalletFunds> = book
             .iter()
             .map(|(asset, (bal, fl))| WalletFunds {
                 chain_id,
@@ -188,8 +218,9 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 updated_at_ms: now,
             })
             .collect();
-        self.ports.store.record_wallet_funds(funds).await?;
-        let is_short = !held.is_empty();
+        if !funds.is_empty() {
+            self.ports.store.record_wallet_funds(funds).await?;
+        }
         metrics::gauge!("withdraw_hot_wallet_short", "chain_id" => chain_id.to_string()).set(if is_short { 1.0 } else { 0.0 });
         metrics::gauge!("withdraw_signer_held_withdrawals", "chain_id" => chain_id.to_string()).set(held.len() as f64);
         let was_short = self.short.lock().unwrap_or_else(|p| p.into_inner()).insert(chain_id, is_short).unwrap_or(false);
