@@ -84,6 +84,8 @@ pub fn step(from: Status, event: Event) -> Result<Step, Forbidden> {
         // Discarding a signed transfer cannot simply forget it: its nonce is spent and the
         // raw transaction may still be mined. Replace it; whichever is mined decides.
         (S::SendFailed, E::Discard) => (S::SendFailed, &[SignCancel]),
+        // A transfer stuck in the mempool is discarded the same way.
+        (S::Sent, E::Discard) => (S::Sent, &[SignCancel]),
         _ => return Err(Forbidden { from, event }),
     };
     Ok(Step { to, effects })
@@ -134,6 +136,7 @@ mod tests {
         (S::SendFailed, E::CancelConfirmed, S::Cancelled, &[ReleaseReservation]),
         (S::SendFailed, E::Reprocess, S::Signed, &[EnqueueSigned]),
         (S::SendFailed, E::Discard, S::SendFailed, &[SignCancel]),
+        (S::Sent, E::Discard, S::Sent, &[SignCancel]),
     ];
 
     #[test]

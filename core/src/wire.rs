@@ -33,6 +33,8 @@ pub struct AttemptV1 {
     pub max_priority_fee_per_gas: String,
     pub gas_limit: u64,
     pub created_at_ms: i64,
+    /// When a node first accepted it.
+    pub sent_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +74,9 @@ pub struct WithdrawalV1 {
     /// Blocks on top of and including the inclusion block, as last seen by the tracker.
     pub confirmations: u64,
     pub history: Vec<HistoryV1>,
+    /// An operator's discard being carried out by a cancel transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<CancelV1>,
 }
 
 /// `POST /admin/v1/balances/credit` body.
@@ -129,11 +134,34 @@ pub struct FieldErrorV1 {
     pub message: String,
 }
 
-/// `GET /admin/v1/hot-wallets`: one row per wallet and asset.
+/// `GET /admin/v1/hot-wallets`: one entry per wallet and chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HotWalletV1 {
     pub chain_id: u64,
     pub wallet: String,
+    /// Next nonce the store will allocate.
+    pub next_nonce: Option<u64>,
+    /// The nonce check's last view; None until the signer has checked once.
+    pub nonces: Option<NonceLaneV1>,
+    /// What the signer last saw of the wallet's funds, per asset.
+    pub funds: Vec<WalletAssetV1>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NonceLaneV1 {
+    pub chain_latest: u64,
+    pub chain_pending: u64,
+    /// Signed and not yet mined: next_nonce - chain_latest.
+    pub in_flight: u64,
+    /// Nonces nothing of ours will fill, being filled by 0-value self-transfers.
+    pub gaps: Vec<u64>,
+    /// Nonces held by withdrawals in the tx dead-letter queue: later ones wait on them.
+    pub blocked: Vec<u64>,
+    pub checked_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalletAssetV1 {
     pub asset: String,
     /// Whole units.
     pub balance: String,
@@ -141,9 +169,27 @@ pub struct HotWalletV1 {
     /// Non-zero while withdrawals are held for lack of funds.
     pub short_by: String,
     pub held: u64,
-    /// Next nonce the store will allocate, and the chain's latest / pending counts.
-    pub next_nonce: Option<u64>,
-    pub chain_nonce_latest: Option<u64>,
-    pub chain_nonce_pending: Option<u64>,
     pub updated_at_ms: i64,
+}
+
+/// `POST /admin/v1/withdrawals/{id}/reprocess|discard`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequestV1 {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionResultV1 {
+    pub id: String,
+    /// `moved`, `cancel_requested` or `already_cancelling`.
+    pub outcome: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelV1 {
+    pub actor: String,
+    pub reason: String,
+    pub requested_at_ms: i64,
 }

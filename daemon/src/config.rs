@@ -12,7 +12,14 @@ use zeroize::Zeroizing;
 
 /// anvil's first dev account: public test key, funded on every anvil start. Used only by
 /// `withdrawd dev` when no keystore is configured, and only on a dev chain id.
-const ANVIL_DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// anvil's first four dev accounts (public test keys from its default mnemonic): dev mode
+/// can sign with several, one nonce lane each.
+const ANVIL_DEV_KEYS: [&str; 4] = [
+    "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,11 +137,20 @@ pub struct SignerConfig {
     /// A raw hex key from the environment or a file, when no keystore is used.
     #[serde(default)]
     pub key: Option<SecretRef>,
-    /// Dev only: sign with anvil's first dev account.
+    /// More hot wallets besides `key`: each is its own nonce lane, sharing the load.
+    #[serde(default)]
+    pub extra_keys: Vec<SecretRef>,
+    /// Dev only: sign with anvil's dev accounts.
     #[serde(default)]
     pub use_anvil_dev_key: bool,
+    /// Dev only: how many of anvil's dev accounts (1-4) serve as hot wallets.
+    #[serde(default = "one")]
+    pub anvil_dev_wallets: usize,
     /// A transfer not mined this long after its newest attempt is replaced with higher fees.
     pub stuck_after_secs: u64,
+    /// How often each wallet's nonce lane is compared with the chain (gaps, foreign use).
+    #[serde(default = "fifteen")]
+    pub nonce_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +177,15 @@ pub struct DevOverrides {
     pub intake_listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub keystore: Option<PathBuf>,
+    pub hot_wallets: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn fifteen() -> u64 {
+    15
 }
 
 impl Config {
@@ -210,8 +235,11 @@ impl Config {
                 keystore: None,
                 keystore_password: None,
                 key: None,
+                extra_keys: Vec::new(),
                 use_anvil_dev_key: true,
+                anvil_dev_wallets: 1,
                 stuck_after_secs: 60,
+                nonce_check_secs: 15,
             },
             sender: SenderConfig { batch: 256 },
             tracker: TrackerConfig { confirmations: 1, poll_ms: 200, reconcile_every_secs: 5, stale_after_secs: 60 },
@@ -257,6 +285,9 @@ impl Config {
             self.signer.keystore = Some(k.clone());
             self.signer.use_anvil_dev_key = false;
         }
+        if let Some(n) = o.hot_wallets {
+            self.signer.anvil_dev_wallets = n;
+        }
     }
 
     /// Points the single dev chain and its assets at the chain id the node reported.
@@ -281,6 +312,12 @@ impl Config {
         }
         if self.intake.clients.is_empty() {
             bail!("intake.clients is empty: no client could submit");
+        }
+        if self.signer.use_anvil_dev_key && !(1..=ANVIL_DEV_KEYS.len()).contains(&self.signer.anvil_dev_wallets) {
+            bail!("signer.anvil_dev_wallets must be 1-{} (got {})", ANVIL_DEV_KEYS.len(), self.signer.anvil_dev_wallets);
+        }
+        if self.signer.nonce_check_secs == 0 {
+            bail!("signer.nonce_check_secs must be at least 1");
         }
         self.asset_registry()?;
         Ok(())
@@ -358,10 +395,18 @@ pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
         return Ok(KeyMaterial::Keystore { path: path.clone(), password: resolve_secret("keystore password", pw)? });
     }
     if let Some(k) = &cfg.key {
-        return Ok(KeyMaterial::Hex(vec![resolve_secret("hot-wallet key", k)?]));
+        let mut keys = vec![resolve_secret("hot-wallet key", k)?];
+        for (i, k) in cfg.extra_keys.iter().enumerate() {
+            keys.push(resolve_secret(&format!("hot-wallet key extra_keys[{i}]"), k)?);
+        }
+        return Ok(KeyMaterial::Hex(keys));
     }
     if cfg.use_anvil_dev_key {
-        return Ok(KeyMaterial::Hex(vec![Zeroizing::new(ANVIL_DEV_KEY.to_owned())]));
+        let n = cfg.anvil_dev_wallets;
+        if n == 0 || n > ANVIL_DEV_KEYS.len() {
+            bail!("signer.anvil_dev_wallets must be 1-{} (got {n})", ANVIL_DEV_KEYS.len());
+        }
+        return Ok(KeyMaterial::Hex(ANVIL_DEV_KEYS[..n].iter().map(|k| Zeroizing::new((*k).to_owned())).collect()));
     }
     bail!("no hot-wallet key configured: set signer.keystore or signer.key")
 }

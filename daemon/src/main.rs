@@ -71,6 +71,9 @@ struct DevArgs {
     /// Encrypted keystore of the hot wallet (password from signer.keystore_password).
     #[arg(long)]
     keystore: Option<PathBuf>,
+    /// How many of anvil's dev accounts sign (1-4), each its own nonce lane.
+    #[arg(long)]
+    hot_wallets: Option<usize>,
     /// Allow a chain id other than 31337 or 1337.
     #[arg(long)]
     allow_any_chain: bool,
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
                 intake_listen: a.intake_addr,
                 admin_listen: a.admin_addr,
                 keystore: a.keystore,
+                hot_wallets: a.hot_wallets,
             });
             let chain_id =
                 withdraw_core::adapters::evm::EvmChain::probe_chain_id(&a.rpc_url, std::time::Duration::from_secs(5)).await.with_context(

@@ -110,12 +110,27 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         sup.spawn_critical("bumper", async move { bumper.run(cancel).await });
         let signer = stages::Signer::new(
             ports.clone(),
-            keys,
+            keys.clone(),
             assets.clone(),
             stages::SignerConfig { batch: cfg.signer.batch, visibility: queue_vis },
         )
         .await
         .context("signer start")?;
+        let keeper = stages::NonceKeeper::new(
+            ports.clone(),
+            keys,
+            assets.clone(),
+            stages::NonceKeeperConfig {
+                every: Duration::from_secs(cfg.signer.nonce_check_secs),
+                settle_depth: cfg.tracker.confirmations,
+                stuck_after: Duration::from_secs(cfg.signer.stuck_after_secs),
+            },
+        );
+        // Before the first signature: a key used elsewhere must not cost a batch of
+        // transfers signed at nonces the chain already took.
+        keeper.check_all().await.context("nonce check at start")?;
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("nonce-check", async move { keeper.run(cancel).await });
         let cancel = sup.cancel.clone();
         sup.spawn_critical("signer", async move { signer.run(cancel).await });
     }
@@ -254,7 +269,7 @@ fn print_banner(cfg: &Config, ep: &Endpoints, wallets: &[alloy::primitives::Addr
     let token = &cfg.admin.tokens[0];
     let token_src = token.token.env.as_deref().unwrap_or("file");
     eprintln!(
-        "\nwithdrawd dev is running\n  intake API   http://{}   (HMAC client '{}', secret from ${} or 'dev-secret')\n  admin API    http://{}   (Bearer token from ${} or 'dev-admin-token'; /metrics here)\n  chain        {} (chain id {})\n  hot wallet   {}\n  data         {}\n",
+        "\nwithdrawd dev is running\n  intake API   http://{}   (HMAC client '{}', secret from ${} or 'dev-secret')\n  admin API    http://{}   (Bearer token from ${} or 'dev-admin-token'; /metrics here)\n  chain        {} (chain id {})\n  hot wallets  {}\n  data         {}\n",
         ep.intake.as_deref().unwrap_or("-"),
         client.id,
         secret_src,
@@ -262,7 +277,7 @@ fn print_banner(cfg: &Config, ep: &Endpoints, wallets: &[alloy::primitives::Addr
         token_src,
         redact_url(&cfg.chains[0].rpc_url),
         cfg.chains[0].chain_id,
-        wallets.first().map(|w| w.to_checksum(None)).unwrap_or_else(|| "-".into()),
+        if wallets.is_empty() { "-".into() } else { wallets.iter().map(|w| w.to_checksum(None)).collect::<Vec<_>>().join(", ") },
         cfg.data_dir.display(),
     );
 }

@@ -184,6 +184,10 @@ impl Chain for EvmChain {
         hex_u64(&self.rpc.call("eth_getTransactionCount", json!([address, tag])).await?)
     }
 
+    async fn nonce_at(&self, address: Address, block: u64) -> Result<u64, ChainError> {
+        hex_u64(&self.rpc.call("eth_getTransactionCount", json!([address, format!("{block:#x}")])).await?)
+    }
+
     async fn balance(&self, address: Address) -> Result<U256, ChainError> {
         parse(&self.rpc.call("eth_getBalance", json!([address, "latest"])).await?, "balance")
     }

@@ -51,8 +51,12 @@ pub enum SendResult {
     Accepted,
     /// The node already has it: as good as accepted.
     AlreadyKnown,
-    /// The nonce is used: by this transaction (fine) or another (the tracker decides).
+    /// The nonce is used on chain. Classified from the node's answer; the sender then
+    /// looks for our own attempts' receipts and, finding none, makes it
+    /// `NonceTakenElsewhere`.
     NonceTooLow,
+    /// The nonce was used by a transaction that is not one of this withdrawal's attempts.
+    NonceTakenElsewhere,
     ReplacementUnderpriced,
     InsufficientFunds,
     FeeCapExceeded,
@@ -86,7 +90,8 @@ impl SendResult {
         }
     }
 
-    /// The broadcast did its job (the node has the transaction or its nonce is used).
+    /// The broadcast did its job (the node has the transaction, or its nonce is used, by
+    /// one of our attempts once the sender has checked).
     pub fn is_sent(&self) -> bool {
         matches!(self, SendResult::Accepted | SendResult::AlreadyKnown | SendResult::NonceTooLow)
     }
@@ -112,6 +117,8 @@ pub trait Chain: Send + Sync + 'static {
     fn block_hashes(&self, numbers: Vec<u64>) -> impl Future<Output = Result<Vec<Option<B256>>, ChainError>> + Send;
     fn receipts(&self, hashes: Vec<B256>) -> impl Future<Output = Result<Vec<Option<TxReceipt>>, ChainError>> + Send;
     fn nonce(&self, address: Address, pending: bool) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// The account's transaction count as of block `block` (what was mined up to it).
+    fn nonce_at(&self, address: Address, block: u64) -> impl Future<Output = Result<u64, ChainError>> + Send;
     fn balance(&self, address: Address) -> impl Future<Output = Result<U256, ChainError>> + Send;
     /// ERC-20 `balanceOf(holder)` at the latest block.
     fn token_balance(&self, token: Address, holder: Address) -> impl Future<Output = Result<U256, ChainError>> + Send;

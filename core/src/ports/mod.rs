@@ -127,6 +127,51 @@ pub trait Store: Send + Sync + 'static {
     fn wallet_funds(&self) -> impl Future<Output = Result<Vec<WalletFunds>, StoreError>> + Send;
 
     fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every attempt of these withdrawals.
+    fn attempts_of(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
+
+    /// Notes that a node accepted these attempts (the first time counts).
+    fn mark_sent(&self, hashes: Vec<alloy::primitives::B256>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Raises the wallet's next nonce to at least `at_least` (never lowers it); returns
+    /// the next nonce before and after.
+    fn advance_nonce(&self, wallet: Address, chain_id: u64, at_least: u64) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
+
+    /// Open withdrawals (SIGNED, SENT, SEND_FAILED, mined or not: a reorg can unmine
+    /// them) whose newest attempt is from `wallet` on `chain_id`: who owns each nonce that
+    /// is not final.
+    fn nonce_owners(&self, chain_id: u64, wallet: Address) -> impl Future<Output = Result<Vec<NonceOwner>, StoreError>> + Send;
+
+    /// Re-signs transfers whose nonce was consumed on chain by a transaction that is not
+    /// ours, at newly allocated nonces, in one transaction. Each `(id, old_nonce)` applies
+    /// only if the withdrawal is still SIGNED or SENT, unmined, without a cancel request,
+    /// and its newest attempt is still the transfer at `old_nonce` from `wallet`.
+    fn resign_displaced(
+        &self,
+        wallet: Address,
+        chain_id: u64,
+        batch: Vec<(WithdrawalId, u64)>,
+        sign: SignFn,
+    ) -> impl Future<Output = Result<Vec<SignOutcome>, StoreError>> + Send;
+
+    fn record_fill(&self, fill: NonceFill) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Fills of `wallet` at or above `from_nonce`.
+    fn fills(&self, chain_id: u64, wallet: Address, from_nonce: u64) -> impl Future<Output = Result<Vec<NonceFill>, StoreError>> + Send;
+
+    fn record_nonce_check(&self, check: NonceCheck) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The last nonce check of every wallet (wallets never checked have none).
+    fn nonce_checks(&self) -> impl Future<Output = Result<Vec<NonceCheck>, StoreError>> + Send;
+
+    /// Records an operator's discard of a signed withdrawal. Returns false if one was
+    /// already recorded (the first stands).
+    fn request_cancel(&self, req: CancelRequest) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Withdrawals on `chain_id` with a cancel request, still open and unmined, whose
+    /// newest attempt is still a transfer: the cancels to sign.
+    fn pending_cancels(&self, chain_id: u64, limit: i64) -> impl Future<Output = Result<Vec<(Withdrawal, Attempt)>, StoreError>> + Send;
 }
 
 /// The four queues of DESIGN.md §1.

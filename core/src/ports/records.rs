@@ -122,6 +122,8 @@ pub struct Attempt {
     pub max_priority_fee_per_gas: u128,
     pub gas_limit: u64,
     pub created_at_ms: i64,
+    /// When a node first accepted it; None until then.
+    pub sent_at_ms: Option<i64>,
 }
 
 /// A new attempt at the same nonce as `replaces`, with higher fees.
@@ -163,6 +165,8 @@ pub struct WithdrawalDetail {
     pub attempts: Vec<Attempt>,
     pub history: Vec<HistoryEntry>,
     pub inclusion: Option<Inclusion>,
+    /// An operator's discard waiting on (or decided by) a cancel transaction.
+    pub cancel: Option<CancelRequest>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,4 +200,55 @@ pub struct WalletFunds {
     /// Withdrawals held for lack of funds.
     pub held: u64,
     pub updated_at_ms: i64,
+}
+
+/// An operator's request to give up on a signed withdrawal: its nonce is taken over by a
+/// 0-value self-transfer, and whichever of the two is mined decides.
+#[derive(Debug, Clone)]
+pub struct CancelRequest {
+    pub withdrawal_id: WithdrawalId,
+    pub actor: String,
+    pub reason: String,
+    pub requested_at_ms: i64,
+}
+
+/// A 0-value self-transfer filling a nonce that no open withdrawal owns.
+#[derive(Debug, Clone)]
+pub struct NonceFill {
+    pub chain_id: u64,
+    pub wallet: Address,
+    pub nonce: u64,
+    pub tx_hash: B256,
+    pub raw: Bytes,
+    pub max_fee_per_gas: u128,
+    pub created_at_ms: i64,
+}
+
+/// What the nonce check saw of one wallet's nonce lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceCheck {
+    pub chain_id: u64,
+    pub wallet: Address,
+    /// The store's next nonce (after any correction).
+    pub next_nonce: u64,
+    pub chain_latest: u64,
+    pub chain_pending: u64,
+    /// Nonces below `next_nonce`, not mined, that no open withdrawal owns (being filled).
+    pub gaps: Vec<u64>,
+    /// Nonces held by withdrawals in the tx dead-letter queue: every later nonce waits on
+    /// an operator's reprocess or discard.
+    pub blocked: Vec<u64>,
+    pub checked_at_ms: i64,
+}
+
+/// An open withdrawal's claim on a nonce, for the nonce check.
+#[derive(Debug, Clone)]
+pub struct NonceOwner {
+    pub withdrawal_id: WithdrawalId,
+    pub status: Status,
+    pub nonce: u64,
+    /// The newest attempt's kind: a cancel means an operator already gave up on it.
+    pub kind: AttemptKind,
+    /// Every attempt's hash (bumps and cancels): any of them mined settles the nonce.
+    pub hashes: Vec<B256>,
 }

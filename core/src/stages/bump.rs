@@ -2,7 +2,9 @@
 //! a withdrawal's newest attempt is re-signed at the same nonce with both fees raised past the
 //! replacement threshold (see `fees::bump`), up to the chain's fee cap, and handed to the
 //! sender. Whichever attempt is mined decides; they share a nonce, so at most one can be.
-//! Runs in the signer role: it needs the keys.
+//! It also signs operators' cancels: a discarded withdrawal's nonce is taken over by a
+//! 0-value self-transfer priced past the replacement threshold, and whichever of the two
+//! is mined decides COMPLETED or CANCELLED. Runs in the signer role: it needs the keys.
 
 use super::{PortTypes, Ports, StageError};
 use crate::adapters::evm::decode_transfer;
@@ -20,6 +22,9 @@ pub struct BumperConfig {
     /// Price bump in percent (nodes require 10).
     pub percent: u128,
 }
+
+/// Gas of a 0-value transfer to an externally owned account.
+const CANCEL_GAS: u64 = 21_000;
 
 impl Default for BumperConfig {
     fn default() -> Self {
@@ -55,19 +60,66 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
         for (&chain_id, chain) in &self.ports.chains {
             let stuck = self.ports.store.stuck(chain_id, older_than, 256).await?;
             let stuck: Vec<_> = stuck.into_iter().filter(|(_, a)| ours.contains(&a.wallet)).collect();
-            if stuck.is_empty() {
+            let cancels = self.ports.store.pending_cancels(chain_id, 256).await?;
+            let cancels: Vec<_> = cancels.into_iter().filter(|(_, a)| ours.contains(&a.wallet)).collect();
+            if stuck.is_empty() && cancels.is_empty() {
                 continue;
             }
             let network = chain.fees().await?;
             let now = self.ports.clock.now_ms();
             let mut replacements = Vec::new();
-            for (w, old) in &stuck {
+            let mut rebroadcast = Vec::new();
+            for (w, old) in &cancels {
+                let old_fees = Fees { max_fee_per_gas: old.max_fee_per_gas, max_priority_fee_per_gas: old.max_priority_fee_per_gas };
+                let fees = match bump(old_fees, network, chain.max_fee_cap(), self.cfg.percent) {
+                    Bump::To(f) => f,
+                    Bump::AtCap => {
+                        metrics::counter!("withdraw_fee_cap_reached_total").increment(1);
+                        tracing::error!(withdrawal.id = %w.id, nonce = old.nonce, cap = chain.max_fee_cap(), "cannot cancel: a replacement would exceed the fee cap; the transfer may still be mined");
+                        continue;
+                    }
+                };
+                // A 0-value transfer to ourselves: it moves nothing but takes the nonce.
+                let cancel = UnsignedTransfer {
+                    chain_id,
+                    nonce: old.nonce,
+                    to: old.wallet,
+                    value: alloy::primitives::U256::ZERO,
+                    input: alloy::primitives::Bytes::new(),
+                    gas_limit: CANCEL_GAS,
+                    fees,
+                };
+                match self.keys.sign(old.wallet, &cancel) {
+                    Ok(signed) => replacements.push(Replacement {
+                        replaces: old.tx_hash,
+                        attempt: Attempt {
+                            withdrawal_id: w.id.clone(),
+                            tx_hash: signed.hash,
+                            wallet: old.wallet,
+                            chain_id,
+                            nonce: old.nonce,
+                            kind: AttemptKind::Cancel,
+                            raw: signed.raw,
+                            max_fee_per_gas: fees.max_fee_per_gas,
+                            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                            gas_limit: CANCEL_GAS,
+                            created_at_ms: now.max(old.created_at_ms + 1),
+                            sent_at_ms: None,
+                        },
+                    }),
+                    Err(e) => tracing::error!(withdrawal.id = %w.id, error = %e, "signing a cancel failed"),
+                }
+            }
+            let n_cancels = replacements.len();
+            // A stuck transfer with a cancel requested gets the cancel, not a fee bump.
+            for (w, old) in stuck.iter().filter(|(w, _)| !cancels.iter().any(|(c, _)| c.id == w.id)) {
                 let old_fees = Fees { max_fee_per_gas: old.max_fee_per_gas, max_priority_fee_per_gas: old.max_priority_fee_per_gas };
                 let fees = match bump(old_fees, network, chain.max_fee_cap(), self.cfg.percent) {
                     Bump::To(f) => f,
                     Bump::AtCap => {
                         metrics::counter!("withdraw_fee_cap_reached_total").increment(1);
                         tracing::warn!(withdrawal.id = %w.id, nonce = old.nonce, max_fee_per_gas = old.max_fee_per_gas, cap = chain.max_fee_cap(), "stuck transaction cannot be bumped: fee cap reached; re-broadcasting as is");
+                        rebroadcast.push(w.id.to_string());
                         continue;
                     }
                 };
@@ -99,14 +151,20 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                         max_fee_per_gas: fees.max_fee_per_gas,
                         max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
                         gas_limit: old.gas_limit,
-                        created_at_ms: now,
+                        created_at_ms: now.max(old.created_at_ms + 1),
+                        sent_at_ms: None,
                     },
                 });
             }
             let applied = self.ports.store.record_replacements(replacements.clone()).await?;
             let mut ids = Vec::new();
-            for (r, ok) in replacements.iter().zip(applied) {
-                if ok {
+            let mut n_bumps = 0;
+            for (i, (r, ok)) in replacements.iter().zip(applied).enumerate() {
+                if ok && i < n_cancels {
+                    tracing::warn!(withdrawal.id = %r.attempt.withdrawal_id, nonce = r.attempt.nonce, "cancel signed: a 0-value self-transfer now competes for the nonce");
+                    metrics::counter!("withdraw_cancels_signed_total").increment(1);
+                    ids.push(r.attempt.withdrawal_id.to_string());
+                } else if ok {
                     tracing::info!(
                         withdrawal.id = %r.attempt.withdrawal_id,
                         nonce = r.attempt.nonce,
@@ -114,11 +172,13 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                         max_priority_fee_per_gas = r.attempt.max_priority_fee_per_gas,
                         "stuck transaction replaced with higher fees"
                     );
+                    n_bumps += 1;
                     ids.push(r.attempt.withdrawal_id.to_string());
                 }
             }
-            metrics::counter!("withdraw_fee_bumps_total").increment(ids.len() as u64);
+            metrics::counter!("withdraw_fee_bumps_total").increment(n_bumps);
             bumped += ids.len();
+            ids.extend(rebroadcast);
             self.ports.queue.send(QueueName::Signed, ids).await?;
         }
         Ok(bumped)

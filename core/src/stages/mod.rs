@@ -3,12 +3,16 @@
 
 mod bump;
 mod intake;
+mod nonces;
+mod operator;
 mod send;
 mod sign;
 mod track;
 
 pub use bump::{Bumper, BumperConfig};
 pub use intake::{FieldError, Intake, IntakeConfig, ValidRequest, WithdrawalRequest, request_hash, validate};
+pub use nonces::{NonceKeeper, NonceKeeperConfig};
+pub use operator::{ActionError, ActionOutcome, discard, reprocess};
 pub use send::{Sender, SenderConfig};
 pub use sign::{Signer, SignerConfig};
 pub use track::{Tracker, TrackerConfig};
@@ -49,6 +53,8 @@ pub enum StageError {
     Chain(#[from] ChainError),
     #[error("no chain {0} is configured")]
     UnknownChain(u64),
+    #[error("signing failed: {0}")]
+    Signing(String),
     #[error("{0}")]
     Shutdown(&'static str),
 }
@@ -62,7 +68,7 @@ impl StageError {
             StageError::Queue(_) | StageError::Balance(BalanceError::Unavailable(_)) => true,
             StageError::Balance(_) => false,
             StageError::Chain(e) => e.is_retryable(),
-            StageError::UnknownChain(_) | StageError::Shutdown(_) => false,
+            StageError::UnknownChain(_) | StageError::Signing(_) | StageError::Shutdown(_) => false,
         }
     }
 }
@@ -135,9 +141,8 @@ pub async fn apply<T: PortTypes>(
             }
         }
     }
-    for (id, _) in won.iter().filter(|(_, s)| s.effects.contains(&Effect::SignCancel)) {
-        tracing::warn!(withdrawal.id = %id, "cancellation requested; it needs the cancel signer, which this build does not run");
-    }
+    // SignCancel is carried by a cancel request the operator action records (it needs the
+    // operator's name and reason); the signer's bumper signs it.
     for (id, s) in &won {
         metrics::counter!("withdraw_transitions_total", "to" => s.to.as_str()).increment(1);
         tracing::info!(withdrawal.id = %id, status = %s.to, actor, "withdrawal status changed");

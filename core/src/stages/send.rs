@@ -68,13 +68,21 @@ impl<T: PortTypes> Sender<T> {
         let mut receipts: HashMap<WithdrawalId, Vec<String>> = HashMap::new();
         for (id, r) in items {
             match status.get(&id) {
-                Some(Status::Signed | Status::Sent) => {
+                Some(Status::Signed | Status::Sent | Status::SendFailed) => {
                     receipts.insert(id, r);
                 }
                 _ => ack.extend(r),
             }
         }
         let mut attempts = self.ports.store.latest_attempts(receipts.keys().cloned().collect()).await?;
+        // A dead-lettered transfer waits for an operator; only its cancel is broadcast.
+        attempts.retain(|a| {
+            let keep = status.get(&a.withdrawal_id) != Some(&Status::SendFailed) || a.kind == AttemptKind::Cancel;
+            if !keep {
+                ack.extend(receipts.remove(&a.withdrawal_id).unwrap_or_default());
+            }
+            keep
+        });
         // Nonce order per wallet: a node holds a later nonce until the earlier one arrives.
         attempts.sort_by_key(|a| (a.chain_id, a.wallet, a.nonce));
         let mut by_chain: HashMap<u64, Vec<Attempt>> = HashMap::new();
@@ -83,21 +91,44 @@ impl<T: PortTypes> Sender<T> {
         }
         let mut sent = Vec::new();
         let mut failed = Vec::new();
+        let mut accepted = Vec::new();
         let mut all_known = true;
         for (chain_id, attempts) in by_chain {
             let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
             let results = chain.send_raw(attempts.iter().map(|a| a.raw.clone()).collect()).await?;
+            let mut results: Vec<SendResult> = results;
+            // "Nonce too low" is only good news if one of our own attempts took the nonce.
+            let low: Vec<usize> = (0..attempts.len()).filter(|&i| results[i] == SendResult::NonceTooLow).collect();
+            if !low.is_empty() {
+                let ours = self.ours_mined(chain, low.iter().map(|&i| attempts[i].withdrawal_id.clone()).collect()).await?;
+                for i in low {
+                    if !ours.contains(&attempts[i].withdrawal_id) {
+                        results[i] = SendResult::NonceTakenElsewhere;
+                    }
+                }
+            }
             for (a, r) in attempts.iter().zip(results) {
                 let id = &a.withdrawal_id;
+                let st = status.get(id).copied();
                 if r.is_sent() {
-                    if status.get(id) == Some(&Status::Signed) {
+                    if matches!(r, SendResult::Accepted | SendResult::AlreadyKnown) {
+                        accepted.push(a.tx_hash);
+                    }
+                    if st == Some(Status::Signed) {
                         sent.push(Decision { id: id.clone(), from: Status::Signed, event: Event::Broadcast, reason: None });
                     }
+                    ack.extend(receipts.remove(id).unwrap_or_default());
+                } else if r == SendResult::NonceTakenElsewhere {
+                    // Never re-signed here (the sender has no keys, and a blind new nonce
+                    // could pay twice): the signer's nonce check re-signs it once the
+                    // foreign transaction is settled deep enough.
+                    metrics::counter!("withdraw_nonce_conflicts_total", "chain_id" => chain_id.to_string()).increment(1);
+                    tracing::error!(withdrawal.id = %id, nonce = a.nonce, wallet = %a.wallet, "nonce already used on chain by a transaction that is not ours; left to the nonce check");
                     ack.extend(receipts.remove(id).unwrap_or_default());
                 } else if r.is_retryable() || r == SendResult::ReplacementUnderpriced {
                     all_known = false;
                     tracing::warn!(withdrawal.id = %id, nonce = a.nonce, result = ?r, "broadcast not confirmed; will retry");
-                } else if status.get(id) == Some(&Status::Signed) {
+                } else if st == Some(Status::Signed) {
                     tracing::error!(withdrawal.id = %id, nonce = a.nonce, result = ?r, "broadcast refused; to the tx dead-letter queue");
                     failed.push(Decision {
                         id: id.clone(),
@@ -107,11 +138,14 @@ impl<T: PortTypes> Sender<T> {
                     });
                     ack.extend(receipts.remove(id).unwrap_or_default());
                 } else {
-                    // Re-broadcast of a SENT attempt refused: the tracker's receipt check decides.
+                    // Re-broadcast of a SENT attempt (or a cancel) refused: the tracker's
+                    // receipt check and the bumper decide.
+                    tracing::warn!(withdrawal.id = %id, nonce = a.nonce, kind = a.kind.as_str(), result = ?r, "re-broadcast refused");
                     ack.extend(receipts.remove(id).unwrap_or_default());
                 }
             }
         }
+        self.ports.store.mark_sent(accepted).await?;
         let n_sent = sent.len();
         sent.extend(failed);
         apply(&self.ports, "sender", sent).await?;
@@ -119,5 +153,12 @@ impl<T: PortTypes> Sender<T> {
         self.ports.queue.ack(QueueName::Signed, ack).await?;
         metrics::histogram!("withdraw_stage_batch_seconds", "stage" => "sender").record(started.elapsed().as_secs_f64());
         Ok(all_known)
+    }
+
+    /// Of these withdrawals, the ones with an attempt (any fee bump or cancel) mined.
+    async fn ours_mined(&self, chain: &T::Chain, ids: Vec<WithdrawalId>) -> Result<std::collections::HashSet<WithdrawalId>, StageError> {
+        let all = self.ports.store.attempts_of(ids).await?;
+        let receipts = chain.receipts(all.iter().map(|a| a.tx_hash).collect()).await?;
+        Ok(all.into_iter().zip(receipts).filter(|(_, r)| r.is_some()).map(|(a, _)| a.withdrawal_id).collect())
     }
 }

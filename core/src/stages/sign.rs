@@ -31,22 +31,25 @@ pub struct Signer<T: PortTypes, K: Keys> {
     keys: Arc<K>,
     assets: Arc<AssetRegistry>,
     cfg: SignerConfig,
-    /// The hot wallet that signs for each chain.
-    wallets: HashMap<u64, Address>,
+    /// The hot wallets that sign for each chain; each is its own nonce lane.
+    wallets: HashMap<u64, Vec<Address>>,
+    /// Where each chain's next batch starts in its wallet list (round robin).
+    rotation: Mutex<HashMap<u64, usize>>,
     /// Operators pause signing; messages wait in the queue meanwhile.
     pub paused: Arc<AtomicBool>,
     /// Withdrawals held for lack of hot-wallet funds, per chain: still RECEIVED, their
     /// messages acked (so no receive counts pile up toward the DLQ), re-enqueued by `run`.
     held: Mutex<HashMap<u64, Vec<WithdrawalId>>>,
-    /// Whether each chain's wallet was short at the last check (to log changes only).
-    short: Mutex<HashMap<u64, bool>>,
+    /// Whether each wallet was short at the last check (to log changes, and to give
+    /// work to the others meanwhile).
+    short: Mutex<HashMap<(u64, Address), bool>>,
     /// Per chain: when the wallet's funds were last read, and what is left to spend per
     /// asset since (reads are an RPC and a scan of in-flight work; at most one per second).
     funds: Mutex<FundsCache>,
 }
 
-/// Per chain: when the funds were read, and per asset what is left to spend.
-type FundsCache = HashMap<u64, (tokio::time::Instant, HashMap<String, U256>)>;
+/// Per (chain, wallet): when the funds were read, and per asset what is left to spend.
+type FundsCache = HashMap<(u64, Address), (tokio::time::Instant, HashMap<String, U256>)>;
 
 /// How long a read of a hot wallet's funds is reused, deducting what is signed meanwhile.
 const FUNDS_FRESH: Duration = Duration::from_secs(1);
@@ -55,21 +58,22 @@ const FUNDS_FRESH: Duration = Duration::from_secs(1);
 const HOLD_RECHECK: Duration = Duration::from_secs(3);
 
 impl<T: PortTypes, K: Keys> Signer<T, K> {
-    /// Binds each chain to the first key's wallet and makes sure the store knows the
-    /// wallet's next nonce (taken from the chain's pending count the first time).
+    /// Binds each chain to every loaded key's wallet and makes sure the store knows each
+    /// wallet's next nonce (taken from the chain's pending count the first time; the nonce
+    /// check corrects it later if the key was used elsewhere).
     pub async fn new(ports: Arc<Ports<T>>, keys: Arc<K>, assets: Arc<AssetRegistry>, cfg: SignerConfig) -> Result<Self, StageError> {
-        let wallet = *keys.wallets().first().ok_or(StageError::Shutdown("no hot-wallet key loaded"))?;
+        let all = keys.wallets();
+        if all.is_empty() {
+            return Err(StageError::Shutdown("no hot-wallet key loaded"));
+        }
         let mut wallets = HashMap::new();
         for (&chain_id, chain) in &ports.chains {
-            let chain_next = chain.nonce(wallet, true).await?;
-            let stored = ports.store.init_nonce(wallet, chain_id, chain_next).await?;
-            let latest = chain.nonce(wallet, false).await?;
-            if stored < latest {
-                // Someone else used this key: our next nonces are already taken on chain.
-                tracing::error!(chain_id, %wallet, stored, chain_latest = latest, "hot wallet nonce is behind the chain; another signer is using this key");
+            for &wallet in &all {
+                let chain_next = chain.nonce(wallet, true).await?;
+                let stored = ports.store.init_nonce(wallet, chain_id, chain_next).await?;
+                tracing::info!(chain_id, %wallet, next_nonce = stored, "hot wallet ready");
             }
-            tracing::info!(chain_id, %wallet, next_nonce = stored, "hot wallet ready");
-            wallets.insert(chain_id, wallet);
+            wallets.insert(chain_id, all.clone());
         }
         Ok(Signer {
             ports,
@@ -77,6 +81,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             assets,
             cfg,
             wallets,
+            rotation: Mutex::new(HashMap::new()),
             paused: Arc::new(AtomicBool::new(false)),
             held: Mutex::new(HashMap::new()),
             short: Mutex::new(HashMap::new()),
@@ -132,7 +137,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         let native_key = native.clone().unwrap_or_else(|| "<native>".into());
         let cached = {
             let f = self.funds.lock().unwrap_or_else(|p| p.into_inner());
-            f.get(&chain_id).filter(|(at, _)| at.elapsed() < FUNDS_FRESH).map(|(_, left)| left.clone())
+            f.get(&(chain_id, wallet)).filter(|(at, _)| at.elapsed() < FUNDS_FRESH).map(|(_, left)| left.clone())
         };
         // A fresh read when the cache is stale or lacks an asset this batch needs.
         let needs_read = cached.as_ref().is_none_or(|left| candidates.iter().any(|w| !left.contains_key(&w.asset)));
@@ -194,7 +199,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         }
         // Keep what is left for the next batch; a later read replaces it.
         let refreshed_at = if book.is_empty() {
-            self.funds.lock().unwrap_or_else(|p| p.into_inner()).get(&chain_id).map(|(at, _)| *at)
+            self.funds.lock().unwrap_or_else(|p| p.into_inner()).get(&(chain_id, wallet)).map(|(at, _)| *at)
         } else {
             Some(tokio::time::Instant::now())
         };
@@ -202,7 +207,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         if let Some(at) = refreshed_at {
             // A short wallet is re-read on every batch, so a top-up is seen at once.
             let at = if is_short { at.checked_sub(FUNDS_FRESH).unwrap_or(at) } else { at };
-            self.funds.lock().unwrap_or_else(|p| p.into_inner()).insert(chain_id, (at, left.clone()));
+            self.funds.lock().unwrap_or_else(|p| p.into_inner()).insert((chain_id, wallet), (at, left.clone()));
         }
         let now = self.ports.clock.now_ms();
         let funds: Vec<WalletFunds> = book
@@ -221,9 +226,10 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         if !funds.is_empty() {
             self.ports.store.record_wallet_funds(funds).await?;
         }
-        metrics::gauge!("withdraw_hot_wallet_short", "chain_id" => chain_id.to_string()).set(if is_short { 1.0 } else { 0.0 });
-        metrics::gauge!("withdraw_signer_held_withdrawals", "chain_id" => chain_id.to_string()).set(held.len() as f64);
-        let was_short = self.short.lock().unwrap_or_else(|p| p.into_inner()).insert(chain_id, is_short).unwrap_or(false);
+        let labels = [("chain_id", chain_id.to_string()), ("wallet", wallet.to_checksum(None))];
+        metrics::gauge!("withdraw_hot_wallet_short", &labels).set(if is_short { 1.0 } else { 0.0 });
+        metrics::gauge!("withdraw_signer_held_withdrawals", &labels).set(held.len() as f64);
+        let was_short = self.short.lock().unwrap_or_else(|p| p.into_inner()).insert((chain_id, wallet), is_short).unwrap_or(false);
         if is_short && !was_short {
             let short_by: Vec<String> = short.iter().map(|(k, v)| format!("{k} {v}")).collect();
             tracing::error!(chain_id, %wallet, held = held.len(), short_by = ?short_by, "hot wallet cannot fund pending withdrawals; holding them until it is topped up");
@@ -231,6 +237,37 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             tracing::info!(chain_id, %wallet, "hot wallet funded again; resuming held withdrawals");
         }
         Ok((take, held))
+    }
+
+    /// Splits a chain's batch over its wallets, in contiguous runs (submission order within
+    /// each lane), starting where the last batch stopped. Wallets that were short at their
+    /// last check get nothing while another can take the work.
+    fn share(&self, chain_id: u64, ids: Vec<WithdrawalId>) -> Vec<(Address, Vec<WithdrawalId>)> {
+        let all = &self.wallets[&chain_id];
+        let short = self.short.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lanes: Vec<Address> = all.iter().copied().filter(|w| !short.get(&(chain_id, *w)).copied().unwrap_or(false)).collect();
+        drop(short);
+        if lanes.is_empty() {
+            lanes = all.clone();
+        }
+        let start = {
+            let mut r = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
+            let e = r.entry(chain_id).or_insert(0);
+            let s = *e % lanes.len();
+            *e = e.wrapping_add(1);
+            s
+        };
+        let per = ids.len().div_ceil(lanes.len()).max(1);
+        let mut out = Vec::new();
+        let mut ids = ids.into_iter();
+        for i in 0..lanes.len() {
+            let chunk: Vec<WithdrawalId> = ids.by_ref().take(per).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            out.push((lanes[(start + i) % lanes.len()], chunk));
+        }
+        out
     }
 
     /// Hands withdrawals held for lack of funds back to the queue, so the next batch
@@ -335,50 +372,56 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         for (chain_id, ids) in to_sign {
             let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
             let fees = chain.fees().await?;
-            let wallet = self.wallets[&chain_id];
-            let candidates: Vec<&Withdrawal> = ids.iter().filter_map(|id| by_id.get(id).copied()).collect();
-            let (ids, held) = self.budget(chain_id, chain, wallet, &candidates, fees).await?;
-            if !held.is_empty() {
-                for id in &held {
-                    ack.extend(receipts[id].iter().cloned());
-                }
-                self.held.lock().unwrap_or_else(|p| p.into_inner()).entry(chain_id).or_default().extend(held);
-            }
-            if ids.is_empty() {
-                continue;
-            }
-            let (keys, assets) = (self.keys.clone(), self.assets.clone());
-            let sign = Box::new(move |w: &Withdrawal, nonce: u64| -> Result<SignedTx, String> {
-                let asset = assets.find(&w.asset, w.chain_id).ok_or("asset vanished")?;
-                let (to, value, input) = match asset.kind {
-                    AssetKind::Native => (w.to, w.amount.0, Bytes::new()),
-                    AssetKind::Erc20 { contract } => (contract, U256::ZERO, erc20_transfer_calldata(w.to, w.amount.0)),
-                };
-                let t = UnsignedTransfer { chain_id: w.chain_id, nonce, to, value, input, gas_limit: asset.gas_limit, fees };
-                keys.sign(wallet, &t).map_err(|e| e.to_string())
-            });
-            let outcomes = self.ports.store.sign_first_attempts(wallet, chain_id, ids, sign).await?;
-            let mut signed = Vec::new();
-            for o in outcomes {
-                match o {
-                    SignOutcome::Signed { id, .. } => {
-                        ack.extend(receipts[&id].iter().cloned());
-                        signed.push(id.to_string());
+            for (wallet, ids) in self.share(chain_id, ids) {
+                let candidates: Vec<&Withdrawal> = ids.iter().filter_map(|id| by_id.get(id).copied()).collect();
+                let (ids, held) = self.budget(chain_id, chain, wallet, &candidates, fees).await?;
+                if !held.is_empty() {
+                    for id in &held {
+                        ack.extend(receipts[id].iter().cloned());
                     }
-                    SignOutcome::Skipped { id, .. } => ack.extend(receipts[&id].iter().cloned()),
-                    // Left unacked: redelivered, and dead-lettered if it keeps failing.
-                    SignOutcome::SignError { id, error } => tracing::error!(withdrawal.id = %id, error, "signing failed"),
+                    self.held.lock().unwrap_or_else(|p| p.into_inner()).entry(chain_id).or_default().extend(held);
                 }
-            }
-            metrics::counter!("withdraw_signed_total").increment(signed.len() as u64);
-            // machine: RECEIVED + Signed -> SIGNED with EnqueueSigned; the transition itself
-            // was written by the store together with the nonce.
-            if let Err(e) = self.ports.queue.send(QueueName::Signed, signed).await {
-                tracing::warn!(error = %e, "signed queue send failed; reconciler will re-enqueue");
+                if ids.is_empty() {
+                    continue;
+                }
+                let sign = transfer_signer(self.keys.clone(), self.assets.clone(), wallet, fees);
+                let outcomes = self.ports.store.sign_first_attempts(wallet, chain_id, ids, sign).await?;
+                let mut signed = Vec::new();
+                for o in outcomes {
+                    match o {
+                        SignOutcome::Signed { id, .. } => {
+                            ack.extend(receipts[&id].iter().cloned());
+                            signed.push(id.to_string());
+                        }
+                        SignOutcome::Skipped { id, .. } => ack.extend(receipts[&id].iter().cloned()),
+                        // Left unacked: redelivered, and dead-lettered if it keeps failing.
+                        SignOutcome::SignError { id, error } => tracing::error!(withdrawal.id = %id, error, "signing failed"),
+                    }
+                }
+                metrics::counter!("withdraw_signed_total").increment(signed.len() as u64);
+                // machine: RECEIVED + Signed -> SIGNED with EnqueueSigned; the transition
+                // itself was written by the store together with the nonce.
+                if let Err(e) = self.ports.queue.send(QueueName::Signed, signed).await {
+                    tracing::warn!(error = %e, "signed queue send failed; reconciler will re-enqueue");
+                }
             }
         }
         self.ports.queue.ack(QueueName::Requests, ack).await?;
         metrics::histogram!("withdraw_stage_batch_seconds", "stage" => "signer").record(started.elapsed().as_secs_f64());
         Ok(())
     }
+}
+
+/// Signs a withdrawal's transfer (native coin or ERC-20 `transfer`) from `wallet` at the
+/// nonce the store allocates.
+pub(super) fn transfer_signer<K: Keys>(keys: Arc<K>, assets: Arc<AssetRegistry>, wallet: Address, fees: Fees) -> SignFn {
+    Box::new(move |w: &Withdrawal, nonce: u64| -> Result<SignedTx, String> {
+        let asset = assets.find(&w.asset, w.chain_id).ok_or("asset is no longer configured")?;
+        let (to, value, input) = match asset.kind {
+            AssetKind::Native => (w.to, w.amount.0, Bytes::new()),
+            AssetKind::Erc20 { contract } => (contract, U256::ZERO, erc20_transfer_calldata(w.to, w.amount.0)),
+        };
+        let t = UnsignedTransfer { chain_id: w.chain_id, nonce, to, value, input, gas_limit: asset.gas_limit, fees };
+        keys.sign(wallet, &t).map_err(|e| e.to_string())
+    })
 }

@@ -11,10 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use withdraw_core::domain::{Amount, AssetRegistry, WithdrawalId};
-use withdraw_core::ports::Chain;
 use withdraw_core::ports::{AuditEntry, Balance, Balances, Queue, QueueName, Store};
 use withdraw_core::stages::{PortTypes, Ports};
-use withdraw_core::wire::{BalanceV1, CreditRequestV1, HotWalletV1, QueueStatsV1, StatsV1};
+use withdraw_core::stages::{ActionError, ActionOutcome};
+use withdraw_core::wire::{
+    ActionRequestV1, ActionResultV1, BalanceV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, StatsV1, WalletAssetV1,
+};
 
 pub struct AdminState<T: PortTypes> {
     pub ports: Arc<Ports<T>>,
@@ -27,6 +29,8 @@ pub fn router<T: PortTypes>(state: Arc<AdminState<T>>) -> Router {
         .route("/admin/v1/balances/credit", post(credit::<T>))
         .route("/admin/v1/balances/{user_id}/{asset}", get(balance::<T>))
         .route("/admin/v1/withdrawals/{id}", get(withdrawal::<T>))
+        .route("/admin/v1/withdrawals/{id}/reprocess", post(reprocess::<T>))
+        .route("/admin/v1/withdrawals/{id}/discard", post(discard::<T>))
         .route("/admin/v1/stats", get(stats::<T>))
         .route("/admin/v1/hot-wallets", get(hot_wallets::<T>))
         .with_state(state)
@@ -115,29 +119,106 @@ pub async fn collect_stats<T: PortTypes>(ports: &Ports<T>) -> Result<StatsV1, Pr
 
 async fn hot_wallets<T: PortTypes>(State(s): State<Arc<AdminState<T>>>, headers: HeaderMap) -> Result<impl IntoResponse, Problem> {
     s.tokens.verify(&headers, Role::Viewer)?;
-    let funds = s.ports.store.wallet_funds().await.map_err(|e| Problem::unavailable(e.to_string()))?;
-    let mut out = Vec::with_capacity(funds.len());
-    for f in funds {
-        let decimals = s.assets.find(&f.asset, f.chain_id).map(|a| a.decimals).unwrap_or(18);
-        let next_nonce = s.ports.store.next_nonce(f.wallet, f.chain_id).await.map_err(|e| Problem::unavailable(e.to_string()))?;
-        // The chain's view is best effort: a dead node must not hide the store's view.
-        let (latest, pending) = match s.ports.chains.get(&f.chain_id) {
-            Some(c) => (c.nonce(f.wallet, false).await.ok(), c.nonce(f.wallet, true).await.ok()),
-            None => (None, None),
+    let unavailable = |e: withdraw_core::ports::StoreError| Problem::unavailable(e.to_string());
+    // The signer's last views (nonce check, funds check): no RPC from the admin API, so a
+    // dead node shows as stale `checked_at_ms`, not as a hanging console.
+    let checks = s.ports.store.nonce_checks().await.map_err(unavailable)?;
+    let funds = s.ports.store.wallet_funds().await.map_err(unavailable)?;
+    let mut keys: Vec<(u64, alloy::primitives::Address)> = checks.iter().map(|c| (c.chain_id, c.wallet)).collect();
+    keys.extend(funds.iter().map(|f| (f.chain_id, f.wallet)));
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::with_capacity(keys.len());
+    for (chain_id, wallet) in keys {
+        let check = checks.iter().find(|c| c.chain_id == chain_id && c.wallet == wallet);
+        let next_nonce = match check {
+            Some(c) => Some(c.next_nonce),
+            None => s.ports.store.next_nonce(wallet, chain_id).await.map_err(unavailable)?,
         };
+        let assets = funds
+            .iter()
+            .filter(|f| f.chain_id == chain_id && f.wallet == wallet)
+            .map(|f| {
+                let decimals = s.assets.find(&f.asset, f.chain_id).map(|a| a.decimals).unwrap_or(18);
+                WalletAssetV1 {
+                    asset: f.asset.clone(),
+                    balance: f.balance.to_decimal(decimals),
+                    in_flight: f.in_flight.to_decimal(decimals),
+                    short_by: f.short_by.to_decimal(decimals),
+                    held: f.held,
+                    updated_at_ms: f.updated_at_ms,
+                }
+            })
+            .collect();
         out.push(HotWalletV1 {
-            chain_id: f.chain_id,
-            wallet: f.wallet.to_checksum(None),
-            asset: f.asset,
-            balance: f.balance.to_decimal(decimals),
-            in_flight: f.in_flight.to_decimal(decimals),
-            short_by: f.short_by.to_decimal(decimals),
-            held: f.held,
+            chain_id,
+            wallet: wallet.to_checksum(None),
             next_nonce,
-            chain_nonce_latest: latest,
-            chain_nonce_pending: pending,
-            updated_at_ms: f.updated_at_ms,
+            nonces: check.map(|c| NonceLaneV1 {
+                chain_latest: c.chain_latest,
+                chain_pending: c.chain_pending,
+                in_flight: c.next_nonce.saturating_sub(c.chain_latest),
+                gaps: c.gaps.clone(),
+                blocked: c.blocked.clone(),
+                checked_at_ms: c.checked_at_ms,
+            }),
+            funds: assets,
         });
     }
     Ok(axum::Json(out))
+}
+
+fn action_problem(e: ActionError) -> Problem {
+    match e {
+        ActionError::NotFound(_) => Problem::not_found(),
+        ActionError::Conflict(m) => Problem::conflict(m),
+        ActionError::MissingReason => Problem::bad_request("a non-empty \"reason\" is required"),
+        ActionError::Stage(e) => Problem::unavailable(e.to_string()),
+    }
+}
+
+async fn action<T: PortTypes>(
+    s: &AdminState<T>,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    discard: bool,
+) -> Result<axum::Json<ActionResultV1>, Problem> {
+    let op = s.tokens.verify(headers, Role::Operator)?;
+    let id = WithdrawalId::parse(id).ok_or_else(Problem::not_found)?;
+    let req: ActionRequestV1 =
+        serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("body must be {{\"reason\": \"...\"}}: {e}")))?;
+    let outcome = if discard {
+        withdraw_core::stages::discard(&s.ports, &id, &op.name, &req.reason).await
+    } else {
+        withdraw_core::stages::reprocess(&s.ports, &id, &op.name, &req.reason).await
+    }
+    .map_err(action_problem)?;
+    let status = s.ports.store.get(&id).await.map_err(|e| Problem::unavailable(e.to_string()))?.map(|d| d.withdrawal.status.to_string());
+    let outcome = match outcome {
+        ActionOutcome::Moved(_) => "moved",
+        ActionOutcome::CancelRequested => "cancel_requested",
+        ActionOutcome::AlreadyCancelling => "already_cancelling",
+    };
+    Ok(axum::Json(ActionResultV1 { id: id.to_string(), outcome: outcome.into(), status: status.unwrap_or_default() }))
+}
+
+/// Sends a dead-lettered withdrawal back into the pipeline.
+async fn reprocess<T: PortTypes>(
+    State(s): State<Arc<AdminState<T>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    action(&s, &headers, &id, &body, false).await
+}
+
+/// Gives up on a withdrawal (a signed one is cancelled on chain at its nonce).
+async fn discard<T: PortTypes>(
+    State(s): State<Arc<AdminState<T>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    action(&s, &headers, &id, &body, true).await
 }

@@ -81,6 +81,7 @@ pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistr
                 max_priority_fee_per_gas: a.max_priority_fee_per_gas.to_string(),
                 gas_limit: a.gas_limit,
                 created_at_ms: a.created_at_ms,
+                sent_at_ms: a.sent_at_ms,
             })
             .collect(),
         inclusion: d.inclusion.as_ref().map(|i| InclusionV1 {
@@ -101,6 +102,7 @@ pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistr
                 at_ms: h.at_ms,
             })
             .collect(),
+        cancel: d.cancel.as_ref().map(|c| CancelV1 { actor: c.actor.clone(), reason: c.reason.clone(), requested_at_ms: c.requested_at_ms }),
     })
 }
 

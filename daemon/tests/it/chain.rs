@@ -159,12 +159,14 @@ async fn a_dry_hot_wallet_holds_work_and_resumes_when_funded() {
     // The other two are held: still RECEIVED, not INVALID, nothing in a dead-letter queue.
     let wallets = eventually(Duration::from_secs(30), "the short condition", || async {
         let v = d.admin_get("/admin/v1/hot-wallets").await;
-        let eth = v.as_array().unwrap().iter().find(|r| r["asset"] == "ETH").cloned()?;
-        (eth["held"] == 2).then_some(eth)
+        let w = v.as_array().unwrap().first().cloned()?;
+        let eth = w["funds"].as_array().unwrap().iter().find(|r| r["asset"] == "ETH").cloned()?;
+        (eth["held"] == 2).then_some((w, eth))
     })
     .await;
-    assert_ne!(wallets["short_by"], "0", "{wallets}");
-    assert_eq!(wallets["next_nonce"], 1, "held work takes no nonce: {wallets}");
+    let (wallet, eth) = wallets;
+    assert_ne!(eth["short_by"], "0", "{eth}");
+    assert_eq!(wallet["next_nonce"], 1, "held work takes no nonce: {wallet}");
     tokio::time::sleep(Duration::from_secs(4)).await; // past a re-check: still held, still no churn
     for id in &ids[1..] {
         let w = d.get(id).await;
@@ -176,7 +178,7 @@ async fn a_dry_hot_wallet_holds_work_and_resumes_when_funded() {
         assert_eq!(q["visible"].as_i64().unwrap() + q["in_flight"].as_i64().unwrap(), 0, "{st}");
     }
     let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("withdraw_hot_wallet_short{chain_id=\"31337\"} 1")), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("withdraw_hot_wallet_short{chain_id=\"31337\"") && l.ends_with("} 1")), "{metrics}");
 
     // Top up: the held withdrawals go out by themselves.
     anvil.rpc("anvil_setBalance", json!([DEV_ADDRESS, "0x56bc75e2d63100000"])).await; // 100 ETH
@@ -187,6 +189,6 @@ async fn a_dry_hot_wallet_holds_work_and_resumes_when_funded() {
     }
     assert_eq!(anvil.nonce(DEV_ADDRESS).await, 3, "no nonce gap");
     let v = d.admin_get("/admin/v1/hot-wallets").await;
-    let eth = v.as_array().unwrap().iter().find(|r| r["asset"] == "ETH").unwrap();
+    let eth = v[0]["funds"].as_array().unwrap().iter().find(|r| r["asset"] == "ETH").unwrap();
     assert_eq!((eth["held"].as_u64(), eth["short_by"].as_str()), (Some(0), Some("0")), "{eth}");
 }

@@ -32,6 +32,7 @@ diesel::table! {
         max_priority_fee_per_gas -> Text,
         gas_limit -> BigInt,
         created_at -> BigInt,
+        sent_at -> Nullable<BigInt>,
     }
 }
 
@@ -63,6 +64,11 @@ diesel::table! {
         chain_id -> BigInt,
         wallet -> Text,
         next_nonce -> BigInt,
+        chain_latest -> Nullable<BigInt>,
+        chain_pending -> Nullable<BigInt>,
+        gaps -> Text,
+        blocked -> Text,
+        checked_at -> Nullable<BigInt>,
     }
 }
 
@@ -117,7 +123,28 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations);
+diesel::table! {
+    nonce_fills (tx_hash) {
+        tx_hash -> Text,
+        chain_id -> BigInt,
+        wallet -> Text,
+        nonce -> BigInt,
+        raw -> Binary,
+        max_fee_per_gas -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    cancel_requests (withdrawal_id) {
+        withdrawal_id -> Text,
+        actor -> Text,
+        reason -> Text,
+        requested_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations, cancel_requests);
 
 diesel::table! {
     hot_wallets (chain_id, wallet, asset) {

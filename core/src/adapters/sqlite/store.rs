@@ -1,7 +1,7 @@
 //! The record store on SQLite.
 
 use super::Sqlite;
-use super::schema::{attempts, audit_log, chain_cursors, history, hot_wallets, inclusions, wallet_nonces, withdrawals};
+use super::schema::{attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, nonce_fills, wallet_nonces, withdrawals};
 use crate::domain::{Amount, Status, WithdrawalId};
 use crate::ports::*;
 use alloy::primitives::{Address, B256, Bytes};
@@ -73,6 +73,7 @@ struct AttemptRow {
     max_priority_fee_per_gas: String,
     gas_limit: i64,
     created_at: i64,
+    sent_at: Option<i64>,
 }
 
 impl AttemptRow {
@@ -93,6 +94,7 @@ impl AttemptRow {
             max_priority_fee_per_gas: self.max_priority_fee_per_gas.parse().map_err(|_| corrupt("max_priority_fee_per_gas"))?,
             gas_limit: self.gas_limit as u64,
             created_at_ms: self.created_at,
+            sent_at_ms: self.sent_at,
             withdrawal_id: WithdrawalId::from_stored(self.withdrawal_id),
         })
     }
@@ -218,6 +220,7 @@ fn attempt_row(a: &Attempt) -> AttemptRow {
         max_priority_fee_per_gas: a.max_priority_fee_per_gas.to_string(),
         gas_limit: a.gas_limit as i64,
         created_at: a.created_at_ms,
+        sent_at: a.sent_at_ms,
     }
 }
 
@@ -352,7 +355,18 @@ impl Store for SqliteStore {
                     .optional()?
                     .map(InclusionRow::into_domain)
                     .transpose()?;
-                Ok(Some(WithdrawalDetail { withdrawal: row.into_domain()?, attempts, history, inclusion }))
+                let cancel = cancel_requests::table
+                    .filter(cancel_requests::withdrawal_id.eq(&id))
+                    .select((cancel_requests::actor, cancel_requests::reason, cancel_requests::requested_at))
+                    .first::<(String, String, i64)>(conn)
+                    .optional()?
+                    .map(|(actor, reason, at)| CancelRequest {
+                        withdrawal_id: WithdrawalId::from_stored(id.clone()),
+                        actor,
+                        reason,
+                        requested_at_ms: at,
+                    });
+                Ok(Some(WithdrawalDetail { withdrawal: row.into_domain()?, attempts, history, inclusion, cancel }))
             })
             .await
     }
@@ -453,6 +467,7 @@ impl Store for SqliteStore {
                                     max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
                                     gas_limit: tx.gas_limit as i64,
                                     created_at: now,
+                                    sent_at: None,
                                 });
                                 out.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
                                 next += 1;
@@ -524,10 +539,11 @@ impl Store for SqliteStore {
     async fn stuck(&self, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
         self.db
             .run(move |conn| {
-                // SENT since before the threshold (status index), not mined; the newest
-                // attempt's age decides (a bumped one waits another period).
+                // SENT (or a discarded SEND_FAILED being cancelled) since before the
+                // threshold (status index), not mined; the newest attempt's age decides (a
+                // bumped one waits another period).
                 let rows: Vec<WithdrawalRow> = withdrawals::table
-                    .filter(withdrawals::status.eq(Status::Sent.as_str()))
+                    .filter(withdrawals::status.eq_any([Status::Sent.as_str(), Status::SendFailed.as_str()]))
                     .filter(withdrawals::chain_id.eq(chain_id as i64))
                     .filter(withdrawals::updated_at.lt(older_than_ms))
                     .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
@@ -542,6 +558,8 @@ impl Store for SqliteStore {
                 Ok(ws
                     .into_iter()
                     .filter_map(|w| latest.remove(&w.id).filter(|a| a.created_at_ms < older_than_ms).map(|a| (w, a)))
+                    // A dead-lettered transfer waits for an operator; its cancel does not.
+                    .filter(|(w, a)| w.status == Status::Sent || a.kind == AttemptKind::Cancel)
                     .collect())
             })
             .await
@@ -552,7 +570,7 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let ids: Vec<String> = batch.iter().map(|r| r.attempt.withdrawal_id.as_str().to_owned()).collect();
-                    let latest: std::collections::HashMap<WithdrawalId, Attempt> =
+                    let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
                         latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
                     let open: std::collections::HashSet<String> = withdrawals::table
                         .filter(withdrawals::id.eq_any(&ids))
@@ -572,6 +590,8 @@ impl Store for SqliteStore {
                             && current.is_some_and(|c| c.tx_hash == r.replaces && c.nonce == a.nonce && c.wallet == a.wallet);
                         if ok {
                             diesel::insert_into(attempts::table).values(attempt_row(a)).execute(conn)?;
+                            // A second replacement of the same attempt in this batch loses.
+                            latest.insert(a.withdrawal_id.clone(), a.clone());
                         }
                         out.push(ok);
                     }
@@ -830,6 +850,319 @@ impl Store for SqliteStore {
                     ))
                     .execute(conn)?;
                 Ok(())
+            })
+            .await
+    }
+    async fn attempts_of(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db
+            .run(move |conn| {
+                let mut out = Vec::new();
+                for chunk in ids.chunks(500) {
+                    let rows: Vec<AttemptRow> =
+                        attempts::table.filter(attempts::withdrawal_id.eq_any(chunk)).select(AttemptRow::as_select()).load(conn)?;
+                    for r in rows {
+                        out.push(r.into_domain()?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn mark_sent(&self, hashes: Vec<B256>) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let hashes: Vec<String> = hashes.iter().map(hex_hash).collect();
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    for chunk in hashes.chunks(500) {
+                        diesel::update(attempts::table.filter(attempts::tx_hash.eq_any(chunk)).filter(attempts::sent_at.is_null()))
+                            .set(attempts::sent_at.eq(now))
+                            .execute(conn)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn advance_nonce(&self, wallet: Address, chain_id: u64, at_least: u64) -> Result<(u64, u64), StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let w = hex_addr(&wallet);
+                    let cur: i64 = nonce_row(&w, chain_id).select(wallet_nonces::next_nonce).first(conn)?;
+                    let next = cur.max(at_least as i64);
+                    if next != cur {
+                        diesel::update(nonce_row(&w, chain_id)).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
+                    }
+                    Ok((cur as u64, next as u64))
+                })
+            })
+            .await
+    }
+
+    async fn nonce_owners(&self, chain_id: u64, wallet: Address) -> Result<Vec<NonceOwner>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<(String, String)> = withdrawals::table
+                    .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
+                    .filter(withdrawals::chain_id.eq(chain_id as i64))
+                    // Mined ones too: until final, a reorg can hand their nonce back.
+                    .select((withdrawals::id, withdrawals::status))
+                    .load(conn)?;
+                let status: std::collections::HashMap<String, String> = rows.into_iter().collect();
+                let ids: Vec<String> = status.keys().cloned().collect();
+                let mut all: std::collections::HashMap<WithdrawalId, Vec<B256>> = std::collections::HashMap::new();
+                for chunk in ids.chunks(500) {
+                    let rows: Vec<(String, String)> = attempts::table
+                        .filter(attempts::withdrawal_id.eq_any(chunk))
+                        .select((attempts::withdrawal_id, attempts::tx_hash))
+                        .load(conn)?;
+                    for (id, h) in rows {
+                        let h = h.parse().map_err(|_| StoreError::Corrupt(format!("attempt hash {h}")))?;
+                        all.entry(WithdrawalId::from_stored(id)).or_default().push(h);
+                    }
+                }
+                latest_attempts(conn, &ids)?
+                    .into_iter()
+                    .filter(|a| a.wallet == wallet)
+                    .map(|a| {
+                        let st = &status[a.withdrawal_id.as_str()];
+                        Ok(NonceOwner {
+                            status: st.parse().map_err(|_| StoreError::Corrupt(format!("status {st}")))?,
+                            nonce: a.nonce,
+                            kind: a.kind,
+                            hashes: all.remove(&a.withdrawal_id).unwrap_or_default(),
+                            withdrawal_id: a.withdrawal_id,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn resign_displaced(
+        &self,
+        wallet: Address,
+        chain_id: u64,
+        batch: Vec<(WithdrawalId, u64)>,
+        mut sign: SignFn,
+    ) -> Result<Vec<SignOutcome>, StoreError> {
+        let now = self.clock.now_ms();
+        // Rare (a nonce taken behind our back), so it signs inside the write transaction:
+        // the checks, the new nonces and the attempts commit together or not at all.
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let w = hex_addr(&wallet);
+                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.as_str().to_owned()).collect();
+                    let loaded: std::collections::HashMap<WithdrawalId, Withdrawal> =
+                        load_rows(conn, &ids)?.into_iter().map(|w| (w.id.clone(), w)).collect();
+                    let latest: std::collections::HashMap<WithdrawalId, Attempt> =
+                        latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+                    let mined: std::collections::HashSet<String> =
+                        inclusions::table.filter(inclusions::withdrawal_id.eq_any(&ids)).select(inclusions::withdrawal_id).load::<String>(conn)?.into_iter().collect();
+                    let cancelling: std::collections::HashSet<String> = cancel_requests::table
+                        .filter(cancel_requests::withdrawal_id.eq_any(&ids))
+                        .select(cancel_requests::withdrawal_id)
+                        .load::<String>(conn)?
+                        .into_iter()
+                        .collect();
+                    let mut next: i64 = nonce_row(&w, chain_id).select(wallet_nonces::next_nonce).first(conn)?;
+                    let mut out = Vec::with_capacity(batch.len());
+                    for (id, old_nonce) in &batch {
+                        let (Some(wd), Some(a)) = (loaded.get(id), latest.get(id)) else {
+                            return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
+                        };
+                        let eligible = matches!(wd.status, Status::Signed | Status::Sent)
+                            && !mined.contains(id.as_str())
+                            && !cancelling.contains(id.as_str())
+                            && a.kind == AttemptKind::Transfer
+                            && a.nonce == *old_nonce
+                            && a.wallet == wallet;
+                        if !eligible {
+                            out.push(SignOutcome::Skipped { id: id.clone(), status: wd.status });
+                            continue;
+                        }
+                        match sign(wd, next as u64) {
+                            Ok(tx) => {
+                                let row = AttemptRow {
+                                    tx_hash: hex_hash(&tx.hash),
+                                    withdrawal_id: id.as_str().to_owned(),
+                                    wallet: w.clone(),
+                                    chain_id: chain_id as i64,
+                                    nonce: next,
+                                    kind: AttemptKind::Transfer.as_str().to_owned(),
+                                    raw: tx.raw.to_vec(),
+                                    max_fee_per_gas: tx.max_fee_per_gas.to_string(),
+                                    max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
+                                    gas_limit: tx.gas_limit as i64,
+                                    // Newer than every earlier attempt, so it is the one sent.
+                                    created_at: now.max(a.created_at_ms + 1),
+                                    sent_at: None,
+                                };
+                                diesel::insert_into(attempts::table).values(&row).execute(conn)?;
+                                out.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
+                                next += 1;
+                            }
+                            Err(error) => out.push(SignOutcome::SignError { id: id.clone(), error }),
+                        }
+                    }
+                    diesel::update(nonce_row(&w, chain_id)).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    async fn record_fill(&self, fill: NonceFill) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                diesel::insert_into(nonce_fills::table)
+                    .values((
+                        nonce_fills::tx_hash.eq(hex_hash(&fill.tx_hash)),
+                        nonce_fills::chain_id.eq(fill.chain_id as i64),
+                        nonce_fills::wallet.eq(hex_addr(&fill.wallet)),
+                        nonce_fills::nonce.eq(fill.nonce as i64),
+                        nonce_fills::raw.eq(fill.raw.to_vec()),
+                        nonce_fills::max_fee_per_gas.eq(fill.max_fee_per_gas.to_string()),
+                        nonce_fills::created_at.eq(fill.created_at_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn fills(&self, chain_id: u64, wallet: Address, from_nonce: u64) -> Result<Vec<NonceFill>, StoreError> {
+        self.db
+            .run(move |conn| {
+                type Row = (String, i64, Vec<u8>, String, i64);
+                let rows: Vec<Row> = nonce_fills::table
+                    .filter(nonce_fills::chain_id.eq(chain_id as i64))
+                    .filter(nonce_fills::wallet.eq(hex_addr(&wallet)))
+                    .filter(nonce_fills::nonce.ge(from_nonce as i64))
+                    .order((nonce_fills::nonce.asc(), nonce_fills::created_at.asc()))
+                    .select((nonce_fills::tx_hash, nonce_fills::nonce, nonce_fills::raw, nonce_fills::max_fee_per_gas, nonce_fills::created_at))
+                    .load(conn)?;
+                rows.into_iter()
+                    .map(|(h, n, raw, fee, at)| {
+                        Ok(NonceFill {
+                            chain_id,
+                            wallet,
+                            nonce: n as u64,
+                            tx_hash: h.parse().map_err(|_| StoreError::Corrupt(format!("fill hash {h}")))?,
+                            raw: Bytes::from(raw),
+                            max_fee_per_gas: fee.parse().map_err(|_| StoreError::Corrupt(format!("fill fee {fee}")))?,
+                            created_at_ms: at,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn record_nonce_check(&self, c: NonceCheck) -> Result<(), StoreError> {
+        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let (gaps, blocked) = (list(&c.gaps), list(&c.blocked));
+        self.db
+            .write(move |conn| {
+                diesel::update(nonce_row(&hex_addr(&c.wallet), c.chain_id))
+                    .set((
+                        wallet_nonces::chain_latest.eq(c.chain_latest as i64),
+                        wallet_nonces::chain_pending.eq(c.chain_pending as i64),
+                        wallet_nonces::gaps.eq(gaps),
+                        wallet_nonces::blocked.eq(blocked),
+                        wallet_nonces::checked_at.eq(c.checked_at_ms),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn nonce_checks(&self) -> Result<Vec<NonceCheck>, StoreError> {
+        self.db
+            .run(move |conn| {
+                type Row = (i64, String, i64, Option<i64>, Option<i64>, String, String, Option<i64>);
+                let rows: Vec<Row> = wallet_nonces::table
+                    .filter(wallet_nonces::checked_at.is_not_null())
+                    .select((
+                        wallet_nonces::chain_id,
+                        wallet_nonces::wallet,
+                        wallet_nonces::next_nonce,
+                        wallet_nonces::chain_latest,
+                        wallet_nonces::chain_pending,
+                        wallet_nonces::gaps,
+                        wallet_nonces::blocked,
+                        wallet_nonces::checked_at,
+                    ))
+                    .order((wallet_nonces::chain_id.asc(), wallet_nonces::wallet.asc()))
+                    .load(conn)?;
+                let list = |s: &str| -> Result<Vec<u64>, StoreError> {
+                    s.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().map_err(|_| StoreError::Corrupt(format!("nonce list {s}")))).collect()
+                };
+                rows.into_iter()
+                    .map(|(c, w, next, latest, pending, gaps, blocked, at)| {
+                        Ok(NonceCheck {
+                            chain_id: c as u64,
+                            wallet: w.parse().map_err(|_| StoreError::Corrupt(format!("wallet {w}")))?,
+                            next_nonce: next as u64,
+                            chain_latest: latest.unwrap_or(0) as u64,
+                            chain_pending: pending.unwrap_or(0) as u64,
+                            gaps: list(&gaps)?,
+                            blocked: list(&blocked)?,
+                            checked_at_ms: at.unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn request_cancel(&self, req: CancelRequest) -> Result<bool, StoreError> {
+        self.db
+            .write(move |conn| {
+                let n = diesel::insert_into(cancel_requests::table)
+                    .values((
+                        cancel_requests::withdrawal_id.eq(req.withdrawal_id.as_str()),
+                        cancel_requests::actor.eq(&req.actor),
+                        cancel_requests::reason.eq(&req.reason),
+                        cancel_requests::requested_at.eq(req.requested_at_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn pending_cancels(&self, chain_id: u64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<WithdrawalRow> = withdrawals::table
+                    .inner_join(cancel_requests::table.on(cancel_requests::withdrawal_id.eq(withdrawals::id)))
+                    .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
+                    .filter(withdrawals::chain_id.eq(chain_id as i64))
+                    .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
+                    .order(cancel_requests::requested_at.asc())
+                    .limit(limit)
+                    .select(WithdrawalRow::as_select())
+                    .load(conn)?;
+                let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+                let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
+                let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
+                    latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+                Ok(ws
+                    .into_iter()
+                    .filter_map(|w| latest.remove(&w.id).filter(|a| a.kind == AttemptKind::Transfer).map(|a| (w, a)))
+                    .collect())
             })
             .await
     }

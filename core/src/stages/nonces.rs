@@ -1,0 +1,265 @@
+//! The nonce check: keeps each hot wallet's nonce lane whole (DESIGN.md §5, invariant 4).
+//! At start and periodically it compares the store's next nonce with the chain's latest
+//! (mined) and pending counts and repairs what it finds:
+//!
+//! - **Nonces used behind our back** (the key used elsewhere, a restored database): the
+//!   store's next nonce is raised past them, and a transfer whose nonce was taken by a
+//!   transaction that is not one of its attempts is re-signed at a new nonce. That is safe
+//!   only once the foreign transaction is `settle_depth` blocks deep and none of the
+//!   withdrawal's own attempts has a receipt: a nonce mined once cannot be mined again, so
+//!   the old attempts can never pay.
+//! - **Gaps**: a nonce below the next one that the node does not hold and no open
+//!   withdrawal owns (e.g. the chain's count was moved back) is filled with a 0-value
+//!   self-transfer, so every later nonce can be mined. Fills are recorded and re-broadcast
+//!   (with higher fees when stuck) until mined.
+//! - **Blocked**: a nonce held by a withdrawal in the tx dead-letter queue stops every later
+//!   one; only an operator may decide (reprocess or discard), so it is reported, not fixed.
+//!
+//! Runs in the signer role: re-signing and filling need the keys.
+
+use super::sign::transfer_signer;
+use super::{PortTypes, Ports, StageError};
+use crate::domain::{AssetRegistry, Status};
+use crate::fees::{Bump, bump};
+use crate::ports::*;
+use alloy::primitives::{Address, Bytes, U256};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct NonceKeeperConfig {
+    pub every: Duration,
+    /// How deep a foreign use of our nonce must be before displaced transfers are re-signed
+    /// (the tracker's confirmations: the same trust in the chain's finality).
+    pub settle_depth: u64,
+    /// A fill not mined after this long is re-signed with higher fees.
+    pub stuck_after: Duration,
+}
+
+impl Default for NonceKeeperConfig {
+    fn default() -> Self {
+        Self { every: Duration::from_secs(15), settle_depth: 1, stuck_after: Duration::from_secs(60) }
+    }
+}
+
+/// Gas of a 0-value transfer to an externally owned account.
+const FILL_GAS: u64 = 21_000;
+
+pub struct NonceKeeper<T: PortTypes, K: Keys> {
+    ports: Arc<Ports<T>>,
+    keys: Arc<K>,
+    assets: Arc<AssetRegistry>,
+    cfg: NonceKeeperConfig,
+    /// The last (gaps, blocked) seen per wallet, to log changes only.
+    last: Mutex<HashMap<(u64, Address), (Vec<u64>, Vec<u64>)>>,
+}
+
+impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
+    pub fn new(ports: Arc<Ports<T>>, keys: Arc<K>, assets: Arc<AssetRegistry>, cfg: NonceKeeperConfig) -> Self {
+        Self { ports, keys, assets, cfg, last: Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn run(&self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(self.cfg.every) => {} }
+            if let Err(e) = self.check_all().await {
+                tracing::warn!(error = %e, "nonce check failed");
+            }
+        }
+    }
+
+    /// Checks (and repairs) every wallet this process holds a key for, on every chain.
+    pub async fn check_all(&self) -> Result<Vec<NonceCheck>, StageError> {
+        let ours: HashSet<Address> = self.keys.wallets().into_iter().collect();
+        let mut out = Vec::new();
+        for (&chain_id, chain) in &self.ports.chains {
+            for wallet in self.ports.store.wallets(chain_id).await? {
+                if ours.contains(&wallet) {
+                    out.push(self.check_wallet(chain_id, chain, wallet).await?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn check_wallet(&self, chain_id: u64, chain: &T::Chain, wallet: Address) -> Result<NonceCheck, StageError> {
+        // Order matters. The store's next nonce first, then the owners: every nonce below
+        // it was committed with its attempt, so the owners' read sees it. The chain last: an
+        // owner that finished meanwhile was mined, so its nonce is below the chain's count.
+        let mut next = self.ports.store.next_nonce(wallet, chain_id).await?.ok_or(StageError::Shutdown("wallet has no nonce lane"))?;
+        let mut owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
+        let head = chain.head().await?;
+        let latest = chain.nonce(wallet, false).await?;
+        let pending = chain.nonce(wallet, true).await?;
+        let labels = [("chain_id", chain_id.to_string()), ("wallet", wallet.to_checksum(None))];
+
+        // Our own transactions never reach the store's next nonce: anything at or past it
+        // on chain was signed by someone else with our key.
+        let seen = latest.max(pending);
+        if seen > next {
+            let (before, after) = self.ports.store.advance_nonce(wallet, chain_id, seen).await?;
+            if after > before {
+                metrics::counter!("withdraw_nonce_foreign_total", &labels).increment(after - before);
+                tracing::error!(chain_id, %wallet, store_next = before, chain_latest = latest, chain_pending = pending, "nonces of this hot wallet were used outside withdrawd; skipping past them");
+            }
+            next = after;
+        }
+
+        let settled = if self.cfg.settle_depth <= 1 { latest } else { chain.nonce_at(wallet, head.saturating_sub(self.cfg.settle_depth - 1)).await? };
+        if self.resign_displaced(chain_id, chain, wallet, &owners, settled).await? > 0 {
+            next = self.ports.store.next_nonce(wallet, chain_id).await?.unwrap_or(next);
+            owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
+        }
+
+        let owned: HashMap<u64, &NonceOwner> = owners.iter().map(|o| (o.nonce, o)).collect();
+        let fills = self.ports.store.fills(chain_id, wallet, latest).await?;
+        let filled: HashSet<u64> = fills.iter().map(|f| f.nonce).collect();
+        let (mut gaps, mut blocked) = (Vec::new(), Vec::new());
+        for n in latest..next {
+            match owned.get(&n) {
+                Some(o) if o.status == Status::SendFailed && o.kind == AttemptKind::Transfer => blocked.push(n),
+                Some(_) => {}
+                // The node holds a transaction at n (ours or not): it will be mined.
+                None if n < pending => {}
+                None => gaps.push(n),
+            }
+        }
+        let new_gaps: Vec<u64> = gaps.iter().copied().filter(|n| !filled.contains(n)).collect();
+        self.fill(chain_id, chain, wallet, &new_gaps, fills).await?;
+
+        let check = NonceCheck {
+            chain_id,
+            wallet,
+            next_nonce: next,
+            chain_latest: latest,
+            chain_pending: pending,
+            gaps,
+            blocked,
+            checked_at_ms: self.ports.clock.now_ms(),
+        };
+        self.ports.store.record_nonce_check(check.clone()).await?;
+        metrics::gauge!("withdraw_nonce_gaps", &labels).set(check.gaps.len() as f64);
+        metrics::gauge!("withdraw_nonce_blocked", &labels).set(check.blocked.len() as f64);
+        metrics::gauge!("withdraw_nonce_lag", &labels).set(next.saturating_sub(latest) as f64);
+        let changed = {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            let now = (check.gaps.clone(), check.blocked.clone());
+            last.insert((chain_id, wallet), now.clone()).is_none_or(|prev| prev != now)
+        };
+        if changed && !(check.gaps.is_empty() && check.blocked.is_empty()) {
+            tracing::error!(chain_id, %wallet, gaps = ?check.gaps, blocked_by_dead_letters = ?check.blocked, chain_latest = latest, next_nonce = next, "hot wallet nonce lane is not whole");
+        } else if changed {
+            tracing::info!(chain_id, %wallet, chain_latest = latest, next_nonce = next, "hot wallet nonce lane is whole");
+        }
+        Ok(check)
+    }
+
+    /// Re-signs open transfers whose nonce the chain used (up to `settled`) for a
+    /// transaction that is not one of theirs. Returns how many were re-signed.
+    async fn resign_displaced(
+        &self,
+        chain_id: u64,
+        chain: &T::Chain,
+        wallet: Address,
+        owners: &[NonceOwner],
+        settled: u64,
+    ) -> Result<usize, StageError> {
+        let displaced: Vec<&NonceOwner> =
+            owners.iter().filter(|o| matches!(o.status, Status::Signed | Status::Sent) && o.kind == AttemptKind::Transfer && o.nonce < settled).collect();
+        if displaced.is_empty() {
+            return Ok(0);
+        }
+        let hashes: Vec<_> = displaced.iter().flat_map(|o| o.hashes.iter().copied()).collect();
+        let receipts = chain.receipts(hashes.clone()).await?;
+        let mined: HashSet<_> = hashes.iter().zip(&receipts).filter(|(_, r)| r.is_some()).map(|(h, _)| *h).collect();
+        // One of its attempts was mined: the tracker finishes it; nothing to re-sign.
+        let mut batch: Vec<(crate::domain::WithdrawalId, u64)> =
+            displaced.iter().filter(|o| !o.hashes.iter().any(|h| mined.contains(h))).map(|o| (o.withdrawal_id.clone(), o.nonce)).collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        batch.sort_by_key(|(_, n)| *n);
+        let fees = chain.fees().await?;
+        let sign = transfer_signer(self.keys.clone(), self.assets.clone(), wallet, fees);
+        let outcomes = self.ports.store.resign_displaced(wallet, chain_id, batch, sign).await?;
+        let mut ids = Vec::new();
+        for o in outcomes {
+            match o {
+                SignOutcome::Signed { id, nonce, hash, .. } => {
+                    tracing::warn!(withdrawal.id = %id, new_nonce = nonce, tx_hash = %hash, "transfer's nonce was used by a foreign transaction; re-signed at a new nonce");
+                    ids.push(id);
+                }
+                SignOutcome::Skipped { .. } => {}
+                SignOutcome::SignError { id, error } => tracing::error!(withdrawal.id = %id, error, "re-signing a displaced transfer failed"),
+            }
+        }
+        metrics::counter!("withdraw_nonce_resigned_total", "chain_id" => chain_id.to_string()).increment(ids.len() as u64);
+        for id in &ids {
+            let entry = AuditEntry {
+                actor: "signer".into(),
+                action: "withdrawal.resign".into(),
+                target: format!("withdrawal/{id}"),
+                reason: Some("nonce used on chain by a transaction that is not ours".into()),
+                detail: "re-signed at a new nonce; no earlier attempt can be mined".into(),
+            };
+            self.ports.store.audit(entry).await?;
+        }
+        let n = ids.len();
+        self.ports.queue.send(QueueName::Signed, ids.iter().map(|i| i.to_string()).collect()).await?;
+        Ok(n)
+    }
+
+    /// Signs fills for new gaps, bumps stuck fills, and broadcasts every unmined fill.
+    async fn fill(&self, chain_id: u64, chain: &T::Chain, wallet: Address, gaps: &[u64], known: Vec<NonceFill>) -> Result<(), StageError> {
+        // The newest fill per nonce is the one that counts.
+        let mut newest: HashMap<u64, NonceFill> = HashMap::new();
+        for f in known {
+            if newest.get(&f.nonce).is_none_or(|g| (f.created_at_ms, f.max_fee_per_gas) > (g.created_at_ms, g.max_fee_per_gas)) {
+                newest.insert(f.nonce, f);
+            }
+        }
+        if gaps.is_empty() && newest.is_empty() {
+            return Ok(());
+        }
+        let network = chain.fees().await?;
+        let now = self.ports.clock.now_ms();
+        let stuck_before = now - self.cfg.stuck_after.as_millis() as i64;
+        let mut to_sign: Vec<(u64, Fees)> = gaps.iter().map(|&n| (n, network)).collect();
+        for f in newest.values().filter(|f| f.created_at_ms < stuck_before) {
+            // A fill's priority fee is not stored; its max fee bounds it, so bumping from
+            // (max, max) stays above the replacement threshold on both fields.
+            let old = Fees { max_fee_per_gas: f.max_fee_per_gas, max_priority_fee_per_gas: f.max_fee_per_gas };
+            if let Bump::To(fees) = bump(old, network, chain.max_fee_cap(), 10) {
+                to_sign.push((f.nonce, fees));
+            }
+        }
+        for (nonce, fees) in to_sign {
+            let t = UnsignedTransfer { chain_id, nonce, to: wallet, value: U256::ZERO, input: Bytes::new(), gas_limit: FILL_GAS, fees };
+            let signed = self.keys.sign(wallet, &t).map_err(|e| StageError::Signing(e.to_string()))?;
+            let fill = NonceFill {
+                chain_id,
+                wallet,
+                nonce,
+                tx_hash: signed.hash,
+                raw: signed.raw,
+                max_fee_per_gas: fees.max_fee_per_gas,
+                created_at_ms: now,
+            };
+            self.ports.store.record_fill(fill.clone()).await?;
+            tracing::warn!(chain_id, %wallet, nonce, tx_hash = %fill.tx_hash, "filling a nonce gap with a 0-value self-transfer");
+            metrics::counter!("withdraw_nonce_fills_total", "chain_id" => chain_id.to_string()).increment(1);
+            newest.insert(nonce, fill);
+        }
+        let mut fills: Vec<&NonceFill> = newest.values().collect();
+        fills.sort_by_key(|f| f.nonce);
+        let results = chain.send_raw(fills.iter().map(|f| f.raw.clone()).collect()).await?;
+        for (f, r) in fills.iter().zip(results) {
+            if !r.is_sent() {
+                tracing::warn!(chain_id, %wallet, nonce = f.nonce, result = ?r, "fill broadcast refused; trying again next check");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Operators' actions on one withdrawal: reprocess and discard (DESIGN.md §4). Each runs
+//! through the state machine like any stage's decision, takes a reason, and is written to
+//! the audit log with the operator's name. Discarding a signed transfer cannot forget it
+//! (its nonce is spent and the bytes may still be mined): it records a cancel request that
+//! the signer turns into a 0-value self-transfer at the same nonce.
+
+use super::{Decision, PortTypes, Ports, StageError, apply};
+use crate::domain::{Status, WithdrawalId};
+use crate::machine::{self, Effect, Event};
+use crate::ports::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// The withdrawal moved to this status.
+    Moved(Status),
+    /// A cancel transaction will compete for the transfer's nonce.
+    CancelRequested,
+    /// A cancel was requested before; the first request stands.
+    AlreadyCancelling,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no withdrawal {0}")]
+    NotFound(WithdrawalId),
+    /// The withdrawal is not in a status the action applies to (or moved meanwhile).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a reason is required")]
+    MissingReason,
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+impl From<StoreError> for ActionError {
+    fn from(e: StoreError) -> Self {
+        ActionError::Stage(e.into())
+    }
+}
+
+async fn audit<T: PortTypes>(ports: &Ports<T>, actor: &str, action: &str, id: &WithdrawalId, reason: &str, detail: String) {
+    let entry = AuditEntry { actor: actor.to_owned(), action: action.to_owned(), target: format!("withdrawal/{id}"), reason: Some(reason.to_owned()), detail };
+    if let Err(e) = ports.store.audit(entry).await {
+        // The action is done; losing its audit row must be loud.
+        tracing::error!(error = %e, operator = actor, action, withdrawal.id = %id, "audit log write failed after an operator action");
+    }
+}
+
+fn check_reason(reason: &str) -> Result<&str, ActionError> {
+    let r = reason.trim();
+    if r.is_empty() { Err(ActionError::MissingReason) } else { Ok(r) }
+}
+
+/// Sends a dead-lettered withdrawal back into the pipeline: INVALID to RECEIVED (the signer
+/// validates it again), SEND_FAILED to SIGNED (the same signed bytes are broadcast again:
+/// never a new nonce, so reprocessing cannot pay twice).
+pub async fn reprocess<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &str, reason: &str) -> Result<ActionOutcome, ActionError> {
+    let reason = check_reason(reason)?;
+    let d = ports.store.get(id).await?.ok_or_else(|| ActionError::NotFound(id.clone()))?;
+    let from = d.withdrawal.status;
+    if d.cancel.is_some() {
+        return Err(ActionError::Conflict(format!("withdrawal {id} was discarded and is being cancelled; it cannot be reprocessed")));
+    }
+    machine::step(from, Event::Reprocess).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be reprocessed")))?;
+    let decision = Decision { id: id.clone(), from, event: Event::Reprocess, reason: Some(format!("reprocessed by {actor}: {reason}")) };
+    let won = apply(ports, actor, vec![decision]).await?;
+    let Some((_, to)) = won.first() else {
+        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
+    };
+    audit(ports, actor, "withdrawal.reprocess", id, reason, format!("{from} -> {to}")).await;
+    Ok(ActionOutcome::Moved(*to))
+}
+
+/// Gives up on a withdrawal: INVALID becomes REJECTED (reservation released); a signed one
+/// (SEND_FAILED, or SENT and stuck) gets a cancel request, and is CANCELLED or COMPLETED by
+/// whichever of its transactions is mined.
+pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &str, reason: &str) -> Result<ActionOutcome, ActionError> {
+    let reason = check_reason(reason)?;
+    let d = ports.store.get(id).await?.ok_or_else(|| ActionError::NotFound(id.clone()))?;
+    let from = d.withdrawal.status;
+    let step = machine::step(from, Event::Discard).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be discarded")))?;
+    if step.effects.contains(&Effect::SignCancel) {
+        if d.inclusion.is_some() {
+            return Err(ActionError::Conflict(format!("withdrawal {id} is already mined; it will finish on its own")));
+        }
+        let req = CancelRequest {
+            withdrawal_id: id.clone(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            requested_at_ms: ports.clock.now_ms(),
+        };
+        if !ports.store.request_cancel(req).await? {
+            return Ok(ActionOutcome::AlreadyCancelling);
+        }
+        let nonce = d.attempts.last().map(|a| a.nonce);
+        audit(ports, actor, "withdrawal.discard", id, reason, format!("{from}: cancel requested at nonce {nonce:?}")).await;
+        tracing::warn!(withdrawal.id = %id, operator = actor, "discard requested: the signer will cancel the transfer at its nonce");
+        return Ok(ActionOutcome::CancelRequested);
+    }
+    let decision = Decision { id: id.clone(), from, event: Event::Discard, reason: Some(format!("discarded by {actor}: {reason}")) };
+    let won = apply(ports, actor, vec![decision]).await?;
+    let Some((_, to)) = won.first() else {
+        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
+    };
+    audit(ports, actor, "withdrawal.discard", id, reason, format!("{from} -> {to}")).await;
+    Ok(ActionOutcome::Moved(*to))
+}
