@@ -102,7 +102,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             keys.clone(),
             stages::BumperConfig {
                 stuck_after: Duration::from_secs(cfg.signer.stuck_after_secs),
-                every: (Duration::from_secs(cfg.signer.stuck_after_secs) / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+                every: (Duration::from_secs(cfg.signer.stuck_after_secs) / 4).clamp(Duration::from_millis(200), Duration::from_secs(1)),
                 ..Default::default()
             },
         );

@@ -53,8 +53,11 @@ pub struct NonceKeeper<T: PortTypes, K: Keys> {
     assets: Arc<AssetRegistry>,
     cfg: NonceKeeperConfig,
     /// The last (gaps, blocked) seen per wallet, to log changes only.
-    last: Mutex<HashMap<(u64, Address), (Vec<u64>, Vec<u64>)>>,
+    last: Mutex<HashMap<(u64, Address), LaneFindings>>,
 }
+
+/// A lane's gaps and blocked nonces.
+type LaneFindings = (Vec<u64>, Vec<u64>);
 
 impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
     pub fn new(ports: Arc<Ports<T>>, keys: Arc<K>, assets: Arc<AssetRegistry>, cfg: NonceKeeperConfig) -> Self {
@@ -107,7 +110,11 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             next = after;
         }
 
-        let settled = if self.cfg.settle_depth <= 1 { latest } else { chain.nonce_at(wallet, head.saturating_sub(self.cfg.settle_depth - 1)).await? };
+        let settled = if self.cfg.settle_depth <= 1 {
+            latest
+        } else {
+            chain.nonce_at(wallet, head.saturating_sub(self.cfg.settle_depth - 1)).await?
+        };
         if self.resign_displaced(chain_id, chain, wallet, &owners, settled).await? > 0 {
             next = self.ports.store.next_nonce(wallet, chain_id).await?.unwrap_or(next);
             owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
@@ -166,8 +173,10 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         owners: &[NonceOwner],
         settled: u64,
     ) -> Result<usize, StageError> {
-        let displaced: Vec<&NonceOwner> =
-            owners.iter().filter(|o| matches!(o.status, Status::Signed | Status::Sent) && o.kind == AttemptKind::Transfer && o.nonce < settled).collect();
+        let displaced: Vec<&NonceOwner> = owners
+            .iter()
+            .filter(|o| matches!(o.status, Status::Signed | Status::Sent) && o.kind == AttemptKind::Transfer && o.nonce < settled)
+            .collect();
         if displaced.is_empty() {
             return Ok(0);
         }
@@ -192,7 +201,9 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
                     ids.push(id);
                 }
                 SignOutcome::Skipped { .. } => {}
-                SignOutcome::SignError { id, error } => tracing::error!(withdrawal.id = %id, error, "re-signing a displaced transfer failed"),
+                SignOutcome::SignError { id, error } => {
+                    tracing::error!(withdrawal.id = %id, error, "re-signing a displaced transfer failed")
+                }
             }
         }
         metrics::counter!("withdraw_nonce_resigned_total", "chain_id" => chain_id.to_string()).increment(ids.len() as u64);

@@ -39,7 +39,13 @@ impl From<StoreError> for ActionError {
 }
 
 async fn audit<T: PortTypes>(ports: &Ports<T>, actor: &str, action: &str, id: &WithdrawalId, reason: &str, detail: String) {
-    let entry = AuditEntry { actor: actor.to_owned(), action: action.to_owned(), target: format!("withdrawal/{id}"), reason: Some(reason.to_owned()), detail };
+    let entry = AuditEntry {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: format!("withdrawal/{id}"),
+        reason: Some(reason.to_owned()),
+        detail,
+    };
     if let Err(e) = ports.store.audit(entry).await {
         // The action is done; losing its audit row must be loud.
         tracing::error!(error = %e, operator = actor, action, withdrawal.id = %id, "audit log write failed after an operator action");
@@ -78,7 +84,8 @@ pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &
     let reason = check_reason(reason)?;
     let d = ports.store.get(id).await?.ok_or_else(|| ActionError::NotFound(id.clone()))?;
     let from = d.withdrawal.status;
-    let step = machine::step(from, Event::Discard).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be discarded")))?;
+    let step =
+        machine::step(from, Event::Discard).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be discarded")))?;
     if step.effects.contains(&Effect::SignCancel) {
         if d.inclusion.is_some() {
             return Err(ActionError::Conflict(format!("withdrawal {id} is already mined; it will finish on its own")));

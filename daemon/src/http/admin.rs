@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 use withdraw_core::domain::{Amount, AssetRegistry, WithdrawalId};
 use withdraw_core::ports::{AuditEntry, Balance, Balances, Queue, QueueName, Store};
-use withdraw_core::stages::{PortTypes, Ports};
 use withdraw_core::stages::{ActionError, ActionOutcome};
+use withdraw_core::stages::{PortTypes, Ports};
 use withdraw_core::wire::{
     ActionRequestV1, ActionResultV1, BalanceV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, StatsV1, WalletAssetV1,
 };

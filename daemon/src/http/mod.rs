@@ -102,7 +102,11 @@ pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistr
                 at_ms: h.at_ms,
             })
             .collect(),
-        cancel: d.cancel.as_ref().map(|c| CancelV1 { actor: c.actor.clone(), reason: c.reason.clone(), requested_at_ms: c.requested_at_ms }),
+        cancel: d.cancel.as_ref().map(|c| CancelV1 {
+            actor: c.actor.clone(),
+            reason: c.reason.clone(),
+            requested_at_ms: c.requested_at_ms,
+        }),
     })
 }
 

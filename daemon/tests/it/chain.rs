@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use withdraw_core::testing::{Anvil, DEV_ADDRESS, eventually};
 
-fn env_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn env_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = fast_env();
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env
 }
 
-async fn submit_n(d: &Daemon, tag: u8, n: usize, amount: &str) -> Vec<String> {
+pub async fn submit_n(d: &Daemon, tag: u8, n: usize, amount: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let (s, v) = d.submit(&format!("chain-{tag}-{i}"), &body("c", &dest(tag, i), amount)).await;
@@ -24,7 +24,7 @@ async fn submit_n(d: &Daemon, tag: u8, n: usize, amount: &str) -> Vec<String> {
     ids
 }
 
-async fn wait_all(d: &Daemon, ids: &[String], what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+pub async fn wait_all(d: &Daemon, ids: &[String], what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
     eventually(Duration::from_secs(60), what, || async {
         let mut out = Vec::new();
         for id in ids {

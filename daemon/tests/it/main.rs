@@ -3,6 +3,7 @@
 
 mod chain;
 mod harness;
+mod lanes;
 
 use futures::future::join_all;
 use harness::*;

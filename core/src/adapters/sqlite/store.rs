@@ -1,7 +1,9 @@
 //! The record store on SQLite.
 
 use super::Sqlite;
-use super::schema::{attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, nonce_fills, wallet_nonces, withdrawals};
+use super::schema::{
+    attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, nonce_fills, wallet_nonces, withdrawals,
+};
 use crate::domain::{Amount, Status, WithdrawalId};
 use crate::ports::*;
 use alloy::primitives::{Address, B256, Bytes};
@@ -965,8 +967,12 @@ impl Store for SqliteStore {
                         load_rows(conn, &ids)?.into_iter().map(|w| (w.id.clone(), w)).collect();
                     let latest: std::collections::HashMap<WithdrawalId, Attempt> =
                         latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
-                    let mined: std::collections::HashSet<String> =
-                        inclusions::table.filter(inclusions::withdrawal_id.eq_any(&ids)).select(inclusions::withdrawal_id).load::<String>(conn)?.into_iter().collect();
+                    let mined: std::collections::HashSet<String> = inclusions::table
+                        .filter(inclusions::withdrawal_id.eq_any(&ids))
+                        .select(inclusions::withdrawal_id)
+                        .load::<String>(conn)?
+                        .into_iter()
+                        .collect();
                     let cancelling: std::collections::HashSet<String> = cancel_requests::table
                         .filter(cancel_requests::withdrawal_id.eq_any(&ids))
                         .select(cancel_requests::withdrawal_id)
@@ -1049,7 +1055,13 @@ impl Store for SqliteStore {
                     .filter(nonce_fills::wallet.eq(hex_addr(&wallet)))
                     .filter(nonce_fills::nonce.ge(from_nonce as i64))
                     .order((nonce_fills::nonce.asc(), nonce_fills::created_at.asc()))
-                    .select((nonce_fills::tx_hash, nonce_fills::nonce, nonce_fills::raw, nonce_fills::max_fee_per_gas, nonce_fills::created_at))
+                    .select((
+                        nonce_fills::tx_hash,
+                        nonce_fills::nonce,
+                        nonce_fills::raw,
+                        nonce_fills::max_fee_per_gas,
+                        nonce_fills::created_at,
+                    ))
                     .load(conn)?;
                 rows.into_iter()
                     .map(|(h, n, raw, fee, at)| {
@@ -1106,7 +1118,10 @@ impl Store for SqliteStore {
                     .order((wallet_nonces::chain_id.asc(), wallet_nonces::wallet.asc()))
                     .load(conn)?;
                 let list = |s: &str| -> Result<Vec<u64>, StoreError> {
-                    s.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().map_err(|_| StoreError::Corrupt(format!("nonce list {s}")))).collect()
+                    s.split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| p.parse().map_err(|_| StoreError::Corrupt(format!("nonce list {s}"))))
+                        .collect()
                 };
                 rows.into_iter()
                     .map(|(c, w, next, latest, pending, gaps, blocked, at)| {
