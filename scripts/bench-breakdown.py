@@ -10,6 +10,8 @@ WANTED = (
     "withdraw_sqlite_write_wait_seconds",
     "withdraw_sqlite_write_hold_seconds",
     "withdraw_stage_batch_seconds",
+    "withdraw_nonce_check_seconds",
+    "withdraw_nonce_owners_seconds",
 )
 buckets = defaultdict(list)
 sums, counts = {}, {}

@@ -151,6 +151,10 @@ pub struct SignerConfig {
     /// How often each wallet's nonce lane is compared with the chain (gaps, foreign use).
     #[serde(default = "fifteen")]
     pub nonce_check_secs: u64,
+    /// A transfer signed this long ago whose nonce the chain passed without its receipt is
+    /// re-signed at a new nonce (its nonce was taken by a transaction not ours).
+    #[serde(default = "thirty")]
+    pub displaced_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +190,10 @@ fn one() -> usize {
 
 fn fifteen() -> u64 {
     15
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 impl Config {
@@ -240,6 +248,7 @@ impl Config {
                 anvil_dev_wallets: 1,
                 stuck_after_secs: 60,
                 nonce_check_secs: 15,
+                displaced_after_secs: 30,
             },
             sender: SenderConfig { batch: 256 },
             tracker: TrackerConfig { confirmations: 1, poll_ms: 200, reconcile_every_secs: 5, stale_after_secs: 60 },

@@ -124,6 +124,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
                 every: Duration::from_secs(cfg.signer.nonce_check_secs),
                 settle_depth: cfg.tracker.confirmations,
                 stuck_after: Duration::from_secs(cfg.signer.stuck_after_secs),
+                displaced_after: Duration::from_secs(cfg.signer.displaced_after_secs),
             },
         );
         // Before the first signature: a key used elsewhere must not cost a batch of

@@ -249,6 +249,10 @@ pub struct NonceOwner {
     pub nonce: u64,
     /// The newest attempt's kind: a cancel means an operator already gave up on it.
     pub kind: AttemptKind,
+    /// The tracker has recorded one of its attempts mined (not final yet).
+    pub mined: bool,
+    /// When its newest attempt was signed.
+    pub signed_at_ms: i64,
     /// Every attempt's hash (bumps and cancels): any of them mined settles the nonce.
     pub hashes: Vec<B256>,
 }

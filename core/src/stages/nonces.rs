@@ -36,16 +36,29 @@ pub struct NonceKeeperConfig {
     pub settle_depth: u64,
     /// A fill not mined after this long is re-signed with higher fees.
     pub stuck_after: Duration,
+    /// How old a transfer's newest attempt must be before a nonce passed by the chain
+    /// without our receipt counts as taken by someone else. The tracker records our own
+    /// inclusions within a few blocks; this keeps the receipt check to the real suspects
+    /// instead of every transfer mined since the tracker's last pass.
+    pub displaced_after: Duration,
 }
 
 impl Default for NonceKeeperConfig {
     fn default() -> Self {
-        Self { every: Duration::from_secs(15), settle_depth: 1, stuck_after: Duration::from_secs(60) }
+        Self {
+            every: Duration::from_secs(15),
+            settle_depth: 1,
+            stuck_after: Duration::from_secs(60),
+            displaced_after: Duration::from_secs(30),
+        }
     }
 }
 
 /// Gas of a 0-value transfer to an externally owned account.
 const FILL_GAS: u64 = 21_000;
+
+/// Transfers whose receipts one check looks up at most.
+const MAX_SUSPECTS: usize = 500;
 
 pub struct NonceKeeper<T: PortTypes, K: Keys> {
     ports: Arc<Ports<T>>,
@@ -91,8 +104,10 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         // Order matters. The store's next nonce first, then the owners: every nonce below
         // it was committed with its attempt, so the owners' read sees it. The chain last: an
         // owner that finished meanwhile was mined, so its nonce is below the chain's count.
+        let started = std::time::Instant::now();
         let mut next = self.ports.store.next_nonce(wallet, chain_id).await?.ok_or(StageError::Shutdown("wallet has no nonce lane"))?;
         let mut owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
+        metrics::histogram!("withdraw_nonce_owners_seconds").record(started.elapsed().as_secs_f64());
         let head = chain.head().await?;
         let latest = chain.nonce(wallet, false).await?;
         let pending = chain.nonce(wallet, true).await?;
@@ -147,6 +162,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             checked_at_ms: self.ports.clock.now_ms(),
         };
         self.ports.store.record_nonce_check(check.clone()).await?;
+        metrics::histogram!("withdraw_nonce_check_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("withdraw_nonce_gaps", &labels).set(check.gaps.len() as f64);
         metrics::gauge!("withdraw_nonce_blocked", &labels).set(check.blocked.len() as f64);
         metrics::gauge!("withdraw_nonce_lag", &labels).set(next.saturating_sub(latest) as f64);
@@ -173,10 +189,17 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         owners: &[NonceOwner],
         settled: u64,
     ) -> Result<usize, StageError> {
-        let displaced: Vec<&NonceOwner> = owners
+        // Recorded as mined by the tracker: its own attempt took the nonce (a reorg removes
+        // the record first). The rest below `settled` need a receipt check.
+        let before = self.ports.clock.now_ms() - self.cfg.displaced_after.as_millis() as i64;
+        let mut displaced: Vec<&NonceOwner> = owners
             .iter()
-            .filter(|o| matches!(o.status, Status::Signed | Status::Sent) && o.kind == AttemptKind::Transfer && o.nonce < settled)
+            .filter(|o| matches!(o.status, Status::Signed | Status::Sent) && o.kind == AttemptKind::Transfer && !o.mined)
+            .filter(|o| o.nonce < settled && o.signed_at_ms < before)
             .collect();
+        // Oldest nonces first, a bounded receipt batch per check.
+        displaced.sort_by_key(|o| o.nonce);
+        displaced.truncate(MAX_SUSPECTS);
         if displaced.is_empty() {
             return Ok(0);
         }

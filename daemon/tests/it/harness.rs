@@ -28,6 +28,7 @@ pub fn fast_env() -> Vec<(String, String)> {
         ("WITHDRAW__TRACKER__RECONCILE_EVERY_SECS", "1"),
         ("WITHDRAW__TRACKER__POLL_MS", "100"),
         ("WITHDRAW__SIGNER__NONCE_CHECK_SECS", "1"),
+        ("WITHDRAW__SIGNER__DISPLACED_AFTER_SECS", "1"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

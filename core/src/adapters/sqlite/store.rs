@@ -911,39 +911,57 @@ impl Store for SqliteStore {
     async fn nonce_owners(&self, chain_id: u64, wallet: Address) -> Result<Vec<NonceOwner>, StoreError> {
         self.db
             .run(move |conn| {
-                let rows: Vec<(String, String)> = withdrawals::table
-                    .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
-                    .filter(withdrawals::chain_id.eq(chain_id as i64))
+                // One join over the open withdrawals' attempts, without the raw bytes: this
+                // runs every few seconds beside a busy pipeline.
+                type Row = (String, String, String, String, i64, String, i64, String, bool);
+                let open = [Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()];
+                let rows: Vec<Row> = withdrawals::table
+                    .inner_join(attempts::table.on(attempts::withdrawal_id.eq(withdrawals::id)))
                     // Mined ones too: until final, a reorg can hand their nonce back.
-                    .select((withdrawals::id, withdrawals::status))
+                    .filter(withdrawals::status.eq_any(open))
+                    .filter(withdrawals::chain_id.eq(chain_id as i64))
+                    .select((
+                        withdrawals::id,
+                        withdrawals::status,
+                        attempts::tx_hash,
+                        attempts::wallet,
+                        attempts::nonce,
+                        attempts::kind,
+                        attempts::created_at,
+                        attempts::max_fee_per_gas,
+                        diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id))),
+                    ))
                     .load(conn)?;
-                let status: std::collections::HashMap<String, String> = rows.into_iter().collect();
-                let ids: Vec<String> = status.keys().cloned().collect();
-                let mut all: std::collections::HashMap<WithdrawalId, Vec<B256>> = std::collections::HashMap::new();
-                for chunk in ids.chunks(500) {
-                    let rows: Vec<(String, String)> = attempts::table
-                        .filter(attempts::withdrawal_id.eq_any(chunk))
-                        .select((attempts::withdrawal_id, attempts::tx_hash))
-                        .load(conn)?;
-                    for (id, h) in rows {
-                        let h = h.parse().map_err(|_| StoreError::Corrupt(format!("attempt hash {h}")))?;
-                        all.entry(WithdrawalId::from_stored(id)).or_default().push(h);
+                let wallet_s = hex_addr(&wallet);
+                // Per withdrawal: its owner entry and the newest attempt's (created, fee).
+                let mut owners: std::collections::HashMap<String, (NonceOwner, (i64, u128), String)> = std::collections::HashMap::new();
+                for (id, status, hash, w, nonce, kind, created, fee, mined) in rows {
+                    let corrupt = |what: &str| StoreError::Corrupt(format!("attempt of {id}: bad {what}"));
+                    let h: B256 = hash.parse().map_err(|_| corrupt("tx_hash"))?;
+                    let key = (created, fee.parse::<u128>().map_err(|_| corrupt("max_fee_per_gas"))?);
+                    let kind = if kind == "cancel" { AttemptKind::Cancel } else { AttemptKind::Transfer };
+                    match owners.get_mut(&id) {
+                        Some((o, newest, newest_wallet)) => {
+                            o.hashes.push(h);
+                            if key > *newest {
+                                (o.nonce, o.kind, o.signed_at_ms, *newest, *newest_wallet) = (nonce as u64, kind, created, key, w);
+                            }
+                        }
+                        None => {
+                            let o = NonceOwner {
+                                withdrawal_id: WithdrawalId::from_stored(id.clone()),
+                                status: status.parse().map_err(|_| corrupt("status"))?,
+                                nonce: nonce as u64,
+                                kind,
+                                mined,
+                                signed_at_ms: created,
+                                hashes: vec![h],
+                            };
+                            owners.insert(id, (o, key, w));
+                        }
                     }
                 }
-                latest_attempts(conn, &ids)?
-                    .into_iter()
-                    .filter(|a| a.wallet == wallet)
-                    .map(|a| {
-                        let st = &status[a.withdrawal_id.as_str()];
-                        Ok(NonceOwner {
-                            status: st.parse().map_err(|_| StoreError::Corrupt(format!("status {st}")))?,
-                            nonce: a.nonce,
-                            kind: a.kind,
-                            hashes: all.remove(&a.withdrawal_id).unwrap_or_default(),
-                            withdrawal_id: a.withdrawal_id,
-                        })
-                    })
-                    .collect()
+                Ok(owners.into_values().filter(|(_, _, w)| w.eq_ignore_ascii_case(&wallet_s)).map(|(o, _, _)| o).collect())
             })
             .await
     }
