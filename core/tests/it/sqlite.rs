@@ -175,3 +175,95 @@ async fn submit_is_idempotent_per_client_key() {
     assert_eq!(d.history.len(), 1);
     assert!(s.get(&wid(2)).await.unwrap().is_none(), "a duplicate creates nothing");
 }
+
+/// A stand-in for the keys port: a distinct, reproducible hash per (withdrawal, nonce).
+fn fake_sign() -> SignFn {
+    Box::new(|w: &Withdrawal, nonce: u64| {
+        let hash = alloy::primitives::keccak256(format!("{}/{nonce}", w.id));
+        Ok(SignedTx {
+            hash,
+            raw: alloy::primitives::Bytes::from(hash.to_vec()),
+            max_fee_per_gas: 10,
+            max_priority_fee_per_gas: 1,
+            gas_limit: 21_000,
+        })
+    })
+}
+
+#[tokio::test]
+async fn nonce_lane_repairs_are_guarded() {
+    use withdraw_core::domain::Status;
+    let (_d, db) = db();
+    let s = SqliteStore::new(db, Arc::new(SystemClock));
+    let wallet = Address::repeat_byte(0xaa);
+    s.submit(vec![new_w(1, "a", "h1"), new_w(2, "b", "h2"), new_w(3, "c", "h3")]).await.unwrap();
+    assert_eq!(s.init_nonce(wallet, 31337, 10).await.unwrap(), 10);
+    let signed = s.sign_first_attempts(wallet, 31337, vec![wid(1), wid(2), wid(3)], fake_sign()).await.unwrap();
+    assert!(signed.iter().all(|o| matches!(o, SignOutcome::Signed { .. })), "{signed:?}");
+
+    // The next nonce only ever moves forward.
+    assert_eq!(s.advance_nonce(wallet, 31337, 5).await.unwrap(), (13, 13));
+    assert_eq!(s.advance_nonce(wallet, 31337, 20).await.unwrap(), (13, 20));
+
+    let mut owners = s.nonce_owners(31337, wallet).await.unwrap();
+    owners.sort_by_key(|o| o.nonce);
+    assert_eq!(
+        owners.iter().map(|o| (o.nonce, o.hashes.len(), o.mined)).collect::<Vec<_>>(),
+        [(10, 1, false), (11, 1, false), (12, 1, false)]
+    );
+    assert!(s.nonce_owners(31337, Address::repeat_byte(0xbb)).await.unwrap().is_empty(), "other wallets own nothing here");
+
+    // One cancel request per withdrawal; the first stands.
+    let cancel = |actor: &str| CancelRequest { withdrawal_id: wid(2), actor: actor.into(), reason: "r".into(), requested_at_ms: 1 };
+    assert!(s.request_cancel(cancel("ann")).await.unwrap());
+    assert!(!s.request_cancel(cancel("bob")).await.unwrap());
+    assert_eq!(s.get(&wid(2)).await.unwrap().unwrap().cancel.unwrap().actor, "ann");
+    let pending = s.pending_cancels(31337, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|(w, a)| (w.id.clone(), a.nonce)).collect::<Vec<_>>(), [(wid(2), 11)]);
+
+    // 3 is mined; re-signing must skip it, the cancelling 2, and a stale nonce for 1.
+    let h3 = s.latest_attempts(vec![wid(3)]).await.unwrap()[0].tx_hash;
+    let inc = Inclusion { withdrawal_id: wid(3), tx_hash: h3, block_number: 1, block_hash: h3, success: true };
+    s.record_inclusions(31337, vec![inc]).await.unwrap();
+    let out = s.resign_displaced(wallet, 31337, vec![(wid(1), 10), (wid(2), 11), (wid(3), 12), (wid(1), 10)], fake_sign()).await.unwrap();
+    assert!(matches!(&out[0], SignOutcome::Signed { id, nonce: 20, .. } if *id == wid(1)), "{out:?}");
+    for o in &out[1..] {
+        assert!(matches!(o, SignOutcome::Skipped { status: Status::Signed, .. }), "{o:?}");
+    }
+    assert_eq!(s.next_nonce(wallet, 31337).await.unwrap(), Some(21), "one nonce taken, for the one re-signed");
+    let latest = s.latest_attempts(vec![wid(1)]).await.unwrap().remove(0);
+    assert_eq!((latest.nonce, latest.kind), (20, AttemptKind::Transfer), "the re-signed attempt is the one to send");
+    let mut owners = s.nonce_owners(31337, wallet).await.unwrap();
+    owners.sort_by_key(|o| o.nonce);
+    assert_eq!(
+        owners.iter().map(|o| (o.nonce, o.hashes.len(), o.mined)).collect::<Vec<_>>(),
+        [(11, 1, false), (12, 1, true), (20, 2, false)]
+    );
+
+    // Once the cancel is signed it is no longer pending.
+    let old = s.latest_attempts(vec![wid(2)]).await.unwrap().remove(0);
+    let mut c = old.clone();
+    (c.tx_hash, c.kind, c.created_at_ms) = (alloy::primitives::B256::repeat_byte(2), AttemptKind::Cancel, old.created_at_ms + 1);
+    assert_eq!(s.record_replacements(vec![Replacement { replaces: old.tx_hash, attempt: c.clone() }]).await.unwrap(), [true]);
+    assert!(s.pending_cancels(31337, 10).await.unwrap().is_empty());
+    // A second replacement of the same attempt loses, even within one batch.
+    let mut c2 = c.clone();
+    c2.tx_hash = alloy::primitives::B256::repeat_byte(3);
+    let mut c3 = c.clone();
+    c3.tx_hash = alloy::primitives::B256::repeat_byte(4);
+    assert_eq!(
+        s.record_replacements(vec![Replacement { replaces: c.tx_hash, attempt: c2 }, Replacement { replaces: c.tx_hash, attempt: c3 }])
+            .await
+            .unwrap(),
+        [true, false]
+    );
+
+    // Broadcast time is kept from the first acceptance.
+    s.mark_sent(vec![c.tx_hash]).await.unwrap();
+    let first = s.attempts_of(vec![wid(2)]).await.unwrap().into_iter().find(|a| a.tx_hash == c.tx_hash).unwrap().sent_at_ms;
+    assert!(first.is_some());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    s.mark_sent(vec![c.tx_hash]).await.unwrap();
+    let again = s.attempts_of(vec![wid(2)]).await.unwrap().into_iter().find(|a| a.tx_hash == c.tx_hash).unwrap().sent_at_ms;
+    assert_eq!(first, again);
+}

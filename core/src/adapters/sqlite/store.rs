@@ -983,7 +983,7 @@ impl Store for SqliteStore {
                     let ids: Vec<String> = batch.iter().map(|(id, _)| id.as_str().to_owned()).collect();
                     let loaded: std::collections::HashMap<WithdrawalId, Withdrawal> =
                         load_rows(conn, &ids)?.into_iter().map(|w| (w.id.clone(), w)).collect();
-                    let latest: std::collections::HashMap<WithdrawalId, Attempt> =
+                    let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
                         latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
                     let mined: std::collections::HashSet<String> = inclusions::table
                         .filter(inclusions::withdrawal_id.eq_any(&ids))
@@ -1000,7 +1000,7 @@ impl Store for SqliteStore {
                     let mut next: i64 = nonce_row(&w, chain_id).select(wallet_nonces::next_nonce).first(conn)?;
                     let mut out = Vec::with_capacity(batch.len());
                     for (id, old_nonce) in &batch {
-                        let (Some(wd), Some(a)) = (loaded.get(id), latest.get(id)) else {
+                        let (Some(wd), Some(a)) = (loaded.get(id), latest.get(id).cloned()) else {
                             return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
                         };
                         let eligible = matches!(wd.status, Status::Signed | Status::Sent)
@@ -1031,6 +1031,8 @@ impl Store for SqliteStore {
                                     sent_at: None,
                                 };
                                 diesel::insert_into(attempts::table).values(&row).execute(conn)?;
+                                // Listed twice in one batch: the second sees the new attempt and skips.
+                                latest.insert(id.clone(), row.into_domain()?);
                                 out.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
                                 next += 1;
                             }
