@@ -193,3 +193,24 @@ pub struct CancelV1 {
     pub reason: String,
     pub requested_at_ms: i64,
 }
+
+/// `GET /admin/v1/rpc`: every chain's endpoints and their health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RpcEndpointV1 {
+    pub chain_id: u64,
+    pub name: String,
+    /// `primary` or `backup`.
+    pub tier: String,
+    pub weight: u32,
+    /// `healthy`, `lagging`, `down` or `quarantined`.
+    pub state: String,
+    pub head: Option<u64>,
+    /// Corroborated head minus this endpoint's head (negative: ahead).
+    pub lag: i64,
+    pub latency_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// Since when it is in this state.
+    pub since_ms: i64,
+    pub serving_reads: bool,
+}

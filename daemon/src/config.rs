@@ -57,10 +57,77 @@ pub struct QueuesConfig {
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     pub chain_id: u64,
-    pub rpc_url: String,
+    /// One primary endpoint (shorthand for a one-entry `endpoints`).
+    #[serde(default)]
+    pub rpc_url: Option<String>,
+    /// The chain's endpoint pool: several providers and own nodes.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
     /// Highest max_fee_per_gas ever signed, in wei.
     pub max_fee_cap_wei: u64,
     pub rpc_timeout_ms: u64,
+    /// Blocks an endpoint may be behind (or ahead of) the corroborated head and still serve reads.
+    #[serde(default = "five")]
+    pub max_lag_blocks: u64,
+    /// How often every endpoint is probed.
+    #[serde(default = "thousand")]
+    pub health_every_ms: u64,
+    /// Consecutive failures that take an endpoint out (its circuit opens).
+    #[serde(default = "three_u32")]
+    pub fail_threshold: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub url: String,
+    /// Shown in logs, metrics and the admin API (provider URLs often embed API keys, so the
+    /// default is scheme://host:port only).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tier: TierConfig,
+    #[serde(default = "one_u32")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TierConfig {
+    #[default]
+    Primary,
+    Backup,
+}
+
+impl ChainConfig {
+    /// The pool's endpoints: `endpoints`, or the single `rpc_url`.
+    pub fn endpoint_specs(&self) -> Vec<withdraw_core::adapters::pool::EndpointSpec> {
+        use withdraw_core::adapters::pool::EndpointSpec;
+        use withdraw_core::ports::EndpointTier;
+        if self.endpoints.is_empty() {
+            return self
+                .rpc_url
+                .iter()
+                .map(|u| EndpointSpec { url: u.clone(), name: None, tier: EndpointTier::Primary, weight: 1 })
+                .collect();
+        }
+        self.endpoints
+            .iter()
+            .map(|e| EndpointSpec {
+                url: e.url.clone(),
+                name: e.name.clone(),
+                tier: match e.tier {
+                    TierConfig::Primary => EndpointTier::Primary,
+                    TierConfig::Backup => EndpointTier::Backup,
+                },
+                weight: e.weight,
+            })
+            .collect()
+    }
+
+    pub fn first_url(&self) -> Option<&str> {
+        self.endpoints.first().map(|e| e.url.as_str()).or(self.rpc_url.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +263,22 @@ fn thirty() -> u64 {
     30
 }
 
+fn five() -> u64 {
+    5
+}
+
+fn thousand() -> u64 {
+    1000
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn three_u32() -> u32 {
+    3
+}
+
 impl Config {
     /// The defaults of DESIGN.md §7, before the chain id is known.
     pub fn dev_defaults() -> Config {
@@ -205,9 +288,13 @@ impl Config {
             queues: QueuesConfig { visibility_timeout_secs: 30, max_receives: 5 },
             chains: vec![ChainConfig {
                 chain_id: 31337,
-                rpc_url: "http://127.0.0.1:8545".into(),
+                rpc_url: Some("http://127.0.0.1:8545".into()),
+                endpoints: Vec::new(),
                 max_fee_cap_wei: 500_000_000_000,
                 rpc_timeout_ms: 10_000,
+                max_lag_blocks: 5,
+                health_every_ms: 1000,
+                fail_threshold: 3,
             }],
             assets: vec![AssetConfig {
                 symbol: "ETH".into(),
@@ -275,7 +362,8 @@ impl Config {
     pub fn apply_dev(&mut self, o: &DevOverrides) {
         if let Some(u) = &o.rpc_url {
             for c in &mut self.chains {
-                c.rpc_url = u.clone();
+                c.rpc_url = Some(u.clone());
+                c.endpoints.clear();
             }
         }
         if let Some(d) = &o.data_dir {
@@ -312,6 +400,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.chains.is_empty() {
             bail!("no chains configured");
+        }
+        for c in &self.chains {
+            match (c.rpc_url.is_some(), c.endpoints.is_empty()) {
+                (true, false) => bail!("chain {}: set either rpc_url or endpoints, not both", c.chain_id),
+                (false, true) => bail!("chain {}: no RPC endpoint (set rpc_url or endpoints)", c.chain_id),
+                _ => {}
+            }
+            if c.health_every_ms == 0 || c.fail_threshold == 0 {
+                bail!("chain {}: health_every_ms and fail_threshold must be at least 1", c.chain_id);
+            }
         }
         if self.tracker.confirmations == 0 {
             bail!("tracker.confirmations must be at least 1");

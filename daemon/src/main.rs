@@ -58,8 +58,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct DevArgs {
-    #[arg(long, default_value = "http://127.0.0.1:8545")]
-    rpc_url: String,
+    /// The node to use (default http://127.0.0.1:8545, unless the config lists endpoints).
+    #[arg(long)]
+    rpc_url: Option<String>,
     #[arg(long, default_value = ".withdrawd")]
     data_dir: PathBuf,
     #[arg(long)]
@@ -123,7 +124,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dev(a) => {
             let mut cfg = load()?;
             cfg.apply_dev(&config::DevOverrides {
-                rpc_url: Some(a.rpc_url.clone()),
+                rpc_url: a.rpc_url.clone(),
                 data_dir: Some(a.data_dir),
                 confirmations: a.confirmations,
                 intake_listen: a.intake_addr,
@@ -131,10 +132,10 @@ async fn run(cli: Cli) -> Result<()> {
                 keystore: a.keystore,
                 hot_wallets: a.hot_wallets,
             });
-            let chain_id =
-                withdraw_core::adapters::evm::EvmChain::probe_chain_id(&a.rpc_url, std::time::Duration::from_secs(5)).await.with_context(
-                    || format!("no usable node at {} (start anvil there, or run scripts/dev.sh)", wiring::redact_url(&a.rpc_url)),
-                )?;
+            let url = cfg.chains.first().and_then(|c| c.first_url()).context("no chain configured")?.to_owned();
+            let chain_id = withdraw_core::adapters::evm::EvmChain::probe_chain_id(&url, std::time::Duration::from_secs(5))
+                .await
+                .with_context(|| format!("no usable node at {} (start anvil there, or run scripts/dev.sh)", wiring::redact_url(&url)))?;
             wiring::check_dev_chain(chain_id, a.allow_any_chain)?;
             cfg.set_dev_chain_id(chain_id);
             cfg.validate()?;

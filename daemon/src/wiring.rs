@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use withdraw_core::adapters::Embedded;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
+use withdraw_core::adapters::pool::PoolConfig;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::ports::{Clock, SystemClock};
 use withdraw_core::stages::{self, Intake, IntakeConfig, Ports};
@@ -47,9 +48,14 @@ pub async fn embedded_ports(cfg: &Config) -> Result<Arc<Ports<Embedded>>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut chains = HashMap::new();
     for c in &cfg.chains {
-        let chain = EvmChain::connect(&c.rpc_url, c.chain_id, c.max_fee_cap_wei as u128, Duration::from_millis(c.rpc_timeout_ms))
-            .await
-            .with_context(|| format!("chain {}: cannot use node {}", c.chain_id, redact_url(&c.rpc_url)))?;
+        let pool = PoolConfig {
+            chain_id: c.chain_id,
+            timeout: Duration::from_millis(c.rpc_timeout_ms),
+            health_every: Duration::from_millis(c.health_every_ms),
+            max_lag: c.max_lag_blocks,
+            fail_threshold: c.fail_threshold,
+        };
+        let chain = EvmChain::connect(pool, c.endpoint_specs(), c.max_fee_cap_wei as u128).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         chains.insert(c.chain_id, chain);
     }
     Ok(Arc::new(Ports {
@@ -276,7 +282,7 @@ fn print_banner(cfg: &Config, ep: &Endpoints, wallets: &[alloy::primitives::Addr
         secret_src,
         ep.admin.as_deref().unwrap_or("-"),
         token_src,
-        redact_url(&cfg.chains[0].rpc_url),
+        redact_url(cfg.chains[0].first_url().unwrap_or("-")),
         cfg.chains[0].chain_id,
         if wallets.is_empty() { "-".into() } else { wallets.iter().map(|w| w.to_checksum(None)).collect::<Vec<_>>().join(", ") },
         cfg.data_dir.display(),

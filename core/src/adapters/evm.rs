@@ -1,6 +1,7 @@
 //! The chain port over JSON-RPC, and hot-wallet keys that sign EIP-1559 transactions with
 //! alloy. We allocate nonces ourselves (in the store) and never use alloy's nonce filler.
 
+use super::pool::{EndpointSpec, PoolConfig, RpcPool};
 use super::rpc::RpcClient;
 use crate::ports::*;
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -13,10 +14,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-/// One chain reached through one JSON-RPC endpoint.
+/// One chain reached through a pool of JSON-RPC endpoints.
 #[derive(Debug)]
 pub struct EvmChain {
-    rpc: RpcClient,
+    rpc: std::sync::Arc<RpcPool>,
     chain_id: u64,
     /// Upper bound on max_fee_per_gas we will ever sign, in wei.
     max_fee_cap: u128,
@@ -38,6 +39,20 @@ fn parse<T: std::str::FromStr>(v: &Value, what: &str) -> Result<T, ChainError> {
     v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| ChainError::Malformed(format!("bad {what}: {v}")))
 }
 
+/// How good a broadcast answer is when endpoints disagree (lower is better): any node that
+/// has the transaction settles it; "nonce too low" from a node that is ahead beats a
+/// transport error; a definitive refusal counts only if no node did better.
+fn rank(r: &SendResult) -> u8 {
+    match r {
+        SendResult::Accepted | SendResult::AlreadyKnown => 0,
+        SendResult::NonceTooLow | SendResult::NonceTakenElsewhere => 1,
+        SendResult::ReplacementUnderpriced => 2,
+        SendResult::InsufficientFunds | SendResult::FeeCapExceeded => 3,
+        SendResult::Rejected(_) => 4,
+        SendResult::Unknown(_) => 5,
+    }
+}
+
 fn receipt(v: &Value) -> Result<TxReceipt, ChainError> {
     Ok(TxReceipt {
         tx_hash: parse(&v["transactionHash"], "transactionHash")?,
@@ -49,17 +64,12 @@ fn receipt(v: &Value) -> Result<TxReceipt, ChainError> {
 }
 
 impl EvmChain {
-    /// Connects and checks that the node serves `expected_chain_id`.
-    pub async fn connect(url: &str, expected_chain_id: u64, max_fee_cap: u128, timeout: Duration) -> Result<EvmChain, ChainError> {
-        let rpc = RpcClient::new(url, timeout)?;
-        let got = hex_u64(&rpc.call("eth_chainId", json!([])).await?)?;
-        if got != expected_chain_id {
-            return Err(ChainError::Rpc {
-                code: 0,
-                message: format!("{} serves chain id {got}, configured {expected_chain_id}", rpc.endpoint_label()),
-            });
-        }
-        Ok(EvmChain { rpc, chain_id: got, max_fee_cap, default_priority_fee: 1_000_000_000 })
+    /// Starts the endpoint pool (which checks every endpoint's chain id and health) for
+    /// `cfg.chain_id`; fails if no endpoint is usable, naming each one's problem.
+    pub async fn connect(cfg: PoolConfig, endpoints: Vec<EndpointSpec>, max_fee_cap: u128) -> Result<EvmChain, ChainError> {
+        let chain_id = cfg.chain_id;
+        let rpc = RpcPool::start(cfg, endpoints).await?;
+        Ok(EvmChain { rpc, chain_id, max_fee_cap, default_priority_fee: 1_000_000_000 })
     }
 
     /// Asks a node which chain it serves, before any config decision is made.
@@ -68,7 +78,7 @@ impl EvmChain {
         hex_u64(&rpc.call("eth_chainId", json!([])).await?)
     }
 
-    pub fn rpc(&self) -> &RpcClient {
+    pub fn pool(&self) -> &RpcPool {
         &self.rpc
     }
 }
@@ -80,6 +90,14 @@ impl Chain for EvmChain {
 
     fn max_fee_cap(&self) -> u128 {
         self.max_fee_cap
+    }
+
+    fn available(&self) -> bool {
+        self.rpc.available()
+    }
+
+    fn endpoints(&self) -> Vec<EndpointHealth> {
+        self.rpc.health()
     }
 
     async fn head(&self) -> Result<u64, ChainError> {
@@ -105,20 +123,29 @@ impl Chain for EvmChain {
     }
 
     async fn send_raw(&self, raws: Vec<Bytes>) -> Result<Vec<SendResult>, ChainError> {
-        let calls = raws.iter().map(|r| ("eth_sendRawTransaction".to_owned(), json!([r]))).collect();
-        let answers = match self.rpc.batch(calls).await {
-            Ok(a) => a,
-            Err(e @ ChainError::Transport(_)) => return Ok(raws.iter().map(|_| SendResult::Unknown(e.to_string())).collect()),
-            Err(e) => return Err(e),
-        };
-        Ok(answers
-            .into_iter()
-            .map(|a| match a {
-                Ok(_) => SendResult::Accepted,
-                Err(ChainError::Rpc { message, .. }) => SendResult::classify(&message),
-                Err(e) => SendResult::Unknown(e.to_string()),
-            })
-            .collect())
+        let calls: Vec<(String, Value)> = raws.iter().map(|r| ("eth_sendRawTransaction".to_owned(), json!([r]))).collect();
+        // Every usable endpoint gets every transaction; per transaction the best answer wins.
+        let per_endpoint = self.rpc.broadcast(calls).await?;
+        let mut merged: Vec<Option<SendResult>> = vec![None; raws.len()];
+        for answers in per_endpoint {
+            let results: Vec<SendResult> = match answers {
+                Ok(a) => a
+                    .into_iter()
+                    .map(|a| match a {
+                        Ok(_) => SendResult::Accepted,
+                        Err(ChainError::Rpc { message, .. }) => SendResult::classify(&message),
+                        Err(e) => SendResult::Unknown(e.to_string()),
+                    })
+                    .collect(),
+                Err(e) => raws.iter().map(|_| SendResult::Unknown(e.to_string())).collect(),
+            };
+            for (slot, r) in merged.iter_mut().zip(results) {
+                if slot.as_ref().is_none_or(|cur| rank(&r) < rank(cur)) {
+                    *slot = Some(r);
+                }
+            }
+        }
+        Ok(merged.into_iter().map(|r| r.unwrap_or_else(|| SendResult::Unknown("no endpoint answered".into()))).collect())
     }
 
     async fn block_receipts(&self, from: u64, to: u64) -> Result<Vec<BlockReceipts>, ChainError> {

@@ -2,6 +2,7 @@
 //! store, queues and balances, local keys, and any JSON-RPC node.
 
 pub mod evm;
+pub mod pool;
 pub mod rpc;
 pub mod sqlite;
 

@@ -102,9 +102,71 @@ impl SendResult {
     }
 }
 
+/// An RPC endpoint's tier: primaries serve reads first; backups take over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EndpointTier {
+    Primary,
+    Backup,
+}
+
+impl EndpointTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointTier::Primary => "primary",
+            EndpointTier::Backup => "backup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointState {
+    /// Answers, serves our chain, within the allowed lag: serves reads and broadcasts.
+    Healthy,
+    /// Answers but behind (or ahead of) the corroborated head: broadcasts only.
+    Lagging,
+    /// Failing: its circuit is open until a half-open probe succeeds.
+    Down,
+    /// Serves another chain id: never used until it serves ours again.
+    Quarantined,
+}
+
+impl EndpointState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Healthy => "healthy",
+            EndpointState::Lagging => "lagging",
+            EndpointState::Down => "down",
+            EndpointState::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// One endpoint's health as the pool sees it.
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    pub name: String,
+    pub tier: EndpointTier,
+    pub weight: u32,
+    pub state: EndpointState,
+    pub head: Option<u64>,
+    /// Corroborated head minus this endpoint's head (negative: ahead).
+    pub lag: i64,
+    pub latency_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub since_ms: i64,
+    /// The endpoint reads go to now.
+    pub serving_reads: bool,
+}
+
 /// One chain's nodes, as the stages see them.
 pub trait Chain: Send + Sync + 'static {
     fn chain_id(&self) -> u64;
+    /// Whether any endpoint can serve reads now; while not, stages hold this chain's work
+    /// (no dead-letter churn, no nonces taken) and it resumes by itself.
+    fn available(&self) -> bool;
+    /// Every endpoint's health, for metrics and the admin API.
+    fn endpoints(&self) -> Vec<EndpointHealth>;
     /// The highest max_fee_per_gas we may ever sign on this chain, in wei.
     fn max_fee_cap(&self) -> u128;
     fn head(&self) -> impl Future<Output = Result<u64, ChainError>> + Send;

@@ -26,16 +26,36 @@ impl Default for SenderConfig {
 pub struct Sender<T: PortTypes> {
     ports: Arc<Ports<T>>,
     cfg: SenderConfig,
+    /// Withdrawals of chains with no usable endpoint: acked (so no delivery counts toward
+    /// the dead-letter queue) and offered again by `run`.
+    parked: std::sync::Mutex<Vec<String>>,
 }
+
+/// How often parked withdrawals are offered again.
+const PARK_RECHECK: Duration = Duration::from_secs(2);
 
 impl<T: PortTypes> Sender<T> {
     pub fn new(ports: Arc<Ports<T>>, cfg: SenderConfig) -> Self {
-        Self { ports, cfg }
+        Self { ports, cfg, parked: std::sync::Mutex::new(Vec::new()) }
     }
 
     pub async fn run(&self, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut last_recheck = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
+            if last_recheck.elapsed() >= PARK_RECHECK {
+                last_recheck = tokio::time::Instant::now();
+                let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|p| p.into_inner()));
+                if !parked.is_empty()
+                    && let Err(e) = self.ports.queue.send(QueueName::Signed, parked).await
+                {
+                    // They stay SIGNED/SENT; the reconciler re-enqueues them.
+                    tracing::warn!(error = %e, "re-offering parked broadcasts failed");
+                }
+            }
+            if !self.ports.chains.values().any(|c| c.available()) {
+                tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => continue }
+            }
             let got = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = self.ports.queue.receive(QueueName::Signed, self.cfg.batch, self.cfg.visibility, Duration::from_secs(1)) => r,
@@ -95,6 +115,15 @@ impl<T: PortTypes> Sender<T> {
         let mut all_known = true;
         for (chain_id, attempts) in by_chain {
             let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
+            if !chain.available() {
+                tracing::warn!(chain_id, parked = attempts.len(), "no usable RPC endpoint; parking this chain's broadcasts");
+                let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+                for a in &attempts {
+                    ack.extend(receipts.remove(&a.withdrawal_id).unwrap_or_default());
+                    parked.push(a.withdrawal_id.to_string());
+                }
+                continue;
+            }
             let results = chain.send_raw(attempts.iter().map(|a| a.raw.clone()).collect()).await?;
             let mut results: Vec<SendResult> = results;
             // "Nonce too low" is only good news if one of our own attempts took the nonce.

@@ -97,7 +97,9 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 last_recheck = tokio::time::Instant::now();
                 self.offer_held_again().await;
             }
-            if self.paused.load(Ordering::Relaxed) {
+            // Paused, or no chain has a usable RPC endpoint: leave the messages queued
+            // (receiving them would only count deliveries toward the dead-letter queue).
+            if self.paused.load(Ordering::Relaxed) || !self.ports.chains.values().any(|c| c.available()) {
                 tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => continue }
             }
             let got = tokio::select! {
@@ -371,6 +373,16 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
 
         for (chain_id, ids) in to_sign {
             let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
+            if !chain.available() {
+                // Every endpoint of this chain is down: hold its work (no nonce taken, no
+                // delivery counted) and offer it again shortly; other chains go on.
+                for id in &ids {
+                    ack.extend(receipts[id].iter().cloned());
+                }
+                tracing::warn!(chain_id, held = ids.len(), "no usable RPC endpoint; holding this chain's withdrawals");
+                self.held.lock().unwrap_or_else(|p| p.into_inner()).entry(chain_id).or_default().extend(ids);
+                continue;
+            }
             let fees = chain.fees().await?;
             for (wallet, ids) in self.share(chain_id, ids) {
                 let candidates: Vec<&Withdrawal> = ids.iter().filter_map(|id| by_id.get(id).copied()).collect();

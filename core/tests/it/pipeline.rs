@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use withdraw_core::adapters::Embedded;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
+use withdraw_core::adapters::pool::{EndpointSpec, PoolConfig};
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::domain::{Amount, Asset, AssetKind, AssetRegistry, Status, WithdrawalId};
 use withdraw_core::ports::*;
@@ -29,7 +30,15 @@ async fn rig(max_amount: Option<&str>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let chain = EvmChain::connect(&anvil.url, 31337, 500_000_000_000, Duration::from_secs(10)).await.unwrap();
+    let pool = PoolConfig {
+        chain_id: 31337,
+        timeout: Duration::from_secs(10),
+        health_every: Duration::from_secs(1),
+        max_lag: 5,
+        fail_threshold: 3,
+    };
+    let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
+    let chain = EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap();
     let ports = Arc::new(Ports::<Embedded> {
         store: SqliteStore::new(db.clone(), clock.clone()),
         queue: SqliteQueue::new(db.clone(), clock.clone(), 5),

@@ -11,11 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use withdraw_core::domain::{Amount, AssetRegistry, WithdrawalId};
-use withdraw_core::ports::{AuditEntry, Balance, Balances, Queue, QueueName, Store};
+use withdraw_core::ports::{AuditEntry, Balance, Balances, Chain, Queue, QueueName, Store};
 use withdraw_core::stages::{ActionError, ActionOutcome};
 use withdraw_core::stages::{PortTypes, Ports};
 use withdraw_core::wire::{
-    ActionRequestV1, ActionResultV1, BalanceV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, StatsV1, WalletAssetV1,
+    ActionRequestV1, ActionResultV1, BalanceV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, RpcEndpointV1, StatsV1,
+    WalletAssetV1,
 };
 
 pub struct AdminState<T: PortTypes> {
@@ -33,6 +34,7 @@ pub fn router<T: PortTypes>(state: Arc<AdminState<T>>) -> Router {
         .route("/admin/v1/withdrawals/{id}/discard", post(discard::<T>))
         .route("/admin/v1/stats", get(stats::<T>))
         .route("/admin/v1/hot-wallets", get(hot_wallets::<T>))
+        .route("/admin/v1/rpc", get(rpc_health::<T>))
         .with_state(state)
 }
 
@@ -165,6 +167,33 @@ async fn hot_wallets<T: PortTypes>(State(s): State<Arc<AdminState<T>>>, headers:
             funds: assets,
         });
     }
+    Ok(axum::Json(out))
+}
+
+/// Every chain's RPC endpoints as this process's pool sees them (no call made here).
+async fn rpc_health<T: PortTypes>(State(s): State<Arc<AdminState<T>>>, headers: HeaderMap) -> Result<impl IntoResponse, Problem> {
+    s.tokens.verify(&headers, Role::Viewer)?;
+    let mut chains: Vec<_> = s.ports.chains.iter().collect();
+    chains.sort_by_key(|(id, _)| **id);
+    let out: Vec<RpcEndpointV1> = chains
+        .into_iter()
+        .flat_map(|(&chain_id, c)| {
+            c.endpoints().into_iter().map(move |e| RpcEndpointV1 {
+                chain_id,
+                name: e.name,
+                tier: e.tier.as_str().into(),
+                weight: e.weight,
+                state: e.state.as_str().into(),
+                head: e.head,
+                lag: e.lag,
+                latency_ms: e.latency_ms,
+                consecutive_failures: e.consecutive_failures,
+                last_error: e.last_error,
+                since_ms: e.since_ms,
+                serving_reads: e.serving_reads,
+            })
+        })
+        .collect();
     Ok(axum::Json(out))
 }
 
