@@ -42,7 +42,6 @@ pub struct PoolConfig {
     pub fail_threshold: u32,
 }
 
-#[derive(Debug)]
 struct Endpoint {
     name: String,
     tier: EndpointTier,
@@ -71,12 +70,19 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-#[derive(Debug)]
 pub struct RpcPool {
     cfg: PoolConfig,
     endpoints: Vec<Endpoint>,
     /// Index of the endpoint reads stick to.
     current: Mutex<usize>,
+}
+
+impl std::fmt::Debug for RpcPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: URLs may carry a provider's API key.
+        let names: Vec<&str> = self.endpoints.iter().map(|e| e.name.as_str()).collect();
+        f.debug_struct("RpcPool").field("chain_id", &self.cfg.chain_id).field("endpoints", &names).finish()
+    }
 }
 
 impl RpcPool {
@@ -91,8 +97,9 @@ impl RpcPool {
         for s in specs {
             let rpc = RpcClient::new(&s.url, cfg.timeout)?;
             let name = s.name.unwrap_or_else(|| rpc.endpoint_label());
+            // Not trusted until its first probe answers.
             let health = Health {
-                state: EndpointState::Healthy,
+                state: EndpointState::Down,
                 head: None,
                 lag: 0,
                 latency_ms: None,

@@ -7,11 +7,16 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-#[derive(Debug)]
 pub struct RpcClient {
     http: reqwest::Client,
     url: reqwest::Url,
     next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient").field("endpoint", &self.endpoint_label()).finish()
+    }
 }
 
 /// One element's answer in a batch.

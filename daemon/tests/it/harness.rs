@@ -42,6 +42,15 @@ impl Daemon {
 
     /// Starts `withdrawd dev`; on failure returns its output.
     pub async fn try_start(anvil: &Anvil, dir: &Path, env: &[(String, String)], extra_args: &[&str]) -> Result<Daemon, String> {
+        Self::try_spawn(Some(&anvil.url), dir, env, extra_args).await
+    }
+
+    /// Starts `withdrawd dev` on the endpoints its `--config` lists.
+    pub async fn start_on_config(dir: &Path, env: &[(String, String)], extra_args: &[&str]) -> Daemon {
+        Self::try_spawn(None, dir, env, extra_args).await.unwrap_or_else(|log| panic!("withdrawd did not start:\n{log}"))
+    }
+
+    pub async fn try_spawn(rpc_url: Option<&str>, dir: &Path, env: &[(String, String)], extra_args: &[&str]) -> Result<Daemon, String> {
         std::fs::create_dir_all(dir).unwrap();
         let endpoints = dir.join("endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
@@ -49,7 +58,9 @@ impl Daemon {
         let out = std::fs::File::create(dir.join(format!("out{n}.log"))).unwrap();
         let err = std::fs::File::create(dir.join(format!("out{n}.err"))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_withdrawd"))
-            .args(["--log-format", "json", "dev", "--rpc-url", &anvil.url, "--data-dir"])
+            .args(["--log-format", "json", "dev"])
+            .args(rpc_url.map(|u| vec!["--rpc-url", u]).unwrap_or_default())
+            .arg("--data-dir")
             .arg(dir)
             .args(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(extra_args)

@@ -4,6 +4,8 @@
 mod chain;
 mod harness;
 mod lanes;
+mod proxy;
+mod rpc;
 
 use futures::future::join_all;
 use harness::*;
