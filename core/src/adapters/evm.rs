@@ -332,3 +332,26 @@ pub fn erc20_transfer_calldata(to: Address, amount: U256) -> Bytes {
     use alloy::sol_types::SolCall;
     Bytes::from(transferCall { to, amount }.abi_encode())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_best_broadcast_answer_wins() {
+        // What a node that has the transaction says beats everything else; a definitive
+        // refusal beats "we could not ask"; an unknown outcome counts only if nothing else.
+        let order = [
+            SendResult::Accepted,
+            SendResult::NonceTooLow,
+            SendResult::ReplacementUnderpriced,
+            SendResult::InsufficientFunds,
+            SendResult::Rejected("x".into()),
+            SendResult::Unknown("timeout".into()),
+        ];
+        for w in order.windows(2) {
+            assert!(rank(&w[0]) < rank(&w[1]), "{:?} before {:?}", w[0], w[1]);
+        }
+        assert_eq!(rank(&SendResult::AlreadyKnown), rank(&SendResult::Accepted));
+    }
+}

@@ -1,18 +1,19 @@
 //! A fault-injecting JSON-RPC proxy of the test suite's own: it sits in front of a real
-//! anvil and, on command, delays, fails with an HTTP status, lies about the chain id, or
-//! reports a head that is stalled or far ahead.
+//! anvil and, on command, drops connections, delays, fails with an HTTP status, lies about
+//! the chain id, or reports a head that is stalled or far ahead. It speaks just enough
+//! HTTP/1.1 (keep-alive, Content-Length bodies) to carry JSON-RPC, so it can also hang up
+//! mid-request, which a framework would not let it do.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     Pass,
+    /// Reads the request, then closes the connection without an answer.
+    Drop,
     /// Answers this HTTP status with no body (500, 503, 429…).
     Status(u16),
     /// Holds every answer this long (past the client's timeout: a hung node).
@@ -40,11 +41,13 @@ pub struct FaultProxy {
 impl FaultProxy {
     pub async fn start(upstream: &str) -> FaultProxy {
         let inner = Arc::new(Inner { upstream: upstream.to_owned(), fault: Mutex::new((Fault::Pass, None)), http: reqwest::Client::new() });
-        let app = axum::Router::new().route("/", axum::routing::post(handle)).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let p = inner.clone();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve(p.clone(), sock));
+            }
         });
         FaultProxy { url, inner, task }
     }
@@ -60,17 +63,58 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn handle(State(p): State<Arc<Inner>>, body: Bytes) -> axum::response::Response {
+/// One connection: requests in a keep-alive loop until the client or a fault closes it.
+async fn serve(p: Arc<Inner>, sock: tokio::net::TcpStream) {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        // Request line, then headers up to the blank line.
+        loop {
+            line.clear();
+            match r.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let (status, answer) = match answer(&p, body).await {
+            Some(a) => a,
+            None => return, // hang up
+        };
+        let head = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", answer.len());
+        if w.write_all(head.as_bytes()).await.is_err() || w.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The status line's code and reason, and the body; None to drop the connection.
+async fn answer(p: &Inner, body: Vec<u8>) -> Option<(String, Vec<u8>)> {
     let fault = p.fault.lock().unwrap().0.clone();
     match &fault {
-        Fault::Status(code) => return StatusCode::from_u16(*code).unwrap().into_response(),
+        Fault::Drop => return None,
+        Fault::Status(code) => return Some((format!("{code} Fault"), Vec::new())),
         Fault::Delay(d) => tokio::time::sleep(*d).await,
         _ => {}
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let upstream = match p.http.post(&p.upstream).header("content-type", "application/json").body(body.to_vec()).send().await {
+    let upstream = match p.http.post(&p.upstream).header("content-type", "application/json").body(body).send().await {
         Ok(r) => r,
-        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+        Err(_) => return Some(("502 Bad Gateway".into(), Vec::new())),
     };
     let mut answer: Value = upstream.json().await.unwrap_or(Value::Null);
     let calls: Vec<&Value> = match &req {
@@ -97,5 +141,5 @@ async fn handle(State(p): State<Arc<Inner>>, body: Bytes) -> axum::response::Res
         v @ Value::Object(_) => rewrite(v),
         _ => {}
     }
-    axum::Json(answer).into_response()
+    Some(("200 OK".into(), serde_json::to_vec(&answer).unwrap()))
 }

@@ -76,17 +76,16 @@ async fn reads_fail_over_when_the_primary_node_dies_mid_batch() {
             (done >= 3).then_some(())
         })
         .await;
-        let killed = Instant::now();
+        let accepted = d.stats().await["statuses"].as_object().unwrap().values().map(|n| n.as_i64().unwrap()).sum::<i64>();
         drop(primary);
         let took = until_states(&d, &[("a", "down")], Duration::from_secs(10)).await;
-        (killed, took)
+        (accepted, took)
     };
-    let (ids, (killed, took)) = tokio::join!(submitter, killer);
+    let (ids, (accepted_at_kill, took)) = tokio::join!(submitter, killer);
     let v = rpc_view(&d).await;
     assert!(endpoint(&v, "b")["serving_reads"].as_bool().unwrap(), "reads moved to the backup: {v:?}");
     assert!(took < Duration::from_secs(5), "fail-over took {took:?}");
-    let completed_at_kill = d.stats().await["statuses"]["COMPLETED"].as_i64().unwrap_or(0);
-    assert!(completed_at_kill < 40, "the kill came mid-batch ({completed_at_kill} done), {:?} ago", killed.elapsed());
+    assert!(accepted_at_kill < 30, "the kill came mid-batch, with {accepted_at_kill} of 40 requests in");
 
     let done = d.wait_settled(&ids, Duration::from_secs(60)).await;
     for (i, w) in done.iter().enumerate() {
@@ -110,10 +109,12 @@ async fn lying_failing_and_stalled_endpoints_are_avoided() {
     let wrong = FaultProxy::start(&anvil.url).await;
     let ahead = FaultProxy::start(&anvil.url).await;
     let flaky = FaultProxy::start(&anvil.url).await;
+    let broken = FaultProxy::start(&anvil.url).await;
     let good = FaultProxy::start(&anvil.url).await;
     wrong.set(Fault::WrongChainId(1));
     ahead.set(Fault::HeadAhead(1000));
-    flaky.set(Fault::Status(500));
+    flaky.set(Fault::Drop);
+    broken.set(Fault::Status(500));
     let dir = tempfile::tempdir().unwrap();
     // The first endpoint answers the dev chain-id probe, so it must be an honest one.
     let cfg = pool_config(
@@ -123,25 +124,28 @@ async fn lying_failing_and_stalled_endpoints_are_avoided() {
             ("wrong", &wrong.url, "primary"),
             ("ahead", &ahead.url, "primary"),
             ("flaky", &flaky.url, "primary"),
+            ("broken", &broken.url, "primary"),
         ],
         "",
     );
     let d = Daemon::start_on_config(&dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
     // One node far ahead is itself out of step; it does not make the others look lagged.
-    until_states(&d, &[("wrong", "quarantined"), ("ahead", "lagging"), ("flaky", "down"), ("good", "healthy")], Duration::from_secs(10))
-        .await;
+    let all_bad = [("wrong", "quarantined"), ("ahead", "lagging"), ("flaky", "down"), ("broken", "down"), ("good", "healthy")];
+    until_states(&d, &all_bad, Duration::from_secs(10)).await;
     let v = rpc_view(&d).await;
     assert!(endpoint(&v, "good")["serving_reads"].as_bool().unwrap(), "{v:?}");
     assert!(endpoint(&v, "wrong")["last_error"].as_str().unwrap().contains("chain id 1"), "{v:?}");
     assert_eq!(endpoint(&v, "ahead")["lag"], -1000, "{v:?}");
+    assert!(endpoint(&v, "broken")["last_error"].as_str().unwrap().contains("HTTP 500"), "{v:?}");
+    assert!(endpoint(&v, "flaky")["last_error"].as_str().is_some(), "a dropped connection is an error: {v:?}");
 
     d.credit("c", "10").await;
     let first = submit_n(&d, 41, 10, "0.1").await;
     let done = d.wait_settled(&first, Duration::from_secs(60)).await;
     assert!(done.iter().all(|w| w["status"] == "COMPLETED"), "{done:?}");
 
-    // The failing primary recovers: a half-open probe brings it back, and reads return to
-    // the primary tier.
+    // The primary that dropped connections recovers: a half-open probe brings it back, and
+    // reads return to the primary tier.
     flaky.set(Fault::Pass);
     until_states(&d, &[("flaky", "healthy")], Duration::from_secs(10)).await;
     eventually(Duration::from_secs(10), "reads back on the primary", || async {
