@@ -214,3 +214,130 @@ pub struct RpcEndpointV1 {
     pub since_ms: i64,
     pub serving_reads: bool,
 }
+
+/// A withdrawal in a list (search, dead-letter queues, approvals).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WithdrawalSummaryV1 {
+    pub id: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub user_id: String,
+    pub asset: String,
+    pub chain_id: u64,
+    pub to: String,
+    pub amount: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// `POST /admin/v1/dlq/{invalid|tx}/{reprocess|discard}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkActionRequestV1 {
+    pub ids: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkItemV1 {
+    pub id: String,
+    /// `moved`, `cancel_requested`, `already_cancelling`, or absent on error.
+    pub outcome: Option<String>,
+    pub status: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkActionResultV1 {
+    pub results: Vec<BulkItemV1>,
+}
+
+/// `POST /admin/v1/signing/{pause|resume}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequestV1 {
+    pub reason: String,
+    /// One chain; absent for every chain.
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningControlV1 {
+    /// `all` or a chain id.
+    pub scope: String,
+    pub paused: bool,
+    pub actor: String,
+    pub reason: String,
+    pub updated_at_ms: i64,
+}
+
+/// `GET /admin/v1/signing`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningStateV1 {
+    pub paused_all: bool,
+    pub paused_chains: Vec<u64>,
+    pub controls: Vec<SigningControlV1>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntryV1 {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertV1 {
+    pub fingerprint: String,
+    pub status: String,
+    pub name: String,
+    pub severity: Option<String>,
+    pub summary: Option<String>,
+    /// The `withdraw-console --goto …` command that opens the right view.
+    pub console: Option<String>,
+    pub labels: serde_json::Value,
+    pub annotations: serde_json::Value,
+    pub starts_at: String,
+    pub ends_at: Option<String>,
+    pub received_at_ms: i64,
+}
+
+/// `GET /admin/v1/me`: who the token is, so the console can hide what it may not do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeV1 {
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+/// Alertmanager's webhook payload (version 4), as far as we read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerWebhookV4 {
+    pub version: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub receiver: String,
+    pub alerts: Vec<AlertmanagerAlertV4>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerAlertV4 {
+    pub status: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    #[serde(default)]
+    pub generator_url: Option<String>,
+    pub fingerprint: String,
+}

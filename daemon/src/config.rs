@@ -144,6 +144,9 @@ pub struct AssetConfig {
     pub max_amount: Option<String>,
     #[serde(default)]
     pub gas_limit: Option<u64>,
+    /// Withdrawals above this (whole units) wait for an approver.
+    #[serde(default)]
+    pub approval_threshold: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,6 +306,7 @@ impl Config {
                 decimals: 18,
                 max_amount: Some("100".into()),
                 gas_limit: None,
+                approval_threshold: Some("10".into()),
             }],
             intake: IntakeConfig {
                 listen: "127.0.0.1:8080".parse().expect("static address"),
@@ -317,7 +321,7 @@ impl Config {
                 listen: "127.0.0.1:8081".parse().expect("static address"),
                 tokens: vec![AdminTokenConfig {
                     name: "dev-admin".into(),
-                    roles: vec!["viewer".into(), "operator".into(), "approver".into()],
+                    roles: vec!["viewer".into(), "operator".into(), "approver".into(), "alerts".into()],
                     token: SecretRef {
                         env: Some("WITHDRAW_DEV_ADMIN_TOKEN".into()),
                         file: None,
@@ -460,7 +464,21 @@ impl Config {
                 AssetKind::Native => 21_000,
                 AssetKind::Erc20 { .. } => 100_000,
             });
-            out.push(Asset { symbol: a.symbol.clone(), chain_id: a.chain_id, kind, decimals: a.decimals, max_amount, gas_limit });
+            let approval_threshold = a
+                .approval_threshold
+                .as_deref()
+                .map(|m| Amount::parse_positive(m, a.decimals))
+                .transpose()
+                .with_context(|| format!("asset {}: approval_threshold", a.symbol))?;
+            out.push(Asset {
+                symbol: a.symbol.clone(),
+                chain_id: a.chain_id,
+                kind,
+                decimals: a.decimals,
+                max_amount,
+                gas_limit,
+                approval_threshold,
+            });
         }
         Ok(AssetRegistry::new(out))
     }

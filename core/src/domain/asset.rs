@@ -21,6 +21,8 @@ pub struct Asset {
     pub max_amount: Option<Amount>,
     /// Gas limit used for a transfer of this asset.
     pub gas_limit: u64,
+    /// Above it a withdrawal waits in PENDING_APPROVAL for an approver.
+    pub approval_threshold: Option<Amount>,
 }
 
 /// The assets and chains one deployment serves; looked up on every request.

@@ -172,6 +172,29 @@ pub trait Store: Send + Sync + 'static {
     /// Withdrawals on `chain_id` with a cancel request, still open and unmined, whose
     /// newest attempt is still a transfer: the cancels to sign.
     fn pending_cancels(&self, chain_id: u64, limit: i64) -> impl Future<Output = Result<Vec<(Withdrawal, Attempt)>, StoreError>> + Send;
+
+    /// Withdrawals matching the filter, newest first.
+    fn search(&self, filter: SearchFilter) -> impl Future<Output = Result<Vec<Withdrawal>, StoreError>> + Send;
+
+    /// Records an approval; false if the withdrawal was approved before (the first stands).
+    fn record_approval(&self, approval: Approval) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Of these withdrawals, the ones approved.
+    fn approved(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<WithdrawalId>, StoreError>> + Send;
+
+    fn signing_controls(&self) -> impl Future<Output = Result<Vec<SigningControl>, StoreError>> + Send;
+
+    fn set_signing_control(&self, control: SigningControl) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The audit log, newest first, before entry `before` if given.
+    fn audit_log(&self, limit: i64, before: Option<i64>) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+
+    /// Records alerts (deduplicated by fingerprint, the latest state wins); returns how many
+    /// were new.
+    fn record_alerts(&self, alerts: Vec<AlertRecord>) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Alerts, newest first; only those in `status` if given.
+    fn alerts(&self, status: Option<String>, limit: i64) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
 }
 
 /// The four queues of DESIGN.md §1.

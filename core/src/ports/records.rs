@@ -256,3 +256,61 @@ pub struct NonceOwner {
     /// Every attempt's hash (bumps and cancels): any of them mined settles the nonce.
     pub hashes: Vec<B256>,
 }
+
+/// What operators search withdrawals by. `query` matches a withdrawal id, a user id, a
+/// destination address or any attempt's transaction hash exactly.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    pub status: Option<Status>,
+    pub query: Option<String>,
+    /// Only withdrawals created before this one (paging, newest first).
+    pub before: Option<WithdrawalId>,
+    pub limit: i64,
+}
+
+/// A pause of signing: for every chain (`chain_id` None) or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningControl {
+    pub chain_id: Option<u64>,
+    pub paused: bool,
+    pub actor: String,
+    pub reason: String,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub withdrawal_id: WithdrawalId,
+    pub approver: String,
+    pub reason: String,
+    pub approved_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    pub detail: String,
+}
+
+/// An alert as received from Alertmanager (latest state per fingerprint).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub fingerprint: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    pub name: String,
+    pub severity: Option<String>,
+    pub summary: Option<String>,
+    /// The `withdraw-console --goto …` command that opens the right view.
+    pub console: Option<String>,
+    pub labels: serde_json::Value,
+    pub annotations: serde_json::Value,
+    pub starts_at: String,
+    pub ends_at: Option<String>,
+    pub received_at_ms: i64,
+}

@@ -189,7 +189,15 @@ mod tests {
 
     fn registry() -> AssetRegistry {
         AssetRegistry::new(vec![
-            Asset { symbol: "ETH".into(), chain_id: 31337, kind: AssetKind::Native, decimals: 18, max_amount: None, gas_limit: 21_000 },
+            Asset {
+                symbol: "ETH".into(),
+                chain_id: 31337,
+                kind: AssetKind::Native,
+                decimals: 18,
+                max_amount: None,
+                gas_limit: 21_000,
+                approval_threshold: None,
+            },
             Asset {
                 symbol: "USDC".into(),
                 chain_id: 31337,
@@ -197,6 +205,7 @@ mod tests {
                 decimals: 6,
                 max_amount: None,
                 gas_limit: 100_000,
+                approval_threshold: None,
             },
         ])
     }

@@ -12,7 +12,7 @@ mod track;
 pub use bump::{Bumper, BumperConfig};
 pub use intake::{FieldError, Intake, IntakeConfig, ValidRequest, WithdrawalRequest, request_hash, validate};
 pub use nonces::{NonceKeeper, NonceKeeperConfig};
-pub use operator::{ActionError, ActionOutcome, discard, reprocess};
+pub use operator::{ActionError, ActionOutcome, approve, discard, reject, reprocess, set_signing};
 pub use send::{Sender, SenderConfig};
 pub use sign::{Signer, SignerConfig};
 pub use track::{Tracker, TrackerConfig};

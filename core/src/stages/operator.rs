@@ -112,3 +112,88 @@ pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &
     audit(ports, actor, "withdrawal.discard", id, reason, format!("{from} -> {to}")).await;
     Ok(ActionOutcome::Moved(*to))
 }
+
+/// Stage actors; any other history actor is a person.
+const STAGES: [&str; 6] = ["intake", "signer", "sender", "tracker", "reconciler", "bumper"];
+
+/// Approves a withdrawal waiting above its asset's threshold: PENDING_APPROVAL to RECEIVED,
+/// and the signer signs it. Four eyes: the approver may not be a person who already acted on
+/// it (e.g. the operator who released it from a dead-letter queue).
+pub async fn approve<T: PortTypes>(
+    ports: &Ports<T>,
+    id: &WithdrawalId,
+    approver: &str,
+    reason: &str,
+) -> Result<ActionOutcome, ActionError> {
+    let reason = check_reason(reason)?;
+    let d = ports.store.get(id).await?.ok_or_else(|| ActionError::NotFound(id.clone()))?;
+    let from = d.withdrawal.status;
+    machine::step(from, Event::Approved).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal is not waiting for approval")))?;
+    if let Some(h) = d.history.iter().find(|h| h.actor == approver && !STAGES.contains(&h.actor.as_str())) {
+        return Err(ActionError::Conflict(format!(
+            "{approver} already acted on this withdrawal ({} at {}); another approver must approve it",
+            h.to, h.at_ms
+        )));
+    }
+    let approval = Approval {
+        withdrawal_id: id.clone(),
+        approver: approver.to_owned(),
+        reason: reason.to_owned(),
+        approved_at_ms: ports.clock.now_ms(),
+    };
+    ports.store.record_approval(approval).await?;
+    let decision = Decision { id: id.clone(), from, event: Event::Approved, reason: Some(format!("approved by {approver}: {reason}")) };
+    let won = apply(ports, approver, vec![decision]).await?;
+    let Some((_, to)) = won.first() else {
+        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
+    };
+    audit(ports, approver, "withdrawal.approve", id, reason, format!("{from} -> {to}")).await;
+    Ok(ActionOutcome::Moved(*to))
+}
+
+/// Rejects a withdrawal waiting for approval: REJECTED, reservation released.
+pub async fn reject<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, approver: &str, reason: &str) -> Result<ActionOutcome, ActionError> {
+    let reason = check_reason(reason)?;
+    let d = ports.store.get(id).await?.ok_or_else(|| ActionError::NotFound(id.clone()))?;
+    let from = d.withdrawal.status;
+    machine::step(from, Event::Rejected).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal is not waiting for approval")))?;
+    let decision = Decision { id: id.clone(), from, event: Event::Rejected, reason: Some(format!("rejected by {approver}: {reason}")) };
+    let won = apply(ports, approver, vec![decision]).await?;
+    let Some((_, to)) = won.first() else {
+        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
+    };
+    audit(ports, approver, "withdrawal.reject", id, reason, format!("{from} -> {to}")).await;
+    Ok(ActionOutcome::Moved(*to))
+}
+
+/// Pauses or resumes signing for every chain or one; audited.
+pub async fn set_signing<T: PortTypes>(
+    ports: &Ports<T>,
+    chain_id: Option<u64>,
+    paused: bool,
+    actor: &str,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    if let Some(c) = chain_id
+        && !ports.chains.contains_key(&c)
+    {
+        return Err(ActionError::Conflict(format!("chain {c} is not configured")));
+    }
+    let control =
+        SigningControl { chain_id, paused, actor: actor.to_owned(), reason: reason.to_owned(), updated_at_ms: ports.clock.now_ms() };
+    ports.store.set_signing_control(control).await?;
+    let scope = chain_id.map_or_else(|| "all chains".to_owned(), |c| format!("chain {c}"));
+    let entry = AuditEntry {
+        actor: actor.to_owned(),
+        action: if paused { "signing.pause" } else { "signing.resume" }.to_owned(),
+        target: scope.clone(),
+        reason: Some(reason.to_owned()),
+        detail: format!("signing {} for {scope}", if paused { "paused" } else { "resumed" }),
+    };
+    if let Err(e) = ports.store.audit(entry).await {
+        tracing::error!(error = %e, operator = actor, "audit log write failed after a signing pause change");
+    }
+    tracing::warn!(operator = actor, scope, paused, reason, "signing pause changed");
+    Ok(())
+}

@@ -9,7 +9,6 @@ use crate::machine::Event;
 use crate::ports::*;
 use alloy::primitives::{Address, Bytes, U256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +34,9 @@ pub struct Signer<T: PortTypes, K: Keys> {
     wallets: HashMap<u64, Vec<Address>>,
     /// Where each chain's next batch starts in its wallet list (round robin).
     rotation: Mutex<HashMap<u64, usize>>,
-    /// Operators pause signing; messages wait in the queue meanwhile.
-    pub paused: Arc<AtomicBool>,
+    /// Operators' pauses (all chains or one), re-read from the store every second: work for
+    /// a paused chain is held, not signed.
+    controls: Mutex<(Option<tokio::time::Instant>, Vec<SigningControl>)>,
     /// Withdrawals held for lack of hot-wallet funds, per chain: still RECEIVED, their
     /// messages acked (so no receive counts pile up toward the DLQ), re-enqueued by `run`.
     held: Mutex<HashMap<u64, Vec<WithdrawalId>>>,
@@ -75,6 +75,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             }
             wallets.insert(chain_id, all.clone());
         }
+        metrics::gauge!("withdraw_signer_paused", "scope" => "all").set(0.0);
         Ok(Signer {
             ports,
             keys,
@@ -82,7 +83,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             cfg,
             wallets,
             rotation: Mutex::new(HashMap::new()),
-            paused: Arc::new(AtomicBool::new(false)),
+            controls: Mutex::new((None, Vec::new())),
             held: Mutex::new(HashMap::new()),
             short: Mutex::new(HashMap::new()),
             funds: Mutex::new(HashMap::new()),
@@ -97,9 +98,10 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 last_recheck = tokio::time::Instant::now();
                 self.offer_held_again().await;
             }
+            self.refresh_controls().await;
             // Paused, or no chain has a usable RPC endpoint: leave the messages queued
             // (receiving them would only count deliveries toward the dead-letter queue).
-            if self.paused.load(Ordering::Relaxed) || !self.ports.chains.values().any(|c| c.available()) {
+            if self.paused_for(None) || !self.ports.chains.values().any(|c| c.available()) {
                 tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => continue }
             }
             let got = tokio::select! {
@@ -241,6 +243,30 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         Ok((take, held))
     }
 
+    /// Re-reads operators' pauses at most once a second; a failed read keeps the last view.
+    async fn refresh_controls(&self) {
+        let fresh = self.controls.lock().unwrap_or_else(|p| p.into_inner()).0.is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+        if fresh {
+            return;
+        }
+        match self.ports.store.signing_controls().await {
+            Ok(c) => {
+                for ctl in &c {
+                    let scope = ctl.chain_id.map_or_else(|| "all".to_owned(), |id| id.to_string());
+                    metrics::gauge!("withdraw_signer_paused", "scope" => scope).set(if ctl.paused { 1.0 } else { 0.0 });
+                }
+                *self.controls.lock().unwrap_or_else(|p| p.into_inner()) = (Some(tokio::time::Instant::now()), c);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading signing pauses failed; keeping the last view"),
+        }
+    }
+
+    /// Whether signing is paused for every chain (`None`) or for this one.
+    fn paused_for(&self, chain_id: Option<u64>) -> bool {
+        let c = self.controls.lock().unwrap_or_else(|p| p.into_inner());
+        c.1.iter().any(|ctl| ctl.paused && (ctl.chain_id.is_none() || (chain_id.is_some() && ctl.chain_id == chain_id)))
+    }
+
     /// Splits a chain's batch over its wallets, in contiguous runs (submission order within
     /// each lane), starting where the last batch stopped. Wallets that were short at their
     /// last check get nothing while another can take the work.
@@ -340,9 +366,22 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             .map(|w| Reservation { withdrawal_id: w.id.clone(), user_id: w.user_id.clone(), asset: w.asset.clone(), amount: w.amount })
             .collect();
         let outcomes = self.ports.balances.reserve(reservations).await?;
+        // Above its asset's approval threshold, a withdrawal is signed only once approved;
+        // its reservation stays while it waits.
+        let over: Vec<WithdrawalId> = candidates
+            .iter()
+            .filter(|w| self.assets.find(&w.asset, w.chain_id).and_then(|a| a.approval_threshold).is_some_and(|t| w.amount > t))
+            .map(|w| w.id.clone())
+            .collect();
+        let approved: std::collections::HashSet<WithdrawalId> =
+            if over.is_empty() { Default::default() } else { self.ports.store.approved(over.clone()).await?.into_iter().collect() };
+        let mut awaiting = Vec::new();
         let mut to_sign: HashMap<u64, Vec<WithdrawalId>> = HashMap::new();
         for (w, o) in candidates.iter().zip(outcomes) {
             match o {
+                ReserveOutcome::Reserved | ReserveOutcome::AlreadyReserved if over.contains(&w.id) && !approved.contains(&w.id) => {
+                    awaiting.push(Decision { id: w.id.clone(), from: Status::Received, event: Event::NeedsApproval, reason: None });
+                }
                 ReserveOutcome::Reserved | ReserveOutcome::AlreadyReserved => to_sign.entry(w.chain_id).or_default().push(w.id.clone()),
                 ReserveOutcome::Insufficient { available } => {
                     let d = self.assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(0);
@@ -354,6 +393,14 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             }
         }
 
+        if !awaiting.is_empty() {
+            let ids: Vec<WithdrawalId> = awaiting.iter().map(|d| d.id.clone()).collect();
+            apply(&self.ports, "signer", awaiting).await?;
+            for id in &ids {
+                ack.extend(receipts[id].iter().cloned());
+            }
+            tracing::info!(count = ids.len(), "withdrawals above their approval threshold wait for an approver");
+        }
         if !invalid.is_empty() {
             let decisions = invalid
                 .iter()
@@ -373,13 +420,19 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
 
         for (chain_id, ids) in to_sign {
             let chain = self.ports.chains.get(&chain_id).ok_or(StageError::UnknownChain(chain_id))?;
-            if !chain.available() {
-                // Every endpoint of this chain is down: hold its work (no nonce taken, no
-                // delivery counted) and offer it again shortly; other chains go on.
+            let paused = self.paused_for(Some(chain_id));
+            if paused || !chain.available() {
+                // Paused by an operator, or every endpoint of this chain is down: hold its
+                // work (no nonce taken, no delivery counted) and offer it again shortly;
+                // other chains go on.
                 for id in &ids {
                     ack.extend(receipts[id].iter().cloned());
                 }
-                tracing::warn!(chain_id, held = ids.len(), "no usable RPC endpoint; holding this chain's withdrawals");
+                if paused {
+                    tracing::info!(chain_id, held = ids.len(), "signing paused for this chain; holding its withdrawals");
+                } else {
+                    tracing::warn!(chain_id, held = ids.len(), "no usable RPC endpoint; holding this chain's withdrawals");
+                }
                 self.held.lock().unwrap_or_else(|p| p.into_inner()).entry(chain_id).or_default().extend(ids);
                 continue;
             }

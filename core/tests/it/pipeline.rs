@@ -53,6 +53,7 @@ async fn rig(max_amount: Option<&str>) -> Rig {
         decimals: 18,
         max_amount: max_amount.map(|m| Amount::parse_positive(m, 18).unwrap()),
         gas_limit: 21_000,
+        approval_threshold: None,
     }]));
     let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
     let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();

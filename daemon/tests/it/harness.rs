@@ -170,6 +170,12 @@ impl Daemon {
         assert_eq!(s, 200, "{v}");
     }
 
+    pub async fn admin_get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{}", self.admin, path)).bearer_auth(token).send().await.expect("admin request");
+        let (s, _, v) = decode(r).await;
+        (s, v)
+    }
+
     pub async fn admin_get(&self, path: &str) -> Value {
         let r = self.http.get(format!("{}{}", self.admin, path)).bearer_auth(TOKEN).send().await.expect("admin request");
         let (s, _, v) = decode(r).await;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `withdrawd dev` binary against a real anvil, driven over
 //! HTTP. Each test attacks one of the money-safety invariants of DESIGN.md §5.
 
+mod admin;
 mod chain;
 mod harness;
 mod lanes;

@@ -144,7 +144,42 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations, cancel_requests);
+diesel::table! {
+    approvals (withdrawal_id) {
+        withdrawal_id -> Text,
+        approver -> Text,
+        reason -> Text,
+        approved_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    signing_controls (scope) {
+        scope -> Text,
+        paused -> Bool,
+        actor -> Text,
+        reason -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    alerts (fingerprint) {
+        fingerprint -> Text,
+        status -> Text,
+        name -> Text,
+        severity -> Nullable<Text>,
+        summary -> Nullable<Text>,
+        console -> Nullable<Text>,
+        labels -> Text,
+        annotations -> Text,
+        starts_at -> Text,
+        ends_at -> Nullable<Text>,
+        received_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations, cancel_requests, approvals);
 
 diesel::table! {
     hot_wallets (chain_id, wallet, asset) {

@@ -2,7 +2,8 @@
 
 use super::Sqlite;
 use super::schema::{
-    attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, nonce_fills, wallet_nonces, withdrawals,
+    alerts, approvals, attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, nonce_fills,
+    signing_controls, wallet_nonces, withdrawals,
 };
 use crate::domain::{Amount, Status, WithdrawalId};
 use crate::ports::*;
@@ -1198,6 +1199,227 @@ impl Store for SqliteStore {
                     .into_iter()
                     .filter_map(|w| latest.remove(&w.id).filter(|a| a.kind == AttemptKind::Transfer).map(|a| (w, a)))
                     .collect())
+            })
+            .await
+    }
+    async fn search(&self, f: SearchFilter) -> Result<Vec<Withdrawal>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let mut q = withdrawals::table.into_boxed();
+                if let Some(st) = f.status {
+                    q = q.filter(withdrawals::status.eq(st.as_str()));
+                }
+                if let Some(text) = f.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                    let lower = text.to_ascii_lowercase();
+                    if lower.len() == 66 && lower.starts_with("0x") {
+                        let ids = attempts::table.filter(attempts::tx_hash.eq(lower)).select(attempts::withdrawal_id);
+                        q = q.filter(withdrawals::id.eq_any(ids));
+                    } else if lower.len() == 42 && lower.starts_with("0x") {
+                        q = q.filter(withdrawals::to_address.eq(lower));
+                    } else {
+                        q = q.filter(withdrawals::id.eq(text.to_owned()).or(withdrawals::user_id.eq(text.to_owned())));
+                    }
+                }
+                if let Some(b) = &f.before {
+                    // Ids are time-ordered (UUIDv7), so "created before" is "id below".
+                    q = q.filter(withdrawals::id.lt(b.as_str().to_owned()));
+                }
+                let rows: Vec<WithdrawalRow> =
+                    q.order(withdrawals::id.desc()).limit(f.limit.clamp(1, 1000)).select(WithdrawalRow::as_select()).load(conn)?;
+                rows.into_iter().map(WithdrawalRow::into_domain).collect()
+            })
+            .await
+    }
+
+    async fn record_approval(&self, a: Approval) -> Result<bool, StoreError> {
+        self.db
+            .write(move |conn| {
+                let n = diesel::insert_into(approvals::table)
+                    .values((
+                        approvals::withdrawal_id.eq(a.withdrawal_id.as_str()),
+                        approvals::approver.eq(&a.approver),
+                        approvals::reason.eq(&a.reason),
+                        approvals::approved_at.eq(a.approved_at_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn approved(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, StoreError> {
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db
+            .run(move |conn| {
+                let mut out = Vec::new();
+                for chunk in ids.chunks(500) {
+                    let rows: Vec<String> =
+                        approvals::table.filter(approvals::withdrawal_id.eq_any(chunk)).select(approvals::withdrawal_id).load(conn)?;
+                    out.extend(rows.into_iter().map(WithdrawalId::from_stored));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn signing_controls(&self) -> Result<Vec<SigningControl>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<(String, bool, String, String, i64)> = signing_controls::table
+                    .select((
+                        signing_controls::scope,
+                        signing_controls::paused,
+                        signing_controls::actor,
+                        signing_controls::reason,
+                        signing_controls::updated_at,
+                    ))
+                    .order(signing_controls::scope.asc())
+                    .load(conn)?;
+                rows.into_iter()
+                    .map(|(scope, paused, actor, reason, at)| {
+                        let chain_id = if scope == "all" {
+                            None
+                        } else {
+                            Some(scope.parse().map_err(|_| StoreError::Corrupt(format!("signing control scope {scope}")))?)
+                        };
+                        Ok(SigningControl { chain_id, paused, actor, reason, updated_at_ms: at })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_signing_control(&self, c: SigningControl) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                let scope = c.chain_id.map_or_else(|| "all".to_owned(), |id| id.to_string());
+                diesel::replace_into(signing_controls::table)
+                    .values((
+                        signing_controls::scope.eq(scope),
+                        signing_controls::paused.eq(c.paused),
+                        signing_controls::actor.eq(&c.actor),
+                        signing_controls::reason.eq(&c.reason),
+                        signing_controls::updated_at.eq(c.updated_at_ms),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn audit_log(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let mut q = audit_log::table.into_boxed();
+                if let Some(b) = before {
+                    q = q.filter(audit_log::id.lt(b));
+                }
+                type Row = (i64, i64, String, String, String, Option<String>, String);
+                let rows: Vec<Row> = q
+                    .order(audit_log::id.desc())
+                    .limit(limit.clamp(1, 1000))
+                    .select((
+                        audit_log::id,
+                        audit_log::at,
+                        audit_log::actor,
+                        audit_log::action,
+                        audit_log::target,
+                        audit_log::reason,
+                        audit_log::detail,
+                    ))
+                    .load(conn)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, at, actor, action, target, reason, detail)| AuditRecord {
+                        id,
+                        at_ms: at,
+                        actor,
+                        action,
+                        target,
+                        reason,
+                        detail,
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    async fn record_alerts(&self, batch: Vec<AlertRecord>) -> Result<usize, StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let mut new = 0;
+                    for a in &batch {
+                        let known: Option<String> =
+                            alerts::table.filter(alerts::fingerprint.eq(&a.fingerprint)).select(alerts::status).first(conn).optional()?;
+                        new += known.is_none() as usize;
+                        diesel::replace_into(alerts::table)
+                            .values((
+                                alerts::fingerprint.eq(&a.fingerprint),
+                                alerts::status.eq(&a.status),
+                                alerts::name.eq(&a.name),
+                                alerts::severity.eq(&a.severity),
+                                alerts::summary.eq(&a.summary),
+                                alerts::console.eq(&a.console),
+                                alerts::labels.eq(a.labels.to_string()),
+                                alerts::annotations.eq(a.annotations.to_string()),
+                                alerts::starts_at.eq(&a.starts_at),
+                                alerts::ends_at.eq(&a.ends_at),
+                                alerts::received_at.eq(a.received_at_ms),
+                            ))
+                            .execute(conn)?;
+                    }
+                    Ok(new)
+                })
+            })
+            .await
+    }
+
+    async fn alerts(&self, status: Option<String>, limit: i64) -> Result<Vec<AlertRecord>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let mut q = alerts::table.into_boxed();
+                if let Some(st) = status {
+                    q = q.filter(alerts::status.eq(st));
+                }
+                type Row =
+                    (String, String, String, Option<String>, Option<String>, Option<String>, String, String, String, Option<String>, i64);
+                let rows: Vec<Row> = q
+                    .order(alerts::received_at.desc())
+                    .limit(limit.clamp(1, 1000))
+                    .select((
+                        alerts::fingerprint,
+                        alerts::status,
+                        alerts::name,
+                        alerts::severity,
+                        alerts::summary,
+                        alerts::console,
+                        alerts::labels,
+                        alerts::annotations,
+                        alerts::starts_at,
+                        alerts::ends_at,
+                        alerts::received_at,
+                    ))
+                    .load(conn)?;
+                let json = |s: &str| serde_json::from_str(s).map_err(|_| StoreError::Corrupt(format!("alert json {s}")));
+                rows.into_iter()
+                    .map(|(fingerprint, status, name, severity, summary, console, labels, annotations, starts_at, ends_at, at)| {
+                        Ok(AlertRecord {
+                            fingerprint,
+                            status,
+                            name,
+                            severity,
+                            summary,
+                            console,
+                            labels: json(&labels)?,
+                            annotations: json(&annotations)?,
+                            starts_at,
+                            ends_at,
+                            received_at_ms: at,
+                        })
+                    })
+                    .collect()
             })
             .await
     }
