@@ -25,3 +25,14 @@ if [ ! -s "$token_bin" ] || [ "$root/testdata/contracts/TestToken.sol" -nt "$tok
   node "$root/scripts/build-test-token.js"
 fi
 export WITHDRAW_TEST_TOKEN_BIN="$token_bin"
+
+# tmux drives the real console in its end-to-end test (Debian package).
+if ! command -v tmux >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tools: installing tmux (apt-get)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux) >&2
+  else
+    echo "tools: tmux is required for the console's end-to-end test (apt-get install -y tmux)" >&2
+    exit 1
+  fi
+fi

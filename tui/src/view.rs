@@ -423,16 +423,17 @@ fn audit<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
     }
     let width = area.width as usize;
     let mut out =
-        vec![Line::from(Span::styled(format!("{}{}{}{}", fit("when", 6), fit("who", 12), fit("action", 22), "target / reason"), t.bold()))];
+        vec![Line::from(Span::styled(format!("{}{}{}{}", fit("when", 6), fit("who", 12), fit("action", 22), "reason / target"), t.bold()))];
     for i in window(app.selected, a.len(), area.height.saturating_sub(1) as usize) {
         let e = &a[i];
-        let why = e.reason.as_deref().map(|r| format!(" \"{r}\"")).unwrap_or_default();
+        // The reason first: it is what an operator reads; the target is an id to search.
+        let why = e.reason.as_deref().map(|r| format!("\"{r}\" ")).unwrap_or_default();
         let line = Line::from(format!(
             "{}{}{}{}",
             fit(&ago(app.now_ms, e.at_ms), 6),
             fit(&e.actor, 12),
             fit(&e.action, 22),
-            fit(&format!("{}{why}", e.target), width.saturating_sub(40))
+            fit(&format!("{why}{}", e.target), width.saturating_sub(40))
         ));
         out.push(if i == app.selected { line.style(t.selected()) } else { line });
     }

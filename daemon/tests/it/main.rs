@@ -3,6 +3,7 @@
 
 mod admin;
 mod chain;
+mod console;
 mod harness;
 mod lanes;
 mod proxy;
