@@ -90,23 +90,7 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                     fees,
                 };
                 match self.keys.sign(old.wallet, &cancel) {
-                    Ok(signed) => replacements.push(Replacement {
-                        replaces: old.tx_hash,
-                        attempt: Attempt {
-                            withdrawal_id: w.id.clone(),
-                            tx_hash: signed.hash,
-                            wallet: old.wallet,
-                            chain_id,
-                            nonce: old.nonce,
-                            kind: AttemptKind::Cancel,
-                            raw: signed.raw,
-                            max_fee_per_gas: fees.max_fee_per_gas,
-                            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
-                            gas_limit: CANCEL_GAS,
-                            created_at_ms: now.max(old.created_at_ms + 1),
-                            sent_at_ms: None,
-                        },
-                    }),
+                    Ok(signed) => replacements.push(replacing(old, signed, AttemptKind::Cancel, fees, CANCEL_GAS, now)),
                     Err(e) => tracing::error!(withdrawal.id = %w.id, error = %e, "signing a cancel failed"),
                 }
             }
@@ -138,23 +122,7 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                         continue;
                     }
                 };
-                replacements.push(Replacement {
-                    replaces: old.tx_hash,
-                    attempt: Attempt {
-                        withdrawal_id: w.id.clone(),
-                        tx_hash: signed.hash,
-                        wallet: old.wallet,
-                        chain_id,
-                        nonce: old.nonce,
-                        kind: old.kind,
-                        raw: signed.raw,
-                        max_fee_per_gas: fees.max_fee_per_gas,
-                        max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
-                        gas_limit: old.gas_limit,
-                        created_at_ms: now.max(old.created_at_ms + 1),
-                        sent_at_ms: None,
-                    },
-                });
+                replacements.push(replacing(old, signed, old.kind, fees, old.gas_limit, now));
             }
             let applied = self.ports.store.record_replacements(replacements.clone()).await?;
             let mut ids = Vec::new();
@@ -182,5 +150,26 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
             self.ports.queue.send(QueueName::Signed, ids).await?;
         }
         Ok(bumped)
+    }
+}
+
+/// The attempt that takes over `old`'s nonce: newer than it, so it is the one sent.
+fn replacing(old: &Attempt, signed: SignedTx, kind: AttemptKind, fees: Fees, gas_limit: u64, now: i64) -> Replacement {
+    Replacement {
+        replaces: old.tx_hash,
+        attempt: Attempt {
+            withdrawal_id: old.withdrawal_id.clone(),
+            tx_hash: signed.hash,
+            wallet: old.wallet,
+            chain_id: old.chain_id,
+            nonce: old.nonce,
+            kind,
+            raw: signed.raw,
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            gas_limit,
+            created_at_ms: now.max(old.created_at_ms + 1),
+            sent_at_ms: None,
+        },
     }
 }

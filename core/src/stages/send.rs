@@ -174,10 +174,11 @@ impl<T: PortTypes> Sender<T> {
                 }
             }
         }
-        self.ports.store.mark_sent(accepted).await?;
         let n_sent = sent.len();
         sent.extend(failed);
+        // Status first: the tracker may see the receipt within milliseconds.
         apply(&self.ports, "sender", sent).await?;
+        self.ports.store.mark_sent(accepted).await?;
         metrics::counter!("withdraw_sent_total").increment(n_sent as u64);
         self.ports.queue.ack(QueueName::Signed, ack).await?;
         metrics::histogram!("withdraw_stage_batch_seconds", "stage" => "sender").record(started.elapsed().as_secs_f64());

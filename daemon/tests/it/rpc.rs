@@ -222,14 +222,14 @@ async fn a_pool_with_no_usable_endpoint_refuses_to_start_naming_each_problem() {
     hung.set(Fault::Delay(Duration::from_secs(5)));
     let spec =
         |name: &str, url: &str| EndpointSpec { url: url.to_owned(), name: Some(name.to_owned()), tier: EndpointTier::Primary, weight: 1 };
-    let cfg = PoolConfig {
+    let cfg = || PoolConfig {
         chain_id: 31337,
         timeout: Duration::from_millis(500),
         health_every: Duration::from_secs(1),
         max_lag: 3,
         fail_threshold: 2,
     };
-    let err = RpcPool::start(cfg, vec![spec("liar", &wrong.url), spec("hung", &hung.url), spec("gone", "http://127.0.0.1:9")])
+    let err = RpcPool::start(cfg(), vec![spec("liar", &wrong.url), spec("hung", &hung.url), spec("gone", "http://127.0.0.1:9")])
         .await
         .unwrap_err()
         .to_string();
@@ -239,14 +239,7 @@ async fn a_pool_with_no_usable_endpoint_refuses_to_start_naming_each_problem() {
     assert!(err.contains("gone:"), "{err}");
 
     // The same pool with one honest endpoint starts, and says which is which.
-    let cfg = PoolConfig {
-        chain_id: 31337,
-        timeout: Duration::from_millis(500),
-        health_every: Duration::from_secs(1),
-        max_lag: 3,
-        fail_threshold: 2,
-    };
-    let pool = RpcPool::start(cfg, vec![spec("liar", &wrong.url), spec("honest", &anvil.url)]).await.unwrap();
+    let pool = RpcPool::start(cfg(), vec![spec("liar", &wrong.url), spec("honest", &anvil.url)]).await.unwrap();
     let h = pool.health();
     assert_eq!(
         h.iter().map(|e| (e.name.as_str(), e.state.as_str(), e.serving_reads)).collect::<Vec<_>>(),
