@@ -36,3 +36,14 @@ if ! command -v tmux >/dev/null; then
     exit 1
   fi
 fi
+
+# promtool checks the alert rules and a real /metrics scrape (Debian's prometheus package).
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tools: installing promtool (apt-get install prometheus)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >&2
+  else
+    echo "tools: promtool is required for the monitoring tests (apt-get install -y prometheus)" >&2
+    exit 1
+  fi
+fi

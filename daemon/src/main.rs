@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod http;
 mod tasks;
+mod telemetry;
 mod wiring;
 
 use anyhow::{Context, Result};

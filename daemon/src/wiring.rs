@@ -36,6 +36,8 @@ pub fn install_metrics() -> Result<PrometheusHandle> {
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    crate::telemetry::describe();
+    crate::telemetry::preinit();
     metrics::gauge!("withdraw_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
@@ -264,6 +266,14 @@ async fn sample_gauges(ports: &Ports<Embedded>) {
             for s in withdraw_core::domain::Status::ALL {
                 let n = stats.statuses.get(s.as_str()).copied().unwrap_or(0);
                 metrics::gauge!("withdraw_withdrawals", "status" => s.as_str()).set(n as f64);
+            }
+            use withdraw_core::ports::Store;
+            match ports.store.oldest_in(withdraw_core::domain::Status::Sent).await {
+                Ok(oldest) => {
+                    let age = oldest.map_or(0.0, |at| (ports.clock.now_ms() - at).max(0) as f64 / 1000.0);
+                    metrics::gauge!("withdraw_sent_oldest_age_seconds").set(age);
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the oldest SENT withdrawal failed"),
             }
         }
         Err(p) => tracing::warn!(detail = ?p.detail, "sampling queue and status gauges failed"),

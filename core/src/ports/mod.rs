@@ -193,6 +193,10 @@ pub trait Store: Send + Sync + 'static {
     /// were new.
     fn record_alerts(&self, alerts: Vec<AlertRecord>) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
+    /// When the withdrawal longest in `status` entered it (ms), if any is: how old the
+    /// oldest unmined transfer is, for the "stuck transaction" alert.
+    fn oldest_in(&self, status: crate::domain::Status) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
     /// Alerts, newest first; only those in `status` if given.
     fn alerts(&self, status: Option<String>, limit: i64) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
 }

@@ -146,6 +146,7 @@ async fn writer<T: PortTypes>(ports: Arc<Ports<T>>, mut rx: mpsc::Receiver<(NewW
         let result = ports.store.submit(rows).await;
         metrics::histogram!("withdraw_intake_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("withdraw_intake_batch_size").record(n as f64);
+        super::mark_processed("intake");
         match result {
             Ok(outcomes) => {
                 let created: Vec<String> = outcomes

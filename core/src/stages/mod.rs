@@ -150,6 +150,12 @@ pub async fn apply<T: PortTypes>(
     Ok(won.into_iter().map(|(id, s)| (id, s.to)).collect())
 }
 
+/// Notes that a stage finished a unit of work now: "no progress" alerts watch this.
+pub fn mark_processed(stage: &'static str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    metrics::gauge!("withdraw_stage_last_processed_timestamp_seconds", "stage" => stage).set(now);
+}
+
 /// Parses queue bodies (withdrawal ids), dropping duplicates within a batch; returns the
 /// ids with every receipt that carried them, and the receipts of unreadable bodies.
 fn parse_deliveries(deliveries: Vec<Delivery>) -> (Vec<(WithdrawalId, Vec<String>)>, Vec<String>) {

@@ -182,6 +182,7 @@ impl<T: PortTypes> Sender<T> {
         metrics::counter!("withdraw_sent_total").increment(n_sent as u64);
         self.ports.queue.ack(QueueName::Signed, ack).await?;
         metrics::histogram!("withdraw_stage_batch_seconds", "stage" => "sender").record(started.elapsed().as_secs_f64());
+        super::mark_processed("sender");
         Ok(all_known)
     }
 

@@ -227,6 +227,12 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 updated_at_ms: now,
             })
             .collect();
+        for f in &funds {
+            // Base units as a float: exact enough to alert on, never used for money.
+            let labels = [("chain_id", chain_id.to_string()), ("wallet", wallet.to_checksum(None)), ("asset", f.asset.clone())];
+            metrics::gauge!("withdraw_hot_wallet_balance_base_units", &labels).set(f64::from(f.balance.0));
+            metrics::gauge!("withdraw_hot_wallet_in_flight_base_units", &labels).set(f64::from(f.in_flight.0));
+        }
         if !funds.is_empty() {
             self.ports.store.record_wallet_funds(funds).await?;
         }
@@ -473,6 +479,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         }
         self.ports.queue.ack(QueueName::Requests, ack).await?;
         metrics::histogram!("withdraw_stage_batch_seconds", "stage" => "signer").record(started.elapsed().as_secs_f64());
+        super::mark_processed("signer");
         Ok(())
     }
 }

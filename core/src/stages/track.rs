@@ -73,6 +73,7 @@ impl<T: PortTypes> Tracker<T> {
         for (&chain_id, chain) in &self.ports.chains {
             self.follow_chain(chain_id, chain).await?;
         }
+        super::mark_processed("tracker");
         Ok(())
     }
 

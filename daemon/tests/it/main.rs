@@ -8,6 +8,7 @@ mod harness;
 mod lanes;
 mod proxy;
 mod rpc;
+mod telemetry;
 
 use futures::future::join_all;
 use harness::*;

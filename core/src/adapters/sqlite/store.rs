@@ -1423,4 +1423,18 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    async fn oldest_in(&self, status: Status) -> Result<Option<i64>, StoreError> {
+        self.db
+            .run(move |conn| {
+                // The (status, updated_at) index answers this with one seek.
+                Ok(withdrawals::table
+                    .filter(withdrawals::status.eq(status.as_str()))
+                    .order(withdrawals::updated_at.asc())
+                    .select(withdrawals::updated_at)
+                    .first::<i64>(conn)
+                    .optional()?)
+            })
+            .await
+    }
 }
