@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod http;
+mod logging;
 mod tasks;
 mod telemetry;
 mod wiring;
@@ -89,11 +90,13 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     if json {
-        b.json().flatten_event(true).with_current_span(false).init();
+        let ecs = tracing_subscriber::fmt::layer().event_format(logging::Ecs { service: "withdrawd" }).with_writer(std::io::stdout);
+        tracing_subscriber::registry().with(filter).with(logging::TraceIds).with(ecs).init();
     } else {
-        b.compact().init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).compact().init();
     }
 }
 

@@ -181,7 +181,9 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             assets: assets.clone(),
             clients: http::auth::HmacClients::new(clients, cfg.intake.timestamp_window_secs),
         });
-        let app = http::intake::router(state, cfg.intake.max_body_bytes).merge(http::ops_router(ops.clone()));
+        let app = http::intake::router(state, cfg.intake.max_body_bytes)
+            .merge(http::ops_router(ops.clone()))
+            .layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.intake.listen, "intake").await?;
         endpoints.intake = Some(listener.local_addr()?.to_string());
         let cancel = sup.cancel.clone();
@@ -211,7 +213,8 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             assets: assets.clone(),
             tokens: http::auth::AdminTokens::new(tokens),
         });
-        let app = http::admin::router(state).merge(http::ops_router(ops.clone()));
+        let app =
+            http::admin::router(state).merge(http::ops_router(ops.clone())).layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.admin.listen, "admin").await?;
         endpoints.admin = Some(listener.local_addr()?.to_string());
         let cancel = sup.cancel.clone();

@@ -83,3 +83,49 @@ async fn a_real_scrape_passes_promtool_and_has_every_series_the_alerts_query() {
     assert!(scrape.contains("withdraw_build_info{version="), "build info");
     assert!(scrape.contains("withdraw_intake_requests_total{outcome=\"unauthorized\"} 0"), "series pre-initialised");
 }
+
+#[tokio::test]
+async fn logs_are_ecs_json_lines_with_trace_and_withdrawal_ids() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    d.credit("l", "1").await;
+    let (_, v) = d.submit("logs-1", &body("l", &dest(71, 0), "0.1")).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    d.wait_settled(std::slice::from_ref(&id), Duration::from_secs(30)).await;
+    // An operator call carrying a W3C trace context: its log lines carry the trace id.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/v1/signing/pause", d.admin))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"reason": "log test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let lines = eventually(Duration::from_secs(10), "the pause logged", || async {
+        let text = std::fs::read_to_string(dir.path().join("out0.log")).unwrap_or_default();
+        text.contains("signing pause changed").then_some(text)
+    })
+    .await;
+    let mut saw_withdrawal = false;
+    let mut saw_trace = false;
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for field in ["@timestamp", "log.level", "message", "service.name", "log.logger"] {
+            assert!(v.get(field).is_some_and(|f| f.is_string()), "{field} missing: {line}");
+        }
+        assert_eq!(v["service.name"], "withdrawd");
+        assert!(v.get("level").is_none() && v.get("timestamp").is_none(), "only ECS names: {line}");
+        saw_withdrawal |= v["withdrawal.id"] == id.as_str();
+        if v["message"] == "signing pause changed" {
+            assert_eq!(v["trace.id"], trace, "{line}");
+            assert_eq!(v["log.level"], "WARN");
+            saw_trace = true;
+        }
+    }
+    assert!(saw_withdrawal, "a stage logged the withdrawal by its id");
+    assert!(saw_trace);
+}
