@@ -391,6 +391,23 @@ impl Config {
         }
     }
 
+    /// Drops every dev default (anvil's public dev key, the built-in HMAC secret and admin
+    /// token) unless all configured chains are dev chains (31337, 1337). `withdrawd dev`
+    /// has its own guard: it refuses a non-dev chain outright.
+    pub fn without_dev_defaults_off_dev_chains(mut self) -> Config {
+        if self.chains.iter().all(|c| matches!(c.chain_id, 31337 | 1337)) {
+            return self;
+        }
+        self.signer.use_anvil_dev_key = false;
+        for c in &mut self.intake.clients {
+            c.secret.dev_default = None;
+        }
+        for t in &mut self.admin.tokens {
+            t.token.dev_default = None;
+        }
+        self
+    }
+
     /// Points the single dev chain and its assets at the chain id the node reported.
     pub fn set_dev_chain_id(&mut self, chain_id: u64) {
         for c in &mut self.chains {
@@ -539,6 +556,23 @@ pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_defaults_never_reach_a_real_chain() {
+        let mut cfg = Config::dev_defaults();
+        let kept = cfg.clone().without_dev_defaults_off_dev_chains();
+        assert!(kept.signer.use_anvil_dev_key && kept.admin.tokens[0].token.dev_default.is_some(), "dev chain: kept");
+        cfg.chains[0].chain_id = 1;
+        cfg.assets[0].chain_id = 1;
+        let real = cfg.without_dev_defaults_off_dev_chains();
+        assert!(!real.signer.use_anvil_dev_key);
+        assert!(real.intake.clients.iter().all(|c| c.secret.dev_default.is_none()));
+        assert!(real.admin.tokens.iter().all(|t| t.token.dev_default.is_none()));
+        let err = key_material(&real.signer).err().expect("no key configured").to_string();
+        assert!(err.contains("no hot-wallet key configured"), "{err}");
+        let err = resolve_secret("admin token", &real.admin.tokens[0].token).err().expect("no token").to_string();
+        assert!(err.contains("no secret found"), "{err}");
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -124,6 +124,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let load = || config::Config::load(cli.config.as_deref());
+    // Role processes get dev conveniences (anvil's public key, default secrets) only when
+    // every configured chain is a dev chain: on a real one they would be an open door.
+    let role_config = || load().map(config::Config::without_dev_defaults_off_dev_chains);
     match cli.command {
         Command::Dev(a) => {
             let mut cfg = load()?;
@@ -145,13 +148,13 @@ async fn run(cli: Cli) -> Result<()> {
             cfg.validate()?;
             wiring::run_roles(cfg, &Role::ALL, true).await
         }
-        Command::Intake => wiring::run_roles(load()?, &[Role::Intake], false).await,
-        Command::Admin => wiring::run_roles(load()?, &[Role::Admin], false).await,
-        Command::Signer => wiring::run_roles(load()?, &[Role::Signer], false).await,
-        Command::Sender => wiring::run_roles(load()?, &[Role::Sender], false).await,
-        Command::Tracker { once: false } => wiring::run_roles(load()?, &[Role::Tracker], false).await,
+        Command::Intake => wiring::run_roles(role_config()?, &[Role::Intake], false).await,
+        Command::Admin => wiring::run_roles(role_config()?, &[Role::Admin], false).await,
+        Command::Signer => wiring::run_roles(role_config()?, &[Role::Signer], false).await,
+        Command::Sender => wiring::run_roles(role_config()?, &[Role::Sender], false).await,
+        Command::Tracker { once: false } => wiring::run_roles(role_config()?, &[Role::Tracker], false).await,
         Command::Tracker { once: true } => {
-            let cfg = load()?;
+            let cfg = role_config()?;
             let ports = wiring::embedded_ports(&cfg).await?;
             withdraw_core::stages::Tracker::new(ports, wiring::tracker_config(&cfg)).once().await.context("tracker pass")?;
             Ok(())
