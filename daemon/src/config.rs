@@ -570,7 +570,10 @@ mod tests {
         assert!(real.admin.tokens.iter().all(|t| t.token.dev_default.is_none()));
         let err = key_material(&real.signer).err().expect("no key configured").to_string();
         assert!(err.contains("no hot-wallet key configured"), "{err}");
-        let err = resolve_secret("admin token", &real.admin.tokens[0].token).err().expect("no token").to_string();
+        let Err(err) = resolve_secret("admin token", &real.admin.tokens[0].token) else {
+            panic!("a token resolved without any configured")
+        };
+        let err = err.to_string();
         assert!(err.contains("no secret found"), "{err}");
     }
 
