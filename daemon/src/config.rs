@@ -578,6 +578,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_configs_load() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/withdrawd.toml.example");
+        let cfg = Config::load(Some(&example)).unwrap_or_else(|e| panic!("{}: {e:#}", example.display()));
+        assert_eq!(cfg.chains[0].endpoints.len(), 2);
+        let cfg = cfg.without_dev_defaults_off_dev_chains();
+        assert!(!cfg.signer.use_anvil_dev_key && cfg.intake.clients[0].secret.file.is_some());
+    }
+
+    #[test]
     fn defaults_are_valid() {
         Config::dev_defaults().validate().unwrap();
     }

@@ -4,6 +4,7 @@
 mod admin;
 mod chain;
 mod console;
+mod deploy;
 mod harness;
 mod lanes;
 mod proxy;
