@@ -112,6 +112,14 @@ impl RpcPool {
             endpoints.push(Endpoint { name, tier: s.tier, weight: s.weight.max(1), rpc, health: Mutex::new(health) });
         }
         let pool = Arc::new(RpcPool { cfg, endpoints, current: Mutex::new(0) });
+        // Counters start at zero before the first probe can count anything.
+        metrics::counter!("withdraw_rpc_failovers_total", "chain_id" => pool.cfg.chain_id.to_string()).absolute(0);
+        for e in &pool.endpoints {
+            for kind in ["rate_limited", "http_5xx", "timeout", "transport"] {
+                metrics::counter!("withdraw_rpc_errors_total", "chain_id" => pool.cfg.chain_id.to_string(), "endpoint" => e.name.clone(), "kind" => kind)
+                    .absolute(0);
+            }
+        }
         pool.check().await;
         // Series exist from the start, so "down" is a value, not an absent series.
         for e in &pool.endpoints {

@@ -74,6 +74,16 @@ type LaneFindings = (Vec<u64>, Vec<u64>);
 
 impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
     pub fn new(ports: Arc<Ports<T>>, keys: Arc<K>, assets: Arc<AssetRegistry>, cfg: NonceKeeperConfig) -> Self {
+        // Series exist from the start: "no repair so far" is a 0, not a missing series.
+        for &chain_id in ports.chains.keys() {
+            for c in ["withdraw_nonce_resigned_total", "withdraw_nonce_fills_total", "withdraw_nonce_conflicts_total"] {
+                metrics::counter!(c, "chain_id" => chain_id.to_string()).absolute(0);
+            }
+            for w in keys.wallets() {
+                metrics::counter!("withdraw_nonce_foreign_total", "chain_id" => chain_id.to_string(), "wallet" => w.to_checksum(None))
+                    .absolute(0);
+            }
+        }
         Self { ports, keys, assets, cfg, last: Mutex::new(HashMap::new()) }
     }
 

@@ -12,6 +12,15 @@ use withdraw_core::testing::{Anvil, eventually};
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/withdrawd-rules.yml");
 const RULE_TESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/withdrawd-rules.test.yml");
+const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/withdrawd-dashboard.json");
+
+/// The `withdraw_*` metric names a PromQL expression reads (histogram suffixes removed).
+fn metrics_in(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("withdraw_"))
+        .map(|w| w.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count").to_owned())
+        .collect()
+}
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut child = Command::new("promtool")
@@ -65,17 +74,21 @@ async fn a_real_scrape_passes_promtool_and_has_every_series_the_alerts_query() {
         .map(|n| n.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count"))
         .collect();
     let rules = std::fs::read_to_string(RULES).unwrap();
-    let queried: BTreeSet<&str> = rules
-        .lines()
-        .filter(|l| l.trim_start().starts_with("expr:"))
-        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
-        .filter(|w| w.starts_with("withdraw_"))
+    let from_rules: BTreeSet<String> = rules.lines().filter(|l| l.trim_start().starts_with("expr:")).flat_map(metrics_in).collect();
+    // The dashboard: valid JSON, and every panel query reads exported series.
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).expect("dashboard JSON");
+    let from_dashboard: BTreeSet<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_owned()))
+        .flat_map(|e| metrics_in(&e))
         .collect();
-    assert!(!queried.is_empty());
-    for m in &queried {
+    assert!(from_rules.len() >= 8 && from_dashboard.len() >= 20, "{from_rules:?} {from_dashboard:?}");
+    for (what, m) in from_rules.iter().map(|m| ("alert rules", m)).chain(from_dashboard.iter().map(|m| ("dashboard", m))) {
         // Per-wallet and per-endpoint series appear once a wallet or endpoint reports them;
         // this daemon has both.
-        assert!(exported.contains(m), "the rules query {m}, which withdrawd does not export; exported: {exported:?}");
+        assert!(exported.contains(m.as_str()), "the {what} query {m}, which withdrawd does not export; exported: {exported:?}");
     }
     for stage in ["intake", "signer", "sender", "tracker"] {
         assert!(scrape.contains(&format!("withdraw_stage_last_processed_timestamp_seconds{{stage=\"{stage}\"}}")), "{stage}");
