@@ -46,6 +46,10 @@ pub fn describe() {
     describe_counter!("withdraw_nonce_resigned_total", "Transfers re-signed at a new nonce because a foreign transaction took theirs.");
     describe_counter!("withdraw_nonce_fills_total", "0-value self-transfers signed to fill nonce gaps.");
     describe_counter!(
+        "withdraw_nonce_restored_total",
+        "Finished withdrawals' transactions broadcast again after a reorg deeper than the confirmations removed them."
+    );
+    describe_counter!(
         "withdraw_nonce_conflicts_total",
         "Broadcasts answered 'nonce too low' with none of the withdrawal's attempts on chain."
     );

@@ -197,6 +197,14 @@ pub trait Store: Send + Sync + 'static {
     /// oldest unmined transfer is, for the "stuck transaction" alert.
     fn oldest_in(&self, status: crate::domain::Status) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
+    /// Every attempt of `wallet` at these nonces, whatever its withdrawal's status.
+    fn attempts_at(
+        &self,
+        chain_id: u64,
+        wallet: Address,
+        nonces: Vec<u64>,
+    ) -> impl Future<Output = Result<Vec<AttemptAtNonce>, StoreError>> + Send;
+
     /// Alerts, newest first; only those in `status` if given.
     fn alerts(&self, status: Option<String>, limit: i64) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
 }

@@ -314,3 +314,12 @@ pub struct AlertRecord {
     pub ends_at: Option<String>,
     pub received_at_ms: i64,
 }
+
+/// A signed attempt at a given nonce, with its withdrawal's status and, if the tracker
+/// recorded one, the hash it saw mined for that withdrawal.
+#[derive(Debug, Clone)]
+pub struct AttemptAtNonce {
+    pub attempt: Attempt,
+    pub status: Status,
+    pub mined_hash: Option<B256>,
+}

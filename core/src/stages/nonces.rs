@@ -76,7 +76,12 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
     pub fn new(ports: Arc<Ports<T>>, keys: Arc<K>, assets: Arc<AssetRegistry>, cfg: NonceKeeperConfig) -> Self {
         // Series exist from the start: "no repair so far" is a 0, not a missing series.
         for &chain_id in ports.chains.keys() {
-            for c in ["withdraw_nonce_resigned_total", "withdraw_nonce_fills_total", "withdraw_nonce_conflicts_total"] {
+            for c in [
+                "withdraw_nonce_resigned_total",
+                "withdraw_nonce_fills_total",
+                "withdraw_nonce_conflicts_total",
+                "withdraw_nonce_restored_total",
+            ] {
                 metrics::counter!(c, "chain_id" => chain_id.to_string()).absolute(0);
             }
             for w in keys.wallets() {
@@ -159,6 +164,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             }
         }
         let new_gaps: Vec<u64> = gaps.iter().copied().filter(|n| !filled.contains(n)).collect();
+        let new_gaps = self.restore_reorged(chain_id, chain, wallet, new_gaps).await?;
         self.fill(chain_id, chain, wallet, &new_gaps, fills).await?;
 
         let check = NonceCheck {
@@ -253,6 +259,50 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let n = ids.len();
         self.ports.queue.send(QueueName::Signed, ids.iter().map(|i| i.to_string()).collect()).await?;
         Ok(n)
+    }
+
+    /// A gap whose nonce belongs to a finished withdrawal is a transfer the chain forgot: a
+    /// reorg deeper than the confirmations took its block and no node kept it. Filling it
+    /// with a 0-value transfer would leave the user unpaid while the record says COMPLETED,
+    /// so the transaction recorded as mined is broadcast again instead: the same signed
+    /// bytes, which can be mined at most once. Only when no such transaction exists, or one
+    /// of that nonce's attempts is still on chain (the count moved for another reason), does
+    /// the gap get a fill. Returns the gaps still to fill.
+    async fn restore_reorged(&self, chain_id: u64, chain: &T::Chain, wallet: Address, gaps: Vec<u64>) -> Result<Vec<u64>, StageError> {
+        if gaps.is_empty() {
+            return Ok(gaps);
+        }
+        let at = self.ports.store.attempts_at(chain_id, wallet, gaps.clone()).await?;
+        if at.is_empty() {
+            return Ok(gaps);
+        }
+        let receipts = chain.receipts(at.iter().map(|a| a.attempt.tx_hash).collect()).await?;
+        let on_chain: HashSet<u64> = at.iter().zip(&receipts).filter(|(_, r)| r.is_some()).map(|(a, _)| a.attempt.nonce).collect();
+        let mut restore = Vec::new();
+        let mut still = Vec::new();
+        for n in gaps {
+            let mined = at.iter().find(|a| a.attempt.nonce == n && a.status.is_terminal() && a.mined_hash == Some(a.attempt.tx_hash));
+            match mined {
+                Some(a) if !on_chain.contains(&n) => restore.push(a),
+                _ => still.push(n),
+            }
+        }
+        if !restore.is_empty() {
+            let results = chain.send_raw(restore.iter().map(|a| a.attempt.raw.clone()).collect()).await?;
+            for (a, r) in restore.iter().zip(results) {
+                tracing::error!(
+                    chain_id,
+                    %wallet,
+                    nonce = a.attempt.nonce,
+                    withdrawal.id = %a.attempt.withdrawal_id,
+                    status = %a.status,
+                    result = ?r,
+                    "a finished withdrawal's transaction is no longer on chain (reorg deeper than the confirmations); broadcasting it again"
+                );
+                metrics::counter!("withdraw_nonce_restored_total", "chain_id" => chain_id.to_string()).increment(1);
+            }
+        }
+        Ok(still)
     }
 
     /// Signs fills for new gaps, bumps stuck fills, and broadcasts every unmined fill.

@@ -271,3 +271,32 @@ async fn several_hot_wallets_share_the_load_one_nonce_lane_each() {
     }
     assert_eq!(total, 60, "one nonce per withdrawal across the lanes");
 }
+
+#[tokio::test]
+async fn a_transfer_reorged_away_after_completing_is_broadcast_again_never_filled() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await; // 1 confirmation
+    d.credit("c", "1").await;
+    let ids = submit_n(&d, 36, 1, "0.3").await;
+    let w = d.wait_settled(&ids, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(w["status"], "COMPLETED", "{w}");
+    assert_eq!(anvil.balance(&dest(36, 0)).await, wei("0.3"));
+
+    // A reorg deeper than the confirmations takes the block, and no node keeps the transfer:
+    // the record says COMPLETED, the chain says unpaid, and the wallet's nonce 0 is free.
+    anvil.rpc("anvil_reorg", json!([1, []])).await;
+    assert!(anvil.balance(&dest(36, 0)).await.is_zero());
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 0);
+
+    // The nonce check broadcasts the recorded transfer again instead of a 0-value fill.
+    eventually(Duration::from_secs(30), "the transfer restored", || async {
+        (anvil.balance(&dest(36, 0)).await == wei("0.3")).then_some(())
+    })
+    .await;
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 1);
+    assert!(metric(&d, "withdraw_nonce_restored_total").await >= 1.0);
+    assert_eq!(metric(&d, "withdraw_nonce_fills_total").await, 0.0, "the user's nonce never went to a 0-value fill");
+    assert_eq!(d.get(&ids[0]).await["status"], "COMPLETED");
+    lane_is_whole(&d, &anvil, DEV_ADDRESS).await;
+}

@@ -1437,4 +1437,31 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    async fn attempts_at(&self, chain_id: u64, wallet: Address, nonces: Vec<u64>) -> Result<Vec<AttemptAtNonce>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let nonces: Vec<i64> = nonces.iter().map(|n| *n as i64).collect();
+                let rows: Vec<(AttemptRow, String, Option<String>)> = attempts::table
+                    .inner_join(withdrawals::table.on(withdrawals::id.eq(attempts::withdrawal_id)))
+                    .left_join(inclusions::table.on(inclusions::withdrawal_id.eq(attempts::withdrawal_id)))
+                    .filter(attempts::chain_id.eq(chain_id as i64))
+                    .filter(attempts::wallet.eq(hex_addr(&wallet)))
+                    .filter(attempts::nonce.eq_any(&nonces))
+                    .select((AttemptRow::as_select(), withdrawals::status, inclusions::tx_hash.nullable()))
+                    .load(conn)?;
+                rows.into_iter()
+                    .map(|(a, status, mined)| {
+                        Ok(AttemptAtNonce {
+                            attempt: a.into_domain()?,
+                            status: status.parse().map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+                            mined_hash: mined
+                                .map(|h| h.parse().map_err(|_| StoreError::Corrupt(format!("inclusion hash {h}"))))
+                                .transpose()?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
 }
