@@ -179,6 +179,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records an approval; false if the withdrawal was approved before (the first stands).
     fn record_approval(&self, approval: Approval) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Voids approvals: a withdrawal that went to the invalid DLQ needs a new one if it is
+    /// ever reprocessed (what was approved may no longer hold).
+    fn revoke_approvals(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Of these withdrawals, the ones approved.
     fn approved(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<WithdrawalId>, StoreError>> + Send;
 

@@ -18,9 +18,10 @@
 //! Runs in the signer role: re-signing and filling need the keys.
 
 use super::sign::transfer_signer;
-use super::{PortTypes, Ports, StageError};
+use super::{Decision, PortTypes, Ports, StageError, apply};
 use crate::domain::{AssetRegistry, Status};
 use crate::fees::{Bump, bump};
+use crate::machine::Event;
 use crate::ports::*;
 use alloy::primitives::{Address, Bytes, U256};
 use std::collections::{HashMap, HashSet};
@@ -210,8 +211,12 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let before = self.ports.clock.now_ms() - self.cfg.displaced_after.as_millis() as i64;
         let mut displaced: Vec<&NonceOwner> = owners
             .iter()
-            .filter(|o| matches!(o.status, Status::Signed | Status::Sent) && o.kind == AttemptKind::Transfer && !o.mined)
-            .filter(|o| o.nonce < settled && o.signed_at_ms < before)
+            .filter(|o| !o.mined && o.nonce < settled && o.signed_at_ms < before)
+            .filter(|o| match o.kind {
+                AttemptKind::Transfer => matches!(o.status, Status::Signed | Status::Sent),
+                // A discarded one whose nonce a foreign transaction took: see below.
+                AttemptKind::Cancel => true,
+            })
             .collect();
         // Oldest nonces first, a bounded receipt batch per check.
         displaced.sort_by_key(|o| o.nonce);
@@ -223,8 +228,31 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let receipts = chain.receipts(hashes.clone()).await?;
         let mined: HashSet<_> = hashes.iter().zip(&receipts).filter(|(_, r)| r.is_some()).map(|(h, _)| *h).collect();
         // One of its attempts was mined: the tracker finishes it; nothing to re-sign.
+        let lost: Vec<&&NonceOwner> = displaced.iter().filter(|o| !o.hashes.iter().any(|h| mined.contains(h))).collect();
+        // A discarded withdrawal (its cancel signed) whose nonce went to someone else: neither
+        // the transfer nor the cancel can ever be mined, which is what the operator asked
+        // for. It ends CANCELLED, its reservation released; nothing is signed again.
+        let abandoned: Vec<Decision> = lost
+            .iter()
+            .filter(|o| o.kind == AttemptKind::Cancel)
+            .map(|o| Decision {
+                id: o.withdrawal_id.clone(),
+                from: o.status,
+                event: Event::CancelConfirmed,
+                reason: Some(format!(
+                    "discarded; nonce {} was taken by a transaction that is not ours, so nothing of it can be mined",
+                    o.nonce
+                )),
+            })
+            .collect();
+        if !abandoned.is_empty() {
+            for d in &abandoned {
+                tracing::warn!(withdrawal.id = %d.id, "discarded withdrawal's nonce was used elsewhere; cancelled without a cancel transaction");
+            }
+            apply(&self.ports, "signer", abandoned).await?;
+        }
         let mut batch: Vec<(crate::domain::WithdrawalId, u64)> =
-            displaced.iter().filter(|o| !o.hashes.iter().any(|h| mined.contains(h))).map(|o| (o.withdrawal_id.clone(), o.nonce)).collect();
+            lost.iter().filter(|o| o.kind == AttemptKind::Transfer).map(|o| (o.withdrawal_id.clone(), o.nonce)).collect();
         if batch.is_empty() {
             return Ok(0);
         }

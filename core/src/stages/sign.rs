@@ -417,7 +417,8 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                     reason: Some(reason.clone()),
                 })
                 .collect();
-            apply(&self.ports, "signer", decisions).await?;
+            let won = apply(&self.ports, "signer", decisions).await?;
+            self.ports.store.revoke_approvals(won.into_iter().map(|(id, _)| id).collect()).await?;
             for (w, _) in &invalid {
                 ack.extend(receipts[&w.id].iter().cloned());
             }

@@ -240,7 +240,10 @@ impl<T: PortTypes> Tracker<T> {
                     _ => ack.extend(receipts.iter().cloned()),
                 }
             }
-            apply(&self.ports, "reconciler", decisions).await?;
+            let won = apply(&self.ports, "reconciler", decisions).await?;
+            // Into the invalid DLQ: an earlier approval no longer holds.
+            let invalid: Vec<WithdrawalId> = won.into_iter().filter(|(_, s)| *s == Status::Invalid).map(|(id, _)| id).collect();
+            self.ports.store.revoke_approvals(invalid).await?;
             self.ports.queue.ack(queue, ack).await?;
         }
         Ok(())

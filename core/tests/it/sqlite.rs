@@ -267,3 +267,17 @@ async fn nonce_lane_repairs_are_guarded() {
     let again = s.attempts_of(vec![wid(2)]).await.unwrap().into_iter().find(|a| a.tx_hash == c.tx_hash).unwrap().sent_at_ms;
     assert_eq!(first, again);
 }
+
+#[tokio::test]
+async fn approvals_stand_once_and_can_be_revoked() {
+    let (_d, db) = db();
+    let s = SqliteStore::new(db, Arc::new(SystemClock));
+    s.submit(vec![new_w(1, "a", "h1"), new_w(2, "b", "h2")]).await.unwrap();
+    let approval = |who: &str| Approval { withdrawal_id: wid(1), approver: who.into(), reason: "ok".into(), approved_at_ms: 1 };
+    assert!(s.record_approval(approval("bob")).await.unwrap());
+    assert!(!s.record_approval(approval("eve")).await.unwrap(), "the first approval stands");
+    assert_eq!(s.approved(vec![wid(1), wid(2)]).await.unwrap(), [wid(1)]);
+    s.revoke_approvals(vec![wid(1)]).await.unwrap();
+    assert!(s.approved(vec![wid(1)]).await.unwrap().is_empty(), "a revoked approval no longer counts");
+    assert!(s.record_approval(approval("eve")).await.unwrap(), "and a new one can be given");
+}

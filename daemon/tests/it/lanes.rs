@@ -300,3 +300,29 @@ async fn a_transfer_reorged_away_after_completing_is_broadcast_again_never_fille
     assert_eq!(d.get(&ids[0]).await["status"], "COMPLETED");
     lane_is_whole(&d, &anvil, DEV_ADDRESS).await;
 }
+
+#[tokio::test]
+async fn a_discarded_transfer_whose_nonce_is_taken_elsewhere_ends_cancelled() {
+    let anvil = Anvil::start(&["--no-mining"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &env_with(&[("WITHDRAW__SIGNER__STUCK_AFTER_SECS", "600")]), &[]).await;
+    d.credit("c", "1").await;
+    let ids = submit_n(&d, 37, 1, "0.4").await;
+    wait_all(&d, &ids, "broadcast", |w| w["status"] == "SENT").await;
+    let (s, v) = act(&d, &ids[0], "discard", "customer cancelled").await;
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("cancel_requested")), "{v}");
+    wait_all(&d, &ids, "the cancel signed", |w| w["attempts"].as_array().unwrap().len() == 2).await;
+
+    // Before either is mined, someone else uses the key: nonce 0 goes to a foreign transaction.
+    anvil.rpc("anvil_setNonce", json!([DEV_ADDRESS, "0x3"])).await;
+    anvil.rpc("evm_mine", json!([])).await;
+    anvil.rpc("evm_setAutomine", json!([true])).await;
+
+    let w = d.wait_settled(&ids, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(w["status"], "CANCELLED", "{w}");
+    assert_eq!(w["attempts"].as_array().unwrap().len(), 2, "nothing signed again: {w}");
+    assert!(anvil.balance(&dest(37, 0)).await.is_zero(), "never paid");
+    let b = d.admin_get("/admin/v1/balances/c/ETH").await;
+    assert_eq!((b["available"].as_str(), b["reserved"].as_str(), b["spent"].as_str()), (Some("1"), Some("0"), Some("0")), "{b}");
+    lane_is_whole(&d, &anvil, DEV_ADDRESS).await;
+}

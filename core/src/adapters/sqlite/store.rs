@@ -1248,6 +1248,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn revoke_approvals(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db
+            .write(move |conn| {
+                for chunk in ids.chunks(500) {
+                    diesel::delete(approvals::table.filter(approvals::withdrawal_id.eq_any(chunk))).execute(conn)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn approved(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, StoreError> {
         let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
         self.db
