@@ -206,6 +206,8 @@ pub struct ApiHealth {
 
 /// Samples kept for sparklines.
 pub const HISTORY: usize = 60;
+/// A call on its way longer than this shows the API as slow.
+pub const SLOW_MS: i64 = 2_000;
 /// Seconds between refreshes of the current view.
 pub const REFRESH_SECS: i64 = 2;
 
@@ -228,7 +230,8 @@ pub struct App {
     pub status: Option<String>,
     pub look: Look,
     pub quit: bool,
-    in_flight: BTreeSet<String>,
+    /// Calls on their way, and since when (ms): none is repeated, and a slow API shows.
+    in_flight: std::collections::BTreeMap<String, i64>,
 }
 
 impl App {
@@ -250,7 +253,7 @@ impl App {
             status: None,
             look,
             quit: false,
-            in_flight: BTreeSet::new(),
+            in_flight: std::collections::BTreeMap::new(),
         }
     }
 
@@ -273,6 +276,11 @@ impl App {
         }
     }
 
+    /// How long the oldest call still on its way has waited, if over `SLOW_MS`.
+    pub fn slow_for_ms(&self) -> Option<i64> {
+        self.in_flight.values().map(|since| self.now_ms - since).max().filter(|ms| *ms >= SLOW_MS)
+    }
+
     pub fn read_only(&self) -> bool {
         !self.has_role("operator") && !self.has_role("approver")
     }
@@ -291,7 +299,19 @@ impl App {
             View::Help => vec![],
         };
         self.last_refresh_ms = self.now_ms;
-        wanted.into_iter().filter(|f| self.in_flight.insert(format!("{f:?}"))).map(Cmd::Fetch).collect()
+        let now = self.now_ms;
+        wanted
+            .into_iter()
+            .filter(|f| {
+                let key = format!("{f:?}");
+                if self.in_flight.contains_key(&key) {
+                    return false;
+                }
+                self.in_flight.insert(key, now);
+                true
+            })
+            .map(Cmd::Fetch)
+            .collect()
     }
 
     fn go(&mut self, view: View) -> Vec<Cmd> {
@@ -788,6 +808,21 @@ mod tests {
         app.update(key(KeyCode::Char('f')));
         app.update(Msg::Failed(Fetch::Stats, "x".into()));
         assert!(app.update(Msg::Tick(1_000_000 + 60_000)).is_empty(), "frozen");
+    }
+
+    #[test]
+    fn a_slow_api_shows_before_it_fails() {
+        let mut app = app_as(&["viewer"], View::Dashboard);
+        app.refresh();
+        assert_eq!(app.slow_for_ms(), None);
+        app.update(Msg::Tick(1_000_000 + 1_500));
+        assert_eq!(app.slow_for_ms(), None, "not yet");
+        app.update(Msg::Tick(1_000_000 + 3_000));
+        assert_eq!(app.slow_for_ms(), Some(3_000));
+        for f in [Fetch::Stats, Fetch::Rpc, Fetch::Wallets, Fetch::Signing, Fetch::Alerts] {
+            app.update(Msg::Failed(f, "timed out".into()));
+        }
+        assert_eq!(app.slow_for_ms(), None, "answered (with an error): no longer waiting");
     }
 
     #[test]

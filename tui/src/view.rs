@@ -132,6 +132,10 @@ fn header<'a>(app: &App, t: &Theme) -> Line<'a> {
         None => "…".into(),
     };
     let api = match (&app.api.error, app.api.last_ok_ms) {
+        (None, _) if app.slow_for_ms().is_some() => Span::styled(
+            format!("API SLOW: waiting {}s", app.slow_for_ms().unwrap_or(0) / 1000),
+            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
         (Some((e, since)), _) => {
             Span::styled(format!("API DOWN {}: {}", ago(app.now_ms, *since), e), t.fg(Color::Red).add_modifier(Modifier::BOLD))
         }
