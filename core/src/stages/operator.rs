@@ -57,6 +57,25 @@ fn check_reason(reason: &str) -> Result<&str, ActionError> {
     if r.is_empty() { Err(ActionError::MissingReason) } else { Ok(r) }
 }
 
+/// Applies an operator's event to a withdrawal last seen in `from`, then audits it.
+async fn act<T: PortTypes>(
+    ports: &Ports<T>,
+    id: &WithdrawalId,
+    from: Status,
+    event: Event,
+    actor: &str,
+    reason: &str,
+    (verb, action): (&str, &str),
+) -> Result<ActionOutcome, ActionError> {
+    let decision = Decision { id: id.clone(), from, event, reason: Some(format!("{verb} by {actor}: {reason}")) };
+    let won = apply(ports, actor, vec![decision]).await?;
+    let Some((_, to)) = won.first() else {
+        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
+    };
+    audit(ports, actor, action, id, reason, format!("{from} -> {to}")).await;
+    Ok(ActionOutcome::Moved(*to))
+}
+
 /// Sends a dead-lettered withdrawal back into the pipeline: INVALID to RECEIVED (the signer
 /// validates it again), SEND_FAILED to SIGNED (the same signed bytes are broadcast again:
 /// never a new nonce, so reprocessing cannot pay twice).
@@ -68,13 +87,7 @@ pub async fn reprocess<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor:
         return Err(ActionError::Conflict(format!("withdrawal {id} was discarded and is being cancelled; it cannot be reprocessed")));
     }
     machine::step(from, Event::Reprocess).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be reprocessed")))?;
-    let decision = Decision { id: id.clone(), from, event: Event::Reprocess, reason: Some(format!("reprocessed by {actor}: {reason}")) };
-    let won = apply(ports, actor, vec![decision]).await?;
-    let Some((_, to)) = won.first() else {
-        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
-    };
-    audit(ports, actor, "withdrawal.reprocess", id, reason, format!("{from} -> {to}")).await;
-    Ok(ActionOutcome::Moved(*to))
+    act(ports, id, from, Event::Reprocess, actor, reason, ("reprocessed", "withdrawal.reprocess")).await
 }
 
 /// Gives up on a withdrawal: INVALID becomes REJECTED (reservation released); a signed one
@@ -104,13 +117,7 @@ pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &
         tracing::warn!(withdrawal.id = %id, operator = actor, "discard requested: the signer will cancel the transfer at its nonce");
         return Ok(ActionOutcome::CancelRequested);
     }
-    let decision = Decision { id: id.clone(), from, event: Event::Discard, reason: Some(format!("discarded by {actor}: {reason}")) };
-    let won = apply(ports, actor, vec![decision]).await?;
-    let Some((_, to)) = won.first() else {
-        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
-    };
-    audit(ports, actor, "withdrawal.discard", id, reason, format!("{from} -> {to}")).await;
-    Ok(ActionOutcome::Moved(*to))
+    act(ports, id, from, Event::Discard, actor, reason, ("discarded", "withdrawal.discard")).await
 }
 
 /// Stage actors; any other history actor is a person.
@@ -142,13 +149,7 @@ pub async fn approve<T: PortTypes>(
         approved_at_ms: ports.clock.now_ms(),
     };
     ports.store.record_approval(approval).await?;
-    let decision = Decision { id: id.clone(), from, event: Event::Approved, reason: Some(format!("approved by {approver}: {reason}")) };
-    let won = apply(ports, approver, vec![decision]).await?;
-    let Some((_, to)) = won.first() else {
-        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
-    };
-    audit(ports, approver, "withdrawal.approve", id, reason, format!("{from} -> {to}")).await;
-    Ok(ActionOutcome::Moved(*to))
+    act(ports, id, from, Event::Approved, approver, reason, ("approved", "withdrawal.approve")).await
 }
 
 /// Rejects a withdrawal waiting for approval: REJECTED, reservation released.
@@ -157,13 +158,7 @@ pub async fn reject<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, approver:
     let d = ports.store.get(id).await?.ok_or_else(|| ActionError::NotFound(id.clone()))?;
     let from = d.withdrawal.status;
     machine::step(from, Event::Rejected).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal is not waiting for approval")))?;
-    let decision = Decision { id: id.clone(), from, event: Event::Rejected, reason: Some(format!("rejected by {approver}: {reason}")) };
-    let won = apply(ports, approver, vec![decision]).await?;
-    let Some((_, to)) = won.first() else {
-        return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
-    };
-    audit(ports, approver, "withdrawal.reject", id, reason, format!("{from} -> {to}")).await;
-    Ok(ActionOutcome::Moved(*to))
+    act(ports, id, from, Event::Rejected, approver, reason, ("rejected", "withdrawal.reject")).await
 }
 
 /// Pauses or resumes signing for every chain or one; audited.
