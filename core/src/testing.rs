@@ -114,6 +114,14 @@ where
 pub const DEV_ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 pub const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
+/// Every anvil dev key `withdrawd dev --hot-wallets` may sign with: none may reach any output.
+pub const DEV_KEYS: [&str; 4] = [
+    DEV_KEY,
+    "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
+
 /// Creation bytecode of the test ERC-20 (`testdata/contracts/TestToken.sol`, 6 decimals,
 /// constructor `(uint256 supply)` minting to the deployer), built by `scripts/tools.sh`.
 pub fn test_token_bytecode() -> String {

@@ -27,7 +27,8 @@ const MAX_BATCH: usize = 500;
 
 impl RpcClient {
     pub fn new(url: &str, timeout: Duration) -> Result<RpcClient, ChainError> {
-        let url = reqwest::Url::parse(url).map_err(|e| ChainError::Malformed(format!("rpc url {url:?}: {e}")))?;
+        // The URL itself is never repeated: provider URLs carry API keys.
+        let url = reqwest::Url::parse(url).map_err(|e| ChainError::Malformed(format!("an RPC URL is not a valid URL ({e}); not shown")))?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(3))
@@ -128,4 +129,19 @@ fn without_url(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_never_repeat_the_url() {
+        // A typo'd provider URL still carries its key.
+        let err = RpcClient::new("https//mainnet.example.io/v3/SECRETKEY123", Duration::from_secs(1)).unwrap_err().to_string();
+        assert!(!err.contains("SECRETKEY123") && err.contains("not a valid URL"), "{err}");
+        let ok = RpcClient::new("https://mainnet.example.io/v3/SECRETKEY123", Duration::from_secs(1)).unwrap();
+        assert_eq!(ok.endpoint_label(), "https://mainnet.example.io:443");
+        assert!(!format!("{ok:?}").contains("SECRETKEY123"));
+    }
 }

@@ -18,6 +18,8 @@ pub struct Daemon {
     pub intake: String,
     pub admin: String,
     http: reqwest::Client,
+    /// Everything secret this daemon was given; checked against its output when dropped.
+    secrets: Vec<String>,
 }
 
 /// Settings every test daemon gets: short timeouts so recovery paths run within a test.
@@ -77,12 +79,18 @@ impl Daemon {
             if let Ok(text) = std::fs::read_to_string(&endpoints)
                 && let Ok(v) = serde_json::from_str::<Value>(&text)
             {
+                // The hot-wallet keys, the HMAC secret, the admin token, and any extra secret
+                // a test passes by environment (config overrides are not secrets).
+                let mut secrets: Vec<String> = withdraw_core::testing::DEV_KEYS.iter().map(|k| k.to_string()).collect();
+                secrets.extend([SECRET.to_owned(), TOKEN.to_owned()]);
+                secrets.extend(env.iter().filter(|(k, _)| !k.starts_with("WITHDRAW__")).map(|(_, v)| v.clone()));
                 let d = Daemon {
                     child: Some(child),
                     dir: dir.to_owned(),
                     intake: format!("http://{}", v["intake"].as_str().unwrap()),
                     admin: format!("http://{}", v["admin"].as_str().unwrap()),
                     http: reqwest::Client::new(),
+                    secrets,
                 };
                 return Ok(d);
             }
@@ -206,8 +214,17 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon, then checks that no secret it was given reached its logs, whatever
+    /// the test made it do (cancels, nonce repairs, fail-overs, operator actions, failures).
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            return;
+        }
+        let out = self.output();
+        for s in &self.secrets {
+            assert!(!out.contains(s.as_str()), "a secret ({:.6}…) reached withdrawd's output in {}", s, self.dir.display());
+        }
     }
 }
 
