@@ -198,6 +198,17 @@ pub struct UnsignedTransfer {
     pub fees: Fees,
 }
 
+impl UnsignedTransfer {
+    /// Gas of a 0-value transfer to an externally owned account.
+    pub const SELF_TRANSFER_GAS: u64 = 21_000;
+
+    /// A 0-value transfer from `wallet` to itself: it moves nothing but takes the nonce.
+    /// Cancels and nonce fills are this.
+    pub fn self_transfer(chain_id: u64, wallet: Address, nonce: u64, fees: Fees) -> UnsignedTransfer {
+        UnsignedTransfer { chain_id, nonce, to: wallet, value: U256::ZERO, input: Bytes::new(), gas_limit: Self::SELF_TRANSFER_GAS, fees }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("no hot-wallet key for {0}")]

@@ -23,9 +23,6 @@ pub struct BumperConfig {
     pub percent: u128,
 }
 
-/// Gas of a 0-value transfer to an externally owned account.
-const CANCEL_GAS: u64 = 21_000;
-
 impl Default for BumperConfig {
     fn default() -> Self {
         Self { stuck_after: Duration::from_secs(60), every: Duration::from_secs(5), percent: 10 }
@@ -79,18 +76,11 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                         continue;
                     }
                 };
-                // A 0-value transfer to ourselves: it moves nothing but takes the nonce.
-                let cancel = UnsignedTransfer {
-                    chain_id,
-                    nonce: old.nonce,
-                    to: old.wallet,
-                    value: alloy::primitives::U256::ZERO,
-                    input: alloy::primitives::Bytes::new(),
-                    gas_limit: CANCEL_GAS,
-                    fees,
-                };
+                let cancel = UnsignedTransfer::self_transfer(chain_id, old.wallet, old.nonce, fees);
                 match self.keys.sign(old.wallet, &cancel) {
-                    Ok(signed) => replacements.push(replacing(old, signed, AttemptKind::Cancel, fees, CANCEL_GAS, now)),
+                    Ok(signed) => {
+                        replacements.push(replacing(old, signed, AttemptKind::Cancel, fees, UnsignedTransfer::SELF_TRANSFER_GAS, now))
+                    }
                     Err(e) => tracing::error!(withdrawal.id = %w.id, error = %e, "signing a cancel failed"),
                 }
             }

@@ -23,7 +23,7 @@ use crate::domain::{AssetRegistry, Status};
 use crate::fees::{Bump, bump};
 use crate::machine::Event;
 use crate::ports::*;
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::Address;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,9 +54,6 @@ impl Default for NonceKeeperConfig {
         }
     }
 }
-
-/// Gas of a 0-value transfer to an externally owned account.
-const FILL_GAS: u64 = 21_000;
 
 /// Transfers whose receipts one check looks up at most.
 const MAX_SUSPECTS: usize = 500;
@@ -358,7 +355,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             }
         }
         for (nonce, fees) in to_sign {
-            let t = UnsignedTransfer { chain_id, nonce, to: wallet, value: U256::ZERO, input: Bytes::new(), gas_limit: FILL_GAS, fees };
+            let t = UnsignedTransfer::self_transfer(chain_id, wallet, nonce, fees);
             let signed = self.keys.sign(wallet, &t).map_err(|e| StageError::Signing(e.to_string()))?;
             let fill = NonceFill {
                 chain_id,

@@ -13,10 +13,28 @@ use crate::ports::*;
 pub enum ActionOutcome {
     /// The withdrawal moved to this status.
     Moved(Status),
-    /// A cancel transaction will compete for the transfer's nonce.
-    CancelRequested,
+    /// A cancel transaction will compete for the transfer's nonce; the status stays.
+    CancelRequested(Status),
     /// A cancel was requested before; the first request stands.
-    AlreadyCancelling,
+    AlreadyCancelling(Status),
+}
+
+impl ActionOutcome {
+    /// The name the admin API answers with.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionOutcome::Moved(_) => "moved",
+            ActionOutcome::CancelRequested(_) => "cancel_requested",
+            ActionOutcome::AlreadyCancelling(_) => "already_cancelling",
+        }
+    }
+
+    /// The withdrawal's status once the action is done.
+    pub fn status(&self) -> Status {
+        match self {
+            ActionOutcome::Moved(s) | ActionOutcome::CancelRequested(s) | ActionOutcome::AlreadyCancelling(s) => *s,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +128,12 @@ pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &
             requested_at_ms: ports.clock.now_ms(),
         };
         if !ports.store.request_cancel(req).await? {
-            return Ok(ActionOutcome::AlreadyCancelling);
+            return Ok(ActionOutcome::AlreadyCancelling(from));
         }
         let nonce = d.attempts.last().map(|a| a.nonce);
         audit(ports, actor, "withdrawal.discard", id, reason, format!("{from}: cancel requested at nonce {nonce:?}")).await;
         tracing::warn!(withdrawal.id = %id, operator = actor, "discard requested: the signer will cancel the transfer at its nonce");
-        return Ok(ActionOutcome::CancelRequested);
+        return Ok(ActionOutcome::CancelRequested(from));
     }
     act(ports, id, from, Event::Discard, actor, reason, ("discarded", "withdrawal.discard")).await
 }

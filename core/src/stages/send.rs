@@ -124,8 +124,7 @@ impl<T: PortTypes> Sender<T> {
                 }
                 continue;
             }
-            let results = chain.send_raw(attempts.iter().map(|a| a.raw.clone()).collect()).await?;
-            let mut results: Vec<SendResult> = results;
+            let mut results = chain.send_raw(attempts.iter().map(|a| a.raw.clone()).collect()).await?;
             // "Nonce too low" is only good news if one of our own attempts took the nonce.
             let low: Vec<usize> = (0..attempts.len()).filter(|&i| results[i] == SendResult::NonceTooLow).collect();
             if !low.is_empty() {

@@ -141,13 +141,14 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         let native_key = native.clone().unwrap_or_else(|| "<native>".into());
         let cached = {
             let f = self.funds.lock().unwrap_or_else(|p| p.into_inner());
-            f.get(&(chain_id, wallet)).filter(|(at, _)| at.elapsed() < FUNDS_FRESH).map(|(_, left)| left.clone())
+            f.get(&(chain_id, wallet)).filter(|(at, _)| at.elapsed() < FUNDS_FRESH).cloned()
         };
-        // A fresh read when the cache is stale or lacks an asset this batch needs.
-        let needs_read = cached.as_ref().is_none_or(|left| candidates.iter().any(|w| !left.contains_key(&w.asset)));
+        // A fresh read when the cache is stale or lacks an asset this batch needs. `book`
+        // (balance, in flight per asset) is filled only by a fresh read, for operators.
+        let needs_read = cached.as_ref().is_none_or(|(_, left)| candidates.iter().any(|w| !left.contains_key(&w.asset)));
         let mut book: HashMap<String, (U256, U256)> = HashMap::new();
-        let mut left: HashMap<String, U256> = match cached {
-            Some(left) if !needs_read => left,
+        let (read_at, mut left): (tokio::time::Instant, HashMap<String, U256>) = match cached {
+            Some(hit) if !needs_read => hit,
             _ => {
                 let in_flight = self.ports.store.in_flight(chain_id, wallet).await?;
                 // Per asset: (balance, in flight). The native coin also carries all gas.
@@ -166,7 +167,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                         book.entry(w.clone()).or_insert((U256::ZERO, U256::ZERO)).0 = bal;
                     }
                 }
-                book.iter().map(|(k, (b, f))| (k.clone(), b.saturating_sub(*f))).collect()
+                (tokio::time::Instant::now(), book.iter().map(|(k, (b, f))| (k.clone(), b.saturating_sub(*f))).collect())
             }
         };
         let mut take = Vec::new();
@@ -201,18 +202,11 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 held.push(w.id.clone());
             }
         }
-        // Keep what is left for the next batch; a later read replaces it.
-        let refreshed_at = if book.is_empty() {
-            self.funds.lock().unwrap_or_else(|p| p.into_inner()).get(&(chain_id, wallet)).map(|(at, _)| *at)
-        } else {
-            Some(tokio::time::Instant::now())
-        };
+        // Keep what is left for the next batch, as of the read; a short wallet is re-read on
+        // every batch, so a top-up is seen at once.
         let is_short = !held.is_empty();
-        if let Some(at) = refreshed_at {
-            // A short wallet is re-read on every batch, so a top-up is seen at once.
-            let at = if is_short { at.checked_sub(FUNDS_FRESH).unwrap_or(at) } else { at };
-            self.funds.lock().unwrap_or_else(|p| p.into_inner()).insert((chain_id, wallet), (at, left.clone()));
-        }
+        let at = if is_short { read_at.checked_sub(FUNDS_FRESH).unwrap_or(read_at) } else { read_at };
+        self.funds.lock().unwrap_or_else(|p| p.into_inner()).insert((chain_id, wallet), (at, left.clone()));
         let now = self.ports.clock.now_ms();
         let funds: Vec<WalletFunds> = book
             .iter()

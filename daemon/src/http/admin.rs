@@ -241,13 +241,11 @@ async fn action<T: PortTypes>(
         withdraw_core::stages::reprocess(&s.ports, &id, &op.name, &req.reason).await
     }
     .map_err(action_problem)?;
-    let status = s.ports.store.get(&id).await.map_err(|e| Problem::unavailable(e.to_string()))?.map(|d| d.withdrawal.status.to_string());
-    let outcome = match outcome {
-        ActionOutcome::Moved(_) => "moved",
-        ActionOutcome::CancelRequested => "cancel_requested",
-        ActionOutcome::AlreadyCancelling => "already_cancelling",
-    };
-    Ok(axum::Json(ActionResultV1 { id: id.to_string(), outcome: outcome.into(), status: status.unwrap_or_default() }))
+    Ok(axum::Json(result_v1(&id, &outcome)))
+}
+
+fn result_v1(id: &WithdrawalId, o: &ActionOutcome) -> ActionResultV1 {
+    ActionResultV1 { id: id.to_string(), outcome: o.name().into(), status: o.status().to_string() }
 }
 
 /// Sends a dead-lettered withdrawal back into the pipeline.
@@ -402,23 +400,12 @@ async fn dlq_bulk<T: PortTypes>(
             withdraw_core::stages::reprocess(&s.ports, &id, &op.name, &req.reason).await
         };
         match r {
-            Ok(o) => {
-                let st = s.ports.store.get(&id).await.map_err(unavailable)?.map(|d| d.withdrawal.status.to_string());
-                results.push(item(Some(outcome_name(&o)), st, None));
-            }
+            Ok(o) => results.push(item(Some(o.name()), Some(o.status().to_string()), None)),
             Err(ActionError::Stage(e)) => return Err(unavailable(e)),
             Err(e) => results.push(item(None, None, Some(e.to_string()))),
         }
     }
     Ok(axum::Json(BulkActionResultV1 { results }))
-}
-
-fn outcome_name(o: &ActionOutcome) -> &'static str {
-    match o {
-        ActionOutcome::Moved(_) => "moved",
-        ActionOutcome::CancelRequested => "cancel_requested",
-        ActionOutcome::AlreadyCancelling => "already_cancelling",
-    }
 }
 
 async fn approvals_list<T: PortTypes>(
@@ -448,8 +435,7 @@ async fn approval_action<T: PortTypes>(
         _ => return Err(Problem::not_found().detail("actions are \"approve\" and \"reject\"")),
     }
     .map_err(action_problem)?;
-    let status = s.ports.store.get(&id).await.map_err(unavailable)?.map(|d| d.withdrawal.status.to_string());
-    Ok(axum::Json(ActionResultV1 { id: id.to_string(), outcome: outcome_name(&outcome).into(), status: status.unwrap_or_default() }))
+    Ok(axum::Json(result_v1(&id, &outcome)))
 }
 
 async fn signing_view<T: PortTypes>(s: &AdminState<T>) -> Result<SigningStateV1, Problem> {

@@ -227,7 +227,13 @@ fn attempt_row(a: &Attempt) -> AttemptRow {
     }
 }
 
-/// The newest attempt of each withdrawal: latest signed, highest fee on a tie.
+/// Which of a withdrawal's attempts is its newest (the one sent): latest signed, highest
+/// fee on a tie. Every reader that picks "the" attempt orders by this.
+fn newest_key(created_at_ms: i64, max_fee_per_gas: u128) -> (i64, u128) {
+    (created_at_ms, max_fee_per_gas)
+}
+
+/// The newest attempt of each withdrawal (see `newest_key`).
 fn latest_attempts(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Attempt>, StoreError> {
     let mut best: std::collections::HashMap<WithdrawalId, Attempt> = std::collections::HashMap::new();
     for chunk in ids.chunks(500) {
@@ -235,8 +241,9 @@ fn latest_attempts(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<At
             attempts::table.filter(attempts::withdrawal_id.eq_any(chunk)).select(AttemptRow::as_select()).load(conn)?;
         for r in rows {
             let a = r.into_domain()?;
-            let newer =
-                best.get(&a.withdrawal_id).is_none_or(|b| (a.created_at_ms, a.max_fee_per_gas) > (b.created_at_ms, b.max_fee_per_gas));
+            let newer = best
+                .get(&a.withdrawal_id)
+                .is_none_or(|b| newest_key(a.created_at_ms, a.max_fee_per_gas) > newest_key(b.created_at_ms, b.max_fee_per_gas));
             if newer {
                 best.insert(a.withdrawal_id.clone(), a);
             }
@@ -856,6 +863,7 @@ impl Store for SqliteStore {
             })
             .await
     }
+
     async fn attempts_of(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
         let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
         self.db
@@ -939,7 +947,7 @@ impl Store for SqliteStore {
                 for (id, status, hash, w, nonce, kind, created, fee, mined) in rows {
                     let corrupt = |what: &str| StoreError::Corrupt(format!("attempt of {id}: bad {what}"));
                     let h: B256 = hash.parse().map_err(|_| corrupt("tx_hash"))?;
-                    let key = (created, fee.parse::<u128>().map_err(|_| corrupt("max_fee_per_gas"))?);
+                    let key = newest_key(created, fee.parse::<u128>().map_err(|_| corrupt("max_fee_per_gas"))?);
                     let kind = if kind == "cancel" { AttemptKind::Cancel } else { AttemptKind::Transfer };
                     match owners.get_mut(&id) {
                         Some((o, newest, newest_wallet)) => {
@@ -1202,6 +1210,7 @@ impl Store for SqliteStore {
             })
             .await
     }
+
     async fn search(&self, f: SearchFilter) -> Result<Vec<Withdrawal>, StoreError> {
         self.db
             .run(move |conn| {
