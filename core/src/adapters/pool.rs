@@ -17,7 +17,7 @@
 //! - State changes go to the log (on change only) and to metrics (`withdraw_rpc_*`).
 
 use super::rpc::{RpcClient, RpcResult};
-use crate::ports::{ChainError, EndpointHealth, EndpointState, EndpointTier};
+use crate::ports::{ChainError, EndpointHealth, EndpointState, EndpointTier, TransportKind};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -115,8 +115,8 @@ impl RpcPool {
         // Counters start at zero before the first probe can count anything.
         metrics::counter!("withdraw_rpc_failovers_total", "chain_id" => pool.cfg.chain_id.to_string()).absolute(0);
         for e in &pool.endpoints {
-            for kind in ["rate_limited", "http_5xx", "timeout", "transport"] {
-                metrics::counter!("withdraw_rpc_errors_total", "chain_id" => pool.cfg.chain_id.to_string(), "endpoint" => e.name.clone(), "kind" => kind)
+            for kind in [TransportKind::RateLimited, TransportKind::ServerError, TransportKind::Timeout, TransportKind::Other] {
+                metrics::counter!("withdraw_rpc_errors_total", "chain_id" => pool.cfg.chain_id.to_string(), "endpoint" => e.name.clone(), "kind" => kind.as_str())
                     .absolute(0);
             }
         }
@@ -139,7 +139,10 @@ impl RpcPool {
                 .into_iter()
                 .map(|h| format!("{}: {}", h.name, h.last_error.unwrap_or_else(|| h.state.as_str().to_owned())))
                 .collect();
-            return Err(ChainError::Transport(format!("chain {}: no usable RPC endpoint ({})", pool.cfg.chain_id, problems.join("; "))));
+            return Err(ChainError::Transport(
+                TransportKind::Other,
+                format!("chain {}: no usable RPC endpoint ({})", pool.cfg.chain_id, problems.join("; ")),
+            ));
         }
         let weak = Arc::downgrade(&pool);
         let every = pool.cfg.health_every;
@@ -223,7 +226,7 @@ impl RpcPool {
     pub async fn batch(&self, calls: Vec<(String, Value)>) -> Result<Vec<RpcResult>, ChainError> {
         let order = self.read_order();
         if order.is_empty() {
-            return Err(ChainError::Transport(format!("chain {}: no healthy RPC endpoint", self.cfg.chain_id)));
+            return Err(ChainError::Transport(TransportKind::Other, format!("chain {}: no healthy RPC endpoint", self.cfg.chain_id)));
         }
         let mut last = None;
         for i in order {
@@ -241,14 +244,14 @@ impl RpcPool {
                     }
                     return Ok(answers);
                 }
-                Err(err @ ChainError::Transport(_)) => {
+                Err(err @ ChainError::Transport(..)) => {
                     self.record_failure(e, &err);
                     last = Some(err);
                 }
                 Err(err) => return Err(err),
             }
         }
-        Err(last.unwrap_or_else(|| ChainError::Transport("no endpoint answered".into())))
+        Err(last.unwrap_or_else(|| ChainError::Transport(TransportKind::Other, "no endpoint answered".into())))
     }
 
     /// Sends the same batch to every healthy or lagging endpoint at once; one answer list
@@ -262,7 +265,10 @@ impl RpcPool {
             .collect();
         targets.sort_by_key(|&i| self.endpoints[i].tier);
         if targets.is_empty() {
-            return Err(ChainError::Transport(format!("chain {}: no RPC endpoint to broadcast to", self.cfg.chain_id)));
+            return Err(ChainError::Transport(
+                TransportKind::Other,
+                format!("chain {}: no RPC endpoint to broadcast to", self.cfg.chain_id),
+            ));
         }
         let sends = targets.iter().map(|&i| {
             let e = &self.endpoints[i];
@@ -272,7 +278,7 @@ impl RpcPool {
                 let r = e.rpc.batch(calls).await;
                 match &r {
                     Ok(_) => self.record_success(e, started.elapsed()),
-                    Err(err @ ChainError::Transport(_)) => self.record_failure(e, err),
+                    Err(err @ ChainError::Transport(..)) => self.record_failure(e, err),
                     Err(_) => {}
                 }
                 r
@@ -294,26 +300,18 @@ impl RpcPool {
     }
 
     fn record_failure(&self, e: &Endpoint, err: &ChainError) {
-        let msg = err.to_string();
-        let kind = if msg.contains("429") {
-            "rate_limited"
-        } else if msg.contains("HTTP 5") {
-            "http_5xx"
-        } else if msg.contains("timeout") {
-            "timeout"
-        } else {
-            "transport"
+        let kind = match err {
+            ChainError::Transport(k, _) => *k,
+            _ => TransportKind::Other,
         };
-        metrics::counter!("withdraw_rpc_errors_total", "chain_id" => self.cfg.chain_id.to_string(), "endpoint" => e.name.clone(), "kind" => kind)
+        metrics::counter!("withdraw_rpc_errors_total", "chain_id" => self.cfg.chain_id.to_string(), "endpoint" => e.name.clone(), "kind" => kind.as_str())
             .increment(1);
         let mut h = e.health.lock().unwrap_or_else(|p| p.into_inner());
         h.failures += 1;
-        h.last_error = Some(msg);
+        h.last_error = Some(err.to_string());
         // A rate limit opens the circuit at once: hammering it only extends the ban.
-        if h.failures >= self.cfg.fail_threshold || kind == "rate_limited" {
-            let until = Instant::now() + h.backoff;
-            h.open_until = Some(until);
-            h.backoff = (h.backoff * 2).min(Duration::from_secs(30));
+        if h.failures >= self.cfg.fail_threshold || kind == TransportKind::RateLimited {
+            open_circuit(&mut h);
             self.set_state(e, &mut h, EndpointState::Down);
         }
     }
@@ -355,7 +353,7 @@ impl RpcPool {
             let calls = vec![("eth_chainId".to_owned(), json!([])), ("eth_blockNumber".to_owned(), json!([]))];
             let r = tokio::time::timeout(self.cfg.timeout, e.rpc.batch(calls)).await;
             let answer = match r {
-                Err(_) => Err(ChainError::Transport(format!("{}: timeout", e.name))),
+                Err(_) => Err(ChainError::Transport(TransportKind::Timeout, format!("{}: timeout", e.name))),
                 Ok(Err(err)) => Err(err),
                 Ok(Ok(a)) => {
                     let num = |v: &RpcResult| {
@@ -363,7 +361,7 @@ impl RpcPool {
                     };
                     match (num(&a[0]), num(&a[1])) {
                         (Some(id), Some(head)) => Ok((id, head)),
-                        _ => Err(ChainError::Transport(format!("{}: unusable health answer", e.name))),
+                        _ => Err(ChainError::Transport(TransportKind::Other, format!("{}: unusable health answer", e.name))),
                     }
                 }
             };
@@ -384,13 +382,12 @@ impl RpcPool {
             match answer {
                 Err(err) => {
                     // A failed probe of an open circuit re-opens it with a longer back-off.
-                    let was_down = e.health.lock().unwrap_or_else(|p| p.into_inner()).state == EndpointState::Down;
-                    if was_down {
-                        let mut h = e.health.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut h = e.health.lock().unwrap_or_else(|p| p.into_inner());
+                    if h.state == EndpointState::Down {
                         h.last_error = Some(err.to_string());
-                        h.open_until = Some(Instant::now() + h.backoff);
-                        h.backoff = (h.backoff * 2).min(Duration::from_secs(30));
+                        open_circuit(&mut h);
                     } else {
+                        drop(h);
                         self.record_failure(e, &err);
                     }
                 }
@@ -415,6 +412,12 @@ impl RpcPool {
             }
         }
     }
+}
+
+/// Takes an endpoint out until `backoff` from now, doubling the next wait (up to 30 s).
+fn open_circuit(h: &mut Health) {
+    h.open_until = Some(Instant::now() + h.backoff);
+    h.backoff = (h.backoff * 2).min(Duration::from_secs(30));
 }
 
 async fn health_loop(pool: Weak<RpcPool>, every: Duration) {

@@ -2,7 +2,7 @@
 //! one connection pool, one TLS config. Batches are what let the sender broadcast hundreds
 //! of transactions and the tracker read hundreds of blocks per round trip.
 
-use crate::ports::ChainError;
+use crate::ports::{ChainError, TransportKind};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,7 +34,7 @@ impl RpcClient {
             .connect_timeout(Duration::from_secs(3))
             .pool_max_idle_per_host(16)
             .build()
-            .map_err(|e| ChainError::Transport(e.to_string()))?;
+            .map_err(|e| ChainError::Transport(TransportKind::Other, e.to_string()))?;
         Ok(RpcClient { http, url, next_id: AtomicU64::new(1) })
     }
 
@@ -75,13 +75,20 @@ impl RpcClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ChainError::Transport(format!("{}: {}", self.endpoint_label(), without_url(&e))))?;
+            .map_err(|e| ChainError::Transport(kind_of(&e), format!("{}: {}", self.endpoint_label(), without_url(&e))))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(ChainError::Transport(format!("{}: HTTP {status}", self.endpoint_label())));
+            let kind = if status.as_u16() == 429 {
+                TransportKind::RateLimited
+            } else if status.is_server_error() {
+                TransportKind::ServerError
+            } else {
+                TransportKind::Other
+            };
+            return Err(ChainError::Transport(kind, format!("{}: HTTP {status}", self.endpoint_label())));
         }
         let answers: Value =
-            resp.json().await.map_err(|e| ChainError::Transport(format!("{}: {}", self.endpoint_label(), without_url(&e))))?;
+            resp.json().await.map_err(|e| ChainError::Transport(kind_of(&e), format!("{}: {}", self.endpoint_label(), without_url(&e))))?;
         let answers = match answers {
             Value::Array(a) => a,
             // Some nodes answer a batch with a single error object (e.g. batch too large).
@@ -109,6 +116,10 @@ fn rpc_error(a: &Value) -> Option<ChainError> {
         code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
         message: e.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
     })
+}
+
+fn kind_of(e: &reqwest::Error) -> TransportKind {
+    if e.is_timeout() { TransportKind::Timeout } else { TransportKind::Other }
 }
 
 /// reqwest errors print the URL, which may carry a provider's API key.

@@ -31,12 +31,36 @@ pub struct BlockReceipts {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChainError {
     /// Connection refused, reset, timed out, 5xx, 429: the call may or may not have landed.
-    #[error("rpc transport error: {0}")]
-    Transport(String),
+    #[error("rpc transport error: {1}")]
+    Transport(TransportKind, String),
     #[error("node returned a malformed answer: {0}")]
     Malformed(String),
     #[error("node rejected the call: {code} {message}")]
     Rpc { code: i64, message: String },
+}
+
+/// What kind of transport failure, decided where it happens (the HTTP client), so health
+/// accounting never parses messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP 429: the provider is rate-limiting us.
+    RateLimited,
+    /// HTTP 5xx.
+    ServerError,
+    Timeout,
+    /// Refused, reset, unreadable answers, no endpoint to ask.
+    Other,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::RateLimited => "rate_limited",
+            TransportKind::ServerError => "http_5xx",
+            TransportKind::Timeout => "timeout",
+            TransportKind::Other => "transport",
+        }
+    }
 }
 
 impl ChainError {
