@@ -47,3 +47,42 @@ if ! command -v promtool >/dev/null; then
     exit 1
   fi
 fi
+
+# The production profile's servers for the adapter tests, all on loopback.
+apt_install() {
+  # $1: command that must exist afterwards; rest: Debian packages.
+  local cmd="$1"; shift
+  command -v "$cmd" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tools: installing $* (apt-get)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@") >&2
+  else
+    echo "tools: $cmd is required (apt-get install -y $*)" >&2
+    exit 1
+  fi
+}
+apt_install redis-server redis-server
+export REDIS_SERVER_BIN="$(command -v redis-server)"
+
+pg_dir=""
+for v in 17 16 15; do
+  if [ -x "/usr/lib/postgresql/$v/bin/initdb" ]; then pg_dir="/usr/lib/postgresql/$v/bin"; break; fi
+done
+if [ -z "$pg_dir" ]; then
+  apt_install pg_config postgresql libpq-dev
+  pg_dir="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+fi
+[ -x "$pg_dir/initdb" ] || { echo "tools: PostgreSQL's initdb not found" >&2; exit 1; }
+export PG_BIN_DIR="$pg_dir"
+# diesel's PostgreSQL backend links libpq.
+[ -e /usr/include/postgresql/libpq-fe.h ] || apt_install pg_config libpq-dev
+
+# moto's server mode stands in for SQS and Secrets Manager (PyPI, in a venv of our own).
+moto_bin="$tools/venv/bin/moto_server"
+if [ ! -x "$moto_bin" ]; then
+  echo "tools: installing moto[server] from PyPI into $tools/venv" >&2
+  python3 -m venv "$tools/venv" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2
+fi
+[ -x "$moto_bin" ] || { echo "tools: moto_server did not install at $moto_bin" >&2; exit 1; }
+export MOTO_SERVER_BIN="$moto_bin"

@@ -1,10 +1,12 @@
 //! Adapters: the ports implemented over real systems. The embedded profile is SQLite for
 //! store, queues and balances, local keys, and any JSON-RPC node.
 
+pub mod aws;
 pub mod evm;
 pub mod pool;
 pub mod rpc;
 pub mod sqlite;
+pub mod sqs;
 
 use crate::stages::PortTypes;
 

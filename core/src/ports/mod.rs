@@ -283,6 +283,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Deletes processed messages. Called only after the database commit they depend on.
     fn ack(&self, queue: QueueName, receipts: Vec<String>) -> impl Future<Output = Result<(), QueueError>> + Send;
 
+    /// Keeps received messages hidden for `visibility` from now: the heartbeat of work that
+    /// may outlast the visibility timeout. A receipt of an older delivery does nothing.
+    fn extend(&self, queue: QueueName, receipts: Vec<String>, visibility: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
+
     fn stats(&self, queue: QueueName) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
 }
 

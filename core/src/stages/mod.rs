@@ -150,6 +150,32 @@ pub async fn apply<T: PortTypes>(
     Ok(won.into_iter().map(|(id, s)| (id, s.to)).collect())
 }
 
+/// Runs `work` on received messages while keeping them hidden: every third of the
+/// visibility timeout their visibility is extended, so a slow batch (a database under load,
+/// RPC failover) is not redelivered to another replica while it is still being worked.
+pub(crate) async fn with_heartbeat<T: PortTypes, F: std::future::Future>(
+    ports: &Ports<T>,
+    queue: QueueName,
+    receipts: Vec<String>,
+    visibility: std::time::Duration,
+    work: F,
+) -> F::Output {
+    let every = (visibility / 3).max(std::time::Duration::from_millis(100));
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = beat.tick() => {
+                match ports.queue.extend(queue, receipts.clone(), visibility).await {
+                    Ok(()) => tracing::debug!(queue = queue.as_str(), messages = receipts.len(), "visibility extended"),
+                    Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "extending visibility failed; messages may be redelivered"),
+                }
+            }
+        }
+    }
+}
+
 /// Notes that a stage finished a unit of work now: "no progress" alerts watch this.
 pub fn mark_processed(stage: &'static str) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);

@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 pub struct SenderConfig {
     pub batch: usize,
     pub visibility: Duration,
+    /// How long one receive waits for a first message (SQS long polling: up to 20 s).
+    pub wait: Duration,
 }
 
 impl Default for SenderConfig {
     fn default() -> Self {
-        Self { batch: 256, visibility: Duration::from_secs(30) }
+        Self { batch: 256, visibility: Duration::from_secs(30), wait: Duration::from_secs(1) }
     }
 }
 
@@ -58,11 +60,14 @@ impl<T: PortTypes> Sender<T> {
             }
             let got = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = self.ports.queue.receive(QueueName::Signed, self.cfg.batch, self.cfg.visibility, Duration::from_secs(1)) => r,
+                r = self.ports.queue.receive(QueueName::Signed, self.cfg.batch, self.cfg.visibility, self.cfg.wait) => r,
             };
             let result = match got {
                 Ok(d) if d.is_empty() => continue,
-                Ok(d) => self.process(d).await,
+                Ok(d) => {
+                    let receipts = d.iter().map(|m| m.receipt.clone()).collect();
+                    super::with_heartbeat(&self.ports, QueueName::Signed, receipts, self.cfg.visibility, self.process(d)).await
+                }
                 Err(e) => Err(e.into()),
             };
             match result {

@@ -17,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 pub struct SignerConfig {
     pub batch: usize,
     pub visibility: Duration,
+    /// How long one receive waits for a first message (SQS long polling: up to 20 s).
+    pub wait: Duration,
 }
 
 impl Default for SignerConfig {
     fn default() -> Self {
-        Self { batch: 256, visibility: Duration::from_secs(30) }
+        Self { batch: 256, visibility: Duration::from_secs(30), wait: Duration::from_secs(1) }
     }
 }
 
@@ -106,11 +108,14 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             }
             let got = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = self.ports.queue.receive(QueueName::Requests, self.cfg.batch, self.cfg.visibility, Duration::from_secs(1)) => r,
+                r = self.ports.queue.receive(QueueName::Requests, self.cfg.batch, self.cfg.visibility, self.cfg.wait) => r,
             };
             let result = match got {
                 Ok(d) if d.is_empty() => continue,
-                Ok(d) => self.process(d).await,
+                Ok(d) => {
+                    let receipts = d.iter().map(|m| m.receipt.clone()).collect();
+                    super::with_heartbeat(&self.ports, QueueName::Requests, receipts, self.cfg.visibility, self.process(d)).await
+                }
                 Err(e) => Err(e.into()),
             };
             match result {

@@ -2,6 +2,7 @@
 
 mod pipeline;
 mod sqlite;
+mod sqs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -51,6 +51,27 @@ async fn queue_hides_redelivers_and_acks_by_delivery() {
 }
 
 #[tokio::test]
+async fn queue_heartbeat_keeps_a_message_hidden_and_ignores_stale_receipts() {
+    let (_d, db) = db();
+    let clock = ManualClock::new(1_000_000);
+    let q = SqliteQueue::new(db, clock.clone(), 5);
+    q.send(QueueName::Requests, vec!["slow".into()]).await.unwrap();
+    let got = q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap();
+    for _ in 0..4 {
+        clock.advance_ms(20_000);
+        q.extend(QueueName::Requests, vec![got[0].receipt.clone()], VIS).await.unwrap();
+        assert!(q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap().is_empty(), "hidden while beating");
+    }
+    clock.advance_ms(30_001);
+    let again = q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1, "back once the heartbeat stops");
+    // The first delivery's receipt must not extend the second delivery.
+    q.extend(QueueName::Requests, vec![got[0].receipt.clone()], Duration::from_secs(3600)).await.unwrap();
+    clock.advance_ms(30_001);
+    assert_eq!(q.receive(QueueName::Requests, 10, VIS, Duration::ZERO).await.unwrap().len(), 1, "a stale receipt extended nothing");
+}
+
+#[tokio::test]
 async fn queue_redrives_to_dead_letter_after_max_receives() {
     let (_d, db) = db();
     let clock = ManualClock::new(1_000_000);

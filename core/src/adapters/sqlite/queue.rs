@@ -189,6 +189,32 @@ impl Queue for SqliteQueue {
             .map_err(to_queue_err)
     }
 
+    async fn extend(&self, _queue: QueueName, receipts: Vec<String>, visibility: Duration) -> Result<(), QueueError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let parsed: Vec<(i64, i32)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        if parsed.len() != receipts.len() {
+            return Err(QueueError::Failed("malformed receipt handle".into()));
+        }
+        let until = self.clock.now_ms() + visibility.as_millis() as i64;
+        self.db
+            .write(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    for (id, count) in &parsed {
+                        diesel::update(
+                            queue_messages::table.filter(queue_messages::id.eq(id)).filter(queue_messages::receive_count.eq(count)),
+                        )
+                        .set(queue_messages::visible_at.eq(until))
+                        .execute(conn)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(to_queue_err)
+    }
+
     async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
         let now = self.clock.now_ms();
         self.db

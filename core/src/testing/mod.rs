@@ -1,5 +1,8 @@
 //! Test harness shared by the workspace's tests: a real anvil on a loopback port chosen by
 //! the OS, stopped when dropped, and a raw JSON-RPC helper for checks and chain controls.
+//! `servers` starts the production profile's real servers the same way.
+
+pub mod servers;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
