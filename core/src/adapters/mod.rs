@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod evm;
 pub mod pool;
+pub mod redis_balances;
 pub mod rpc;
 pub mod sqlite;
 pub mod sqs;

@@ -1,6 +1,7 @@
 //! Integration tests of withdraw-core's adapters and stages against real servers.
 
 mod pipeline;
+mod redis;
 mod sqlite;
 mod sqs;
 

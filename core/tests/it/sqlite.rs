@@ -4,7 +4,7 @@ use super::ManualClock;
 use alloy::primitives::{Address, U256};
 use std::sync::Arc;
 use std::time::Duration;
-use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteQueue, SqliteStore};
 use withdraw_core::domain::{Amount, WithdrawalId};
 use withdraw_core::ports::*;
 
@@ -102,64 +102,8 @@ async fn queue_long_poll_wakes_on_send() {
     assert!(t.elapsed() < Duration::from_secs(5), "receiver should wake on send, not wait out the poll");
 }
 
-fn eth(s: &str) -> Amount {
-    Amount::parse_positive(s, 18).unwrap()
-}
-
 fn wid(n: u32) -> WithdrawalId {
     WithdrawalId::parse(&format!("00000000-0000-7000-8000-{n:012}")).unwrap()
-}
-
-fn res(n: u32, user: &str, amount: &str) -> Reservation {
-    Reservation { withdrawal_id: wid(n), user_id: user.into(), asset: "ETH".into(), amount: eth(amount) }
-}
-
-#[tokio::test]
-async fn concurrent_reservations_cannot_overdraw() {
-    let (_d, db) = db();
-    let b = SqliteBalances::new(db, Arc::new(SystemClock));
-    b.credit("alice", "ETH", eth("1")).await.unwrap();
-    let mut tasks = Vec::new();
-    for n in 0..40 {
-        let b = b.clone();
-        tasks.push(tokio::spawn(async move { b.reserve(vec![res(n, "alice", "0.1")]).await.unwrap().remove(0) }));
-    }
-    let mut reserved = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            ReserveOutcome::Reserved => reserved += 1,
-            ReserveOutcome::Insufficient { .. } => {}
-            ReserveOutcome::AlreadyReserved => panic!("distinct ids"),
-        }
-    }
-    assert_eq!(reserved, 10);
-    let bal = b.get("alice", "ETH").await.unwrap();
-    assert_eq!(bal.reserved, eth("1"));
-    assert_eq!(bal.available(), Amount::ZERO);
-}
-
-#[tokio::test]
-async fn reserve_commit_release_are_idempotent() {
-    let (_d, db) = db();
-    let b = SqliteBalances::new(db, Arc::new(SystemClock));
-    b.credit("bob", "ETH", eth("1")).await.unwrap();
-    assert_eq!(
-        b.reserve(vec![res(1, "bob", "0.3"), res(2, "bob", "0.3")]).await.unwrap(),
-        [ReserveOutcome::Reserved, ReserveOutcome::Reserved]
-    );
-    assert_eq!(b.reserve(vec![res(1, "bob", "0.3")]).await.unwrap(), [ReserveOutcome::AlreadyReserved]);
-    b.commit(vec![wid(1)]).await.unwrap();
-    b.commit(vec![wid(1)]).await.unwrap();
-    b.release(vec![wid(1)]).await.unwrap(); // committed: release must not touch it
-    b.release(vec![wid(2)]).await.unwrap();
-    b.release(vec![wid(2)]).await.unwrap();
-    b.release(vec![wid(99)]).await.unwrap(); // never reserved
-    let bal = b.get("bob", "ETH").await.unwrap();
-    assert_eq!((bal.credited, bal.reserved, bal.spent), (eth("1"), Amount::ZERO, eth("0.3")));
-    assert_eq!(bal.available(), eth("0.7"));
-    // A released reservation can be taken again (an INVALID withdrawal reprocessed).
-    assert_eq!(b.reserve(vec![res(2, "bob", "0.3")]).await.unwrap(), [ReserveOutcome::Reserved]);
-    assert_eq!(b.reserve(vec![res(3, "bob", "0.5")]).await.unwrap(), [ReserveOutcome::Insufficient { available: eth("0.4") }]);
 }
 
 fn new_w(n: u32, key: &str, hash: &str) -> NewWithdrawal {

@@ -1,0 +1,368 @@
+//! User balances on Redis (ElastiCache), with reserve, commit and release as Lua scripts.
+//!
+//! A script runs atomically on the server, so "available >= amount, then reserve" cannot
+//! interleave with another caller's check, however many intake or signer replicas there
+//! are. Every operation is idempotent per withdrawal id: a reservation is a hash of its
+//! own (`state` reserved / committed / released), and a repeat finds it there.
+//!
+//! Amounts are base units up to 2^256, far past the 2^53 a Lua number holds exactly, so
+//! the scripts keep them as decimal strings and do digit arithmetic on them.
+//!
+//! Keys: `wd:bal:<len>:<user>:<asset>` (hash: credited, reserved, spent) and
+//! `wd:res:<withdrawal id>` (hash: user, asset, amount, state). The user id's length is in
+//! the key so that no (user, asset) pair can collide with another. Commit and release find
+//! the balance key from the reservation, inside the script: that needs every key on one
+//! shard, i.e. a non-cluster-mode (primary + replicas) ElastiCache group.
+
+use crate::domain::{Amount, WithdrawalId};
+use crate::ports::{Balance, BalanceError, Balances, Reservation, ReserveOutcome};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Decimal-string arithmetic shared by the scripts. Inputs are canonical (no sign, no
+/// leading zeros, "0" for zero); results are too.
+const LUA_DECIMAL: &str = r#"
+local U256_MAX = "115792089237316195423570985008687907853269984665640564039457584007913129639935"
+local function cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function strip(s)
+  s = string.gsub(s, "^0+", "")
+  if s == "" then return "0" end
+  return s
+end
+local function add(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry
+    if i > 0 then d = d + string.byte(a, i) - 48; i = i - 1 end
+    if j > 0 then d = d + string.byte(b, j) - 48; j = j - 1 end
+    out[#out + 1] = string.char(48 + d % 10)
+    carry = math.floor(d / 10)
+  end
+  local s = strip(string.reverse(table.concat(out)))
+  if cmp(s, U256_MAX) > 0 then return redis.error_reply("OVERFLOW") end
+  return s
+end
+-- a - b, or "0" when b > a (available never goes negative).
+local function sub(a, b)
+  if cmp(a, b) <= 0 then return "0" end
+  local out, borrow, i, j = {}, 0, #a, #b
+  while i > 0 do
+    local d = string.byte(a, i) - 48 - borrow
+    if j > 0 then d = d - (string.byte(b, j) - 48); j = j - 1 end
+    if d < 0 then d = d + 10; borrow = 1 else borrow = 0 end
+    out[#out + 1] = string.char(48 + d)
+    i = i - 1
+  end
+  return strip(string.reverse(table.concat(out)))
+end
+local function field(key, name)
+  local v = redis.call("HGET", key, name)
+  if not v then return "0" end
+  return v
+end
+local function checked(v)
+  if type(v) == "table" then error(v.err) end
+  return v
+end
+"#;
+
+/// KEYS: reservation key, balance key per item. ARGV: user, asset, amount per item.
+/// Returns per item "reserved", "already" or "insufficient:<available>".
+const LUA_RESERVE: &str = r#"
+local out = {}
+for i = 1, #KEYS / 2 do
+  local res, bal = KEYS[2 * i - 1], KEYS[2 * i]
+  local user, asset, amount = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local state = redis.call("HGET", res, "state")
+  if state == "reserved" or state == "committed" then
+    out[i] = "already"
+  else
+    local reserved = field(bal, "reserved")
+    local available = sub(sub(field(bal, "credited"), reserved), field(bal, "spent"))
+    if cmp(available, amount) < 0 then
+      out[i] = "insufficient:" .. available
+    else
+      redis.call("HSET", bal, "reserved", checked(add(reserved, amount)))
+      redis.call("HSET", res, "user", user, "asset", asset, "amount", amount, "state", "reserved")
+      out[i] = "reserved"
+    end
+  end
+end
+return out
+"#;
+
+/// KEYS: reservation keys. ARGV[1]: "commit" or "release". Settles reservations still
+/// `reserved`; anything else is left alone. Returns how many were settled.
+const LUA_SETTLE: &str = r#"
+local commit = ARGV[1] == "commit"
+local n = 0
+for i = 1, #KEYS do
+  local r = redis.call("HMGET", KEYS[i], "user", "asset", "amount", "state")
+  if r[4] == "reserved" then
+    local bal = "wd:bal:" .. #r[1] .. ":" .. r[1] .. ":" .. r[2]
+    redis.call("HSET", bal, "reserved", sub(field(bal, "reserved"), r[3]))
+    if commit then
+      redis.call("HSET", bal, "spent", checked(add(field(bal, "spent"), r[3])))
+      redis.call("HSET", KEYS[i], "state", "committed")
+    else
+      redis.call("HSET", KEYS[i], "state", "released")
+    end
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// KEYS[1]: balance key. ARGV[1]: field, ARGV[2]: amount. Adds to one field.
+const LUA_ADD: &str = r#"
+redis.call("HSET", KEYS[1], ARGV[1], checked(add(field(KEYS[1], ARGV[1]), ARGV[2])))
+return redis.call("HMGET", KEYS[1], "credited", "reserved", "spent")
+"#;
+
+/// KEYS[1]: balance key. ARGV[1]: field, ARGV[2]: the value it must have (reconcile).
+const LUA_SET: &str = r#"
+local before = field(KEYS[1], ARGV[1])
+redis.call("HSET", KEYS[1], ARGV[1], ARGV[2])
+return before
+"#;
+
+pub fn balance_key(user: &str, asset: &str) -> String {
+    format!("wd:bal:{}:{user}:{asset}", user.len())
+}
+
+pub fn reservation_key(id: &WithdrawalId) -> String {
+    format!("wd:res:{id}")
+}
+
+struct Scripts {
+    reserve: Script,
+    settle: Script,
+    add: Script,
+    set: Script,
+}
+
+#[derive(Clone)]
+pub struct RedisBalances {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RedisBalances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBalances").finish_non_exhaustive()
+    }
+}
+
+fn redis_err(what: &str, e: RedisError) -> BalanceError {
+    let msg = format!("Redis {what}: {e}");
+    if e.to_string().contains("OVERFLOW") {
+        return BalanceError::Failed(format!("Redis {what}: balance arithmetic overflow"));
+    }
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() {
+        BalanceError::Unavailable(msg)
+    } else {
+        BalanceError::Failed(msg)
+    }
+}
+
+fn parse_amount(s: &str, what: &str) -> Result<Amount, BalanceError> {
+    Amount::from_base_units(s).ok_or_else(|| BalanceError::Failed(format!("Redis holds a malformed {what}: {s:?}")))
+}
+
+fn balance_of(v: Vec<Option<String>>) -> Result<Balance, BalanceError> {
+    let get = |i: usize, what: &str| parse_amount(v.get(i).cloned().flatten().as_deref().unwrap_or("0"), what);
+    Ok(Balance { credited: get(0, "credited")?, reserved: get(1, "reserved")?, spent: get(2, "spent")? })
+}
+
+impl RedisBalances {
+    /// Connects (failing within seconds if Redis does not answer) and checks with a PING.
+    pub async fn connect(url: &str) -> Result<Self, BalanceError> {
+        let client = redis::Client::open(url).map_err(|e| BalanceError::Failed(format!("Redis URL is not valid: {e}")))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager_with_config(cfg))
+            .await
+            .map_err(|_| BalanceError::Unavailable("Redis did not answer within 10 s".into()))?
+            .map_err(|e| redis_err("connect", e))?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| redis_err("PING", e))?;
+        let with = |body: &str| Script::new(&format!("{LUA_DECIMAL}\n{body}"));
+        let scripts = Scripts { reserve: with(LUA_RESERVE), settle: with(LUA_SETTLE), add: with(LUA_ADD), set: with(LUA_SET) };
+        Ok(Self { conn, scripts: Arc::new(scripts) })
+    }
+
+    /// Readiness: Redis answers a PING.
+    pub async fn ping(&self) -> Result<(), BalanceError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| redis_err("PING", e))?;
+        Ok(())
+    }
+
+    /// Sets one balance field to what the database's journal says it must be; returns the
+    /// value it had. For `withdrawd balances reconcile`.
+    pub async fn set_field(&self, user: &str, asset: &str, field: BalanceField, value: Amount) -> Result<Amount, BalanceError> {
+        let mut conn = self.conn.clone();
+        let before: String = self
+            .scripts
+            .set
+            .key(balance_key(user, asset))
+            .arg(field.as_str())
+            .arg(value.base_units())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_err("reconcile", e))?;
+        parse_amount(&before, field.as_str())
+    }
+
+    /// Every (user, asset) with a balance hash: what reconcile compares.
+    pub async fn balance_keys(&self) -> Result<Vec<(String, String)>, BalanceError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("wd:bal:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_err("SCAN", e))?;
+            out.extend(keys.iter().filter_map(|k| split_balance_key(k)));
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn split_balance_key(k: &str) -> Option<(String, String)> {
+    let rest = k.strip_prefix("wd:bal:")?;
+    let (len, rest) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let user = rest.get(..len)?;
+    let asset = rest.get(len..)?.strip_prefix(':')?;
+    Some((user.to_owned(), asset.to_owned()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceField {
+    Reserved,
+    Spent,
+}
+
+impl BalanceField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BalanceField::Reserved => "reserved",
+            BalanceField::Spent => "spent",
+        }
+    }
+}
+
+impl Balances for RedisBalances {
+    async fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
+        let mut conn = self.conn.clone();
+        let v: Vec<Option<String>> = self
+            .scripts
+            .add
+            .key(balance_key(user_id, asset))
+            .arg("credited")
+            .arg(amount.base_units())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| match redis_err("credit", e) {
+                BalanceError::Failed(m) if m.contains("overflow") => BalanceError::Overflow(user_id.to_owned()),
+                other => other,
+            })?;
+        balance_of(v)
+    }
+
+    async fn reserve(&self, batch: Vec<Reservation>) -> Result<Vec<ReserveOutcome>, BalanceError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        for r in &batch {
+            inv.key(reservation_key(&r.withdrawal_id))
+                .key(balance_key(&r.user_id, &r.asset))
+                .arg(&r.user_id)
+                .arg(&r.asset)
+                .arg(r.amount.base_units());
+        }
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(|e| redis_err("reserve", e))?;
+        if out.len() != batch.len() {
+            return Err(BalanceError::Failed(format!("Redis reserve answered {} outcomes for {} requests", out.len(), batch.len())));
+        }
+        out.iter()
+            .map(|o| match o.as_str() {
+                "reserved" => Ok(ReserveOutcome::Reserved),
+                "already" => Ok(ReserveOutcome::AlreadyReserved),
+                other => match other.strip_prefix("insufficient:") {
+                    Some(a) => Ok(ReserveOutcome::Insufficient { available: parse_amount(a, "available amount")? }),
+                    None => Err(BalanceError::Failed(format!("Redis reserve answered {other:?}"))),
+                },
+            })
+            .collect()
+    }
+
+    async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+        self.settle(ids, "commit").await
+    }
+
+    async fn release(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+        self.settle(ids, "release").await
+    }
+
+    async fn get(&self, user_id: &str, asset: &str) -> Result<Balance, BalanceError> {
+        let mut conn = self.conn.clone();
+        let v: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(balance_key(user_id, asset))
+            .arg("credited")
+            .arg("reserved")
+            .arg("spent")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_err("HMGET", e))?;
+        balance_of(v)
+    }
+}
+
+impl RedisBalances {
+    async fn settle(&self, ids: Vec<WithdrawalId>, how: &str) -> Result<(), BalanceError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.scripts.settle.prepare_invoke();
+        for id in &ids {
+            inv.key(reservation_key(id));
+        }
+        inv.arg(how);
+        let mut conn = self.conn.clone();
+        let _settled: i64 = inv.invoke_async(&mut conn).await.map_err(|e| redis_err(how, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balance_keys_cannot_collide_and_split_back() {
+        assert_ne!(balance_key("a:b", "c"), balance_key("a", "b:c"));
+        assert_eq!(split_balance_key(&balance_key("a:b", "c")), Some(("a:b".into(), "c".into())));
+        assert_eq!(split_balance_key(&balance_key("a", "b:c")), Some(("a".into(), "b:c".into())));
+        assert_eq!(split_balance_key("wd:bal:9:short:x"), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! The balance contract run against both backends (SQLite and a real redis-server), plus
+//! what only Redis has: Lua decimal arithmetic far past 2^53, restarts, and outages.
+
+use alloy::primitives::U256;
+use std::sync::Arc;
+use std::time::Duration;
+use withdraw_core::adapters::redis_balances::RedisBalances;
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances};
+use withdraw_core::domain::{Amount, WithdrawalId};
+use withdraw_core::ports::*;
+use withdraw_core::testing::servers::Redis;
+
+fn wid(n: u32) -> WithdrawalId {
+    WithdrawalId::parse(&format!("00000000-0000-7000-8000-{n:012}")).unwrap()
+}
+
+fn units(s: &str) -> Amount {
+    Amount::from_base_units(s).unwrap()
+}
+
+fn res(n: u32, user: &str, amount: &str) -> Reservation {
+    Reservation { withdrawal_id: wid(n), user_id: user.into(), asset: "ETH".into(), amount: units(amount) }
+}
+
+async fn redis() -> (Redis, RedisBalances) {
+    let server = Redis::start();
+    let b = RedisBalances::connect(&server.url).await.expect("connect");
+    (server, b)
+}
+
+fn sqlite() -> (tempfile::TempDir, SqliteBalances) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    (dir, SqliteBalances::new(db, Arc::new(SystemClock)))
+}
+
+/// Many callers at once, each reserving 1/10 of the balance: exactly ten win.
+async fn concurrent_callers_cannot_overdraw<B: Balances + Clone>(b: B) {
+    let big = "1000000000000000000000000000000"; // 10^30: far past 2^64
+    b.credit("alice", "ETH", units(big)).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..40u32 {
+        let b = b.clone();
+        // Batches of two, overlapping, so one script sees several reservations.
+        tasks.push(tokio::spawn(async move {
+            b.reserve(vec![
+                res(1000 + n, "alice", "100000000000000000000000000000"),
+                res(1000 + n, "alice", "100000000000000000000000000000"),
+            ])
+            .await
+            .unwrap()
+        }));
+    }
+    let mut reserved = 0;
+    for t in tasks {
+        let out = t.await.unwrap();
+        match out[0] {
+            ReserveOutcome::Reserved => {
+                reserved += 1;
+                assert_eq!(out[1], ReserveOutcome::AlreadyReserved, "the same id twice in a batch reserves once");
+            }
+            ReserveOutcome::Insufficient { .. } => {}
+            ReserveOutcome::AlreadyReserved => panic!("distinct ids"),
+        }
+    }
+    assert_eq!(reserved, 10);
+    let bal = b.get("alice", "ETH").await.unwrap();
+    assert_eq!((bal.reserved, bal.available()), (units(big), Amount::ZERO));
+}
+
+async fn reserve_commit_release_are_idempotent<B: Balances>(b: B) {
+    b.credit("bob", "ETH", units("1000")).await.unwrap();
+    assert_eq!(
+        b.reserve(vec![res(1, "bob", "300"), res(2, "bob", "300")]).await.unwrap(),
+        [ReserveOutcome::Reserved, ReserveOutcome::Reserved]
+    );
+    assert_eq!(b.reserve(vec![res(1, "bob", "300")]).await.unwrap(), [ReserveOutcome::AlreadyReserved]);
+    assert_eq!(b.reserve(vec![res(3, "bob", "500")]).await.unwrap(), [ReserveOutcome::Insufficient { available: units("400") }]);
+    b.commit(vec![wid(1)]).await.unwrap();
+    b.commit(vec![wid(1)]).await.unwrap();
+    b.release(vec![wid(1)]).await.unwrap(); // committed: release must not touch it
+    b.release(vec![wid(2)]).await.unwrap();
+    b.release(vec![wid(2)]).await.unwrap();
+    b.release(vec![wid(99)]).await.unwrap(); // never reserved
+    let bal = b.get("bob", "ETH").await.unwrap();
+    assert_eq!((bal.credited, bal.reserved, bal.spent), (units("1000"), Amount::ZERO, units("300")));
+    // A released reservation can be taken again (an INVALID withdrawal reprocessed); a
+    // committed one cannot.
+    assert_eq!(b.reserve(vec![res(2, "bob", "300")]).await.unwrap(), [ReserveOutcome::Reserved]);
+    assert_eq!(b.reserve(vec![res(1, "bob", "300")]).await.unwrap(), [ReserveOutcome::AlreadyReserved]);
+    assert_eq!(b.get("bob", "ETH").await.unwrap().available(), units("400"));
+    // Other users and assets are untouched, including look-alike keys.
+    assert_eq!(b.get("bo", "bETH").await.unwrap(), Balance::default());
+}
+
+async fn credit_past_u256_is_refused_and_changes_nothing<B: Balances>(b: B) {
+    b.credit("carol", "ETH", Amount(U256::MAX - U256::from(5u8))).await.unwrap();
+    let err = b.credit("carol", "ETH", units("6")).await.expect_err("overflow");
+    assert!(matches!(err, BalanceError::Overflow(_) | BalanceError::Failed(_)), "{err}");
+    assert_eq!(b.get("carol", "ETH").await.unwrap().credited, Amount(U256::MAX - U256::from(5u8)));
+    b.credit("carol", "ETH", units("5")).await.unwrap();
+    assert_eq!(b.get("carol", "ETH").await.unwrap().credited, Amount(U256::MAX));
+}
+
+#[tokio::test]
+async fn sqlite_balance_contract() {
+    let (_d, b) = sqlite();
+    concurrent_callers_cannot_overdraw(b.clone()).await;
+    reserve_commit_release_are_idempotent(b.clone()).await;
+    credit_past_u256_is_refused_and_changes_nothing(b).await;
+}
+
+#[tokio::test]
+async fn redis_balance_contract() {
+    let (_s, b) = redis().await;
+    concurrent_callers_cannot_overdraw(b.clone()).await;
+    reserve_commit_release_are_idempotent(b.clone()).await;
+    credit_past_u256_is_refused_and_changes_nothing(b).await;
+}
+
+/// The scripts' decimal-string arithmetic against U256, on random amounts of every size.
+#[tokio::test]
+async fn lua_decimal_arithmetic_matches_u256() {
+    use rand::{Rng, SeedableRng};
+    let (_s, b) = redis().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut n = 0u32;
+    for user in 0..40 {
+        let user = format!("u{user}");
+        let digits = rng.gen_range(1..=76);
+        let mut credit = U256::ZERO;
+        for _ in 0..3 {
+            let c: String = (0..digits).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect();
+            let c = U256::from_str_radix(&c, 10).unwrap();
+            credit += c;
+            b.credit(&user, "ETH", Amount(c)).await.unwrap();
+        }
+        let (mut reserved, mut spent) = (U256::ZERO, U256::ZERO);
+        for _ in 0..6 {
+            n += 1;
+            let want = credit / U256::from(rng.gen_range(2..9u8)) + U256::from(rng.gen_range(0..1000u32));
+            let out = b
+                .reserve(vec![Reservation { withdrawal_id: wid(n), user_id: user.clone(), asset: "ETH".into(), amount: Amount(want) }])
+                .await
+                .unwrap();
+            let available = credit - reserved - spent;
+            if want <= available {
+                assert_eq!(out, [ReserveOutcome::Reserved]);
+                if rng.gen_bool(0.5) {
+                    b.commit(vec![wid(n)]).await.unwrap();
+                    spent += want;
+                } else {
+                    reserved += want;
+                }
+            } else {
+                assert_eq!(out, [ReserveOutcome::Insufficient { available: Amount(available) }]);
+            }
+        }
+        let bal = b.get(&user, "ETH").await.unwrap();
+        assert_eq!((bal.credited, bal.reserved, bal.spent), (Amount(credit), Amount(reserved), Amount(spent)), "{user}");
+    }
+}
+
+#[tokio::test]
+async fn a_restart_keeps_reservations_and_an_outage_is_unavailable() {
+    let (mut server, b) = redis().await;
+    b.credit("dave", "ETH", units("100")).await.unwrap();
+    assert_eq!(b.reserve(vec![res(1, "dave", "60")]).await.unwrap(), [ReserveOutcome::Reserved]);
+
+    server.kill();
+    let err = b.reserve(vec![res(2, "dave", "10")]).await.expect_err("redis is down");
+    assert!(matches!(err, BalanceError::Unavailable(_)), "{err}");
+    assert!(withdraw_core::stages::StageError::from(err).is_retryable(), "the stage retries instead of failing the withdrawal");
+
+    server.start_again();
+    // The connection manager reconnects; the acknowledged reservation survived.
+    let again = withdraw_core::testing::eventually(Duration::from_secs(15), "redis reconnect", || async {
+        b.reserve(vec![res(1, "dave", "60")]).await.ok()
+    })
+    .await;
+    assert_eq!(again, [ReserveOutcome::AlreadyReserved]);
+    assert_eq!(b.get("dave", "ETH").await.unwrap().available(), units("40"));
+}
+
+#[tokio::test]
+async fn connect_to_nothing_fails_fast_with_a_clear_error() {
+    let port = withdraw_core::testing::servers::free_port();
+    let t = std::time::Instant::now();
+    let err = RedisBalances::connect(&format!("redis://127.0.0.1:{port}/")).await.expect_err("nothing listens");
+    assert!(matches!(err, BalanceError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("Redis"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+    let err = RedisBalances::connect("not a url").await.expect_err("bad url");
+    assert!(err.to_string().contains("Redis URL"), "{err}");
+}
