@@ -271,6 +271,19 @@ impl LocalKeys {
         let order: Vec<Address> = signers.iter().map(|s| s.address()).collect();
         LocalKeys { signers: signers.into_iter().map(|s| (s.address(), s)).collect(), order }
     }
+
+    /// Adds `other`'s keys (a key already held is replaced by its newer copy); returns the
+    /// wallets that are new.
+    pub fn merge(&mut self, other: LocalKeys) -> Vec<Address> {
+        let mut added = Vec::new();
+        for (addr, s) in other.signers {
+            if self.signers.insert(addr, s).is_none() {
+                self.order.push(addr);
+                added.push(addr);
+            }
+        }
+        added
+    }
 }
 
 impl Keys for LocalKeys {

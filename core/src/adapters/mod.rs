@@ -6,6 +6,7 @@ pub mod evm;
 pub mod pool;
 pub mod redis_balances;
 pub mod rpc;
+pub mod secrets;
 pub mod sqlite;
 pub mod sqs;
 

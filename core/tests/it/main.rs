@@ -2,6 +2,7 @@
 
 mod pipeline;
 mod redis;
+mod secrets;
 mod sqlite;
 mod sqs;
 
