@@ -34,6 +34,12 @@ pub struct Config {
     pub signer: SignerConfig,
     pub sender: SenderConfig,
     pub tracker: TrackerConfig,
+    /// Where user balances live.
+    #[serde(default)]
+    pub balances: BalancesConfig,
+    /// AWS clients (SQS, Secrets Manager).
+    #[serde(default)]
+    pub aws: AwsConfig,
     /// Health and metrics listener of the signer, sender and tracker roles.
     pub health_listen: SocketAddr,
 }
@@ -49,8 +55,66 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct QueuesConfig {
     pub visibility_timeout_secs: u64,
-    /// Deliveries before a message is redriven to its dead-letter queue.
+    /// Deliveries before a message is redriven to its dead-letter queue. With SQS the
+    /// queues' redrive policy decides (`withdrawd queues ensure` sets it from this).
     pub max_receives: u32,
+    #[serde(default)]
+    pub backend: QueueBackend,
+    /// The queue URLs when `backend = "sqs"`.
+    #[serde(default)]
+    pub sqs: Option<SqsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// Queue tables in the SQLite file.
+    #[default]
+    Sqlite,
+    Sqs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsConfig {
+    pub requests_url: String,
+    pub signed_url: String,
+    pub invalid_dlq_url: String,
+    pub tx_dlq_url: String,
+    /// Long-poll wait of each receive (1-20 s).
+    #[serde(default = "twenty")]
+    pub wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BalanceBackend {
+    /// Balance tables in the SQLite file.
+    #[default]
+    Sqlite,
+    Redis,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancesConfig {
+    #[serde(default)]
+    pub backend: BalanceBackend,
+    /// `redis://[:password@]host:port/db` (or `rediss://` for TLS); a secret, since the URL
+    /// may carry the password.
+    #[serde(default)]
+    pub redis_url: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Else the SDK's default (`AWS_REGION`, the instance's region).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A stand-in endpoint (moto, LocalStack) for dev and tests.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +274,13 @@ pub struct SignerConfig {
     /// More hot wallets besides `key`: each is its own nonce lane, sharing the load.
     #[serde(default)]
     pub extra_keys: Vec<SecretRef>,
+    /// AWS Secrets Manager secret ids (or ARNs), one per hot wallet, each holding a hex
+    /// key or `{"private_key": "0x…"}`; instead of `key`/`keystore`.
+    #[serde(default)]
+    pub secrets_manager_ids: Vec<String>,
+    /// How often those secrets are read again (rotation).
+    #[serde(default = "three_hundred")]
+    pub secrets_ttl_secs: u64,
     /// Dev only: sign with anvil's dev accounts.
     #[serde(default)]
     pub use_anvil_dev_key: bool,
@@ -254,6 +325,14 @@ pub struct DevOverrides {
     pub hot_wallets: Option<usize>,
 }
 
+fn twenty() -> u64 {
+    20
+}
+
+fn three_hundred() -> u64 {
+    300
+}
+
 fn one() -> usize {
     1
 }
@@ -288,7 +367,7 @@ impl Config {
         Config {
             data_dir: PathBuf::from(".withdrawd"),
             database: DatabaseConfig { sqlite_path: PathBuf::from("withdrawd.db") },
-            queues: QueuesConfig { visibility_timeout_secs: 30, max_receives: 5 },
+            queues: QueuesConfig { visibility_timeout_secs: 30, max_receives: 5, backend: QueueBackend::Sqlite, sqs: None },
             chains: vec![ChainConfig {
                 chain_id: 31337,
                 rpc_url: Some("http://127.0.0.1:8545".into()),
@@ -335,6 +414,8 @@ impl Config {
                 keystore_password: None,
                 key: None,
                 extra_keys: Vec::new(),
+                secrets_manager_ids: Vec::new(),
+                secrets_ttl_secs: 300,
                 use_anvil_dev_key: true,
                 anvil_dev_wallets: 1,
                 stuck_after_secs: 60,
@@ -343,6 +424,8 @@ impl Config {
             },
             sender: SenderConfig { batch: 256 },
             tracker: TrackerConfig { confirmations: 1, poll_ms: 200, reconcile_every_secs: 5, stale_after_secs: 60 },
+            balances: BalancesConfig::default(),
+            aws: AwsConfig::default(),
             health_listen: "127.0.0.1:8082".parse().expect("static address"),
         }
     }
@@ -444,6 +527,20 @@ impl Config {
         if self.signer.use_anvil_dev_key && !(1..=ANVIL_DEV_KEYS.len()).contains(&self.signer.anvil_dev_wallets) {
             bail!("signer.anvil_dev_wallets must be 1-{} (got {})", ANVIL_DEV_KEYS.len(), self.signer.anvil_dev_wallets);
         }
+        // A missing [queues.sqs] is checked where the queues are opened: `withdrawd queues
+        // ensure` runs before the URLs exist.
+        if let Some(s) = &self.queues.sqs
+            && !(1..=20).contains(&s.wait_secs)
+        {
+            bail!("queues.sqs.wait_secs must be 1-20 (SQS's limit)");
+        }
+        if self.balances.backend == BalanceBackend::Redis && self.balances.redis_url.is_none() {
+            bail!("balances.backend is \"redis\" but balances.redis_url is not set");
+        }
+        let key_sources = [self.signer.keystore.is_some(), self.signer.key.is_some(), !self.signer.secrets_manager_ids.is_empty()];
+        if key_sources.iter().filter(|s| **s).count() > 1 {
+            bail!("signer: set only one of keystore, key and secrets_manager_ids");
+        }
         if self.signer.nonce_check_secs == 0 {
             bail!("signer.nonce_check_secs must be at least 1");
         }
@@ -529,9 +626,16 @@ pub fn resolve_secret(what: &str, r: &SecretRef) -> Result<Zeroizing<String>> {
 pub enum KeyMaterial {
     Hex(Vec<Zeroizing<String>>),
     Keystore { path: PathBuf, password: Zeroizing<String> },
+    SecretsManager { ids: Vec<String>, ttl: std::time::Duration },
 }
 
 pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
+    if !cfg.secrets_manager_ids.is_empty() {
+        return Ok(KeyMaterial::SecretsManager {
+            ids: cfg.secrets_manager_ids.clone(),
+            ttl: std::time::Duration::from_secs(cfg.secrets_ttl_secs.max(1)),
+        });
+    }
     if let Some(path) = &cfg.keystore {
         let pw = cfg.keystore_password.as_ref().context("signer.keystore is set but signer.keystore_password is not")?;
         return Ok(KeyMaterial::Keystore { path: path.clone(), password: resolve_secret("keystore password", pw)? });

@@ -54,8 +54,25 @@ enum Command {
     },
     /// Creates or upgrades the database schema, then exits.
     Migrate,
+    /// Manages the SQS queues.
+    Queues {
+        #[command(subcommand)]
+        action: QueuesAction,
+    },
     /// Drives the intake over HTTP and reports throughput and latency.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum QueuesAction {
+    /// Creates the four SQS queues with their redrive policies (or updates the policies),
+    /// then prints the [queues.sqs] configuration naming them. For dev and test accounts;
+    /// production queues are declared as infrastructure (k8s/ ACK resources).
+    Ensure {
+        /// Queue names are <prefix>-requests, <prefix>-signed, <prefix>-invalid-dlq, <prefix>-tx-dlq.
+        #[arg(long, default_value = "withdraw")]
+        prefix: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -155,7 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tracker { once: false } => wiring::run_roles(role_config()?, &[Role::Tracker], false).await,
         Command::Tracker { once: true } => {
             let cfg = role_config()?;
-            let ports = wiring::embedded_ports(&cfg).await?;
+            let ports = wiring::ports(&cfg).await?;
             withdraw_core::stages::Tracker::new(ports, wiring::tracker_config(&cfg)).once().await.context("tracker pass")?;
             Ok(())
         }
@@ -164,6 +181,19 @@ async fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&cfg.data_dir)?;
             withdraw_core::adapters::sqlite::Sqlite::open(&cfg.sqlite_path())?;
             tracing::info!(path = %cfg.sqlite_path().display(), "database schema is current");
+            Ok(())
+        }
+        Command::Queues { action: QueuesAction::Ensure { prefix } } => {
+            let cfg = load()?;
+            let client = aws_sdk_sqs::Client::new(&wiring::aws_config(&cfg).await);
+            let vis = std::time::Duration::from_secs(cfg.queues.visibility_timeout_secs);
+            let urls = withdraw_core::adapters::sqs::SqsQueue::ensure(&client, &prefix, cfg.queues.max_receives, vis)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "# and in [queues]: backend = \"sqs\"\n[queues.sqs]\nrequests_url = \"{}\"\nsigned_url = \"{}\"\ninvalid_dlq_url = \"{}\"\ntx_dlq_url = \"{}\"",
+                urls.requests, urls.signed, urls.invalid_dlq, urls.tx_dlq
+            );
             Ok(())
         }
         Command::Bench(a) => bench::run(a).await,

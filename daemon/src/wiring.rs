@@ -1,6 +1,6 @@
 //! Config -> adapters -> stages, per role. `dev` runs every role in one process.
 
-use crate::config::{Config, KeyMaterial, key_material, resolve_secret};
+use crate::config::{BalanceBackend, Config, KeyMaterial, QueueBackend, key_material, resolve_secret};
 use crate::http::{self, Ops};
 use crate::tasks::Supervisor;
 use anyhow::{Context, Result, bail};
@@ -9,10 +9,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use withdraw_core::adapters::Embedded;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::pool::PoolConfig;
+use withdraw_core::adapters::redis_balances::RedisBalances;
+use withdraw_core::adapters::secrets::SecretsManagerKeys;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
+use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, Configured};
 use withdraw_core::ports::{Clock, SystemClock};
 use withdraw_core::stages::{self, Intake, IntakeConfig, Ports};
 
@@ -42,8 +45,9 @@ pub fn install_metrics() -> Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Opens the database (running migrations) and connects to every chain.
-pub async fn embedded_ports(cfg: &Config) -> Result<Arc<Ports<Embedded>>> {
+/// Opens the database (running migrations), connects the configured queue and balance
+/// backends (checking each answers) and every chain.
+pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let path = cfg.sqlite_path();
     let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
@@ -60,13 +64,59 @@ pub async fn embedded_ports(cfg: &Config) -> Result<Arc<Ports<Embedded>>> {
         let chain = EvmChain::connect(pool, c.endpoint_specs(), c.max_fee_cap_wei as u128).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         chains.insert(c.chain_id, chain);
     }
-    Ok(Arc::new(Ports {
-        store: SqliteStore::new(db.clone(), clock.clone()),
-        queue: SqliteQueue::new(db.clone(), clock.clone(), cfg.queues.max_receives),
-        balances: SqliteBalances::new(db, clock.clone()),
-        chains,
-        clock,
-    }))
+    let queue = match (cfg.queues.backend, &cfg.queues.sqs) {
+        (QueueBackend::Sqs, Some(s)) => {
+            let client = aws_sdk_sqs::Client::new(&aws_config(cfg).await);
+            let urls = SqsQueueUrls {
+                requests: s.requests_url.clone(),
+                signed: s.signed_url.clone(),
+                invalid_dlq: s.invalid_dlq_url.clone(),
+                tx_dlq: s.tx_dlq_url.clone(),
+            };
+            AnyQueue::Sqs(SqsQueue::connect(client, urls).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        (QueueBackend::Sqs, None) => {
+            bail!("queues.backend is \"sqs\" but [queues.sqs] (the four queue URLs) is missing; `withdrawd queues ensure` prints it")
+        }
+        (QueueBackend::Sqlite, _) => AnyQueue::Sqlite(SqliteQueue::new(db.clone(), clock.clone(), cfg.queues.max_receives)),
+    };
+    let balances = match (cfg.balances.backend, &cfg.balances.redis_url) {
+        (BalanceBackend::Redis, Some(url)) => {
+            let url = resolve_secret("balances.redis_url", url)?;
+            AnyBalances::Redis(RedisBalances::connect(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        (BalanceBackend::Redis, None) => bail!("balances.backend is \"redis\" but balances.redis_url is not set"),
+        (BalanceBackend::Sqlite, _) => AnyBalances::Sqlite(SqliteBalances::new(db.clone(), clock.clone())),
+    };
+    Ok(Arc::new(Ports { store: SqliteStore::new(db, clock.clone()), queue, balances, chains, clock }))
+}
+
+pub async fn aws_config(cfg: &Config) -> aws_config::SdkConfig {
+    withdraw_core::adapters::aws::sdk_config(&withdraw_core::adapters::aws::AwsSettings {
+        region: cfg.aws.region.clone(),
+        endpoint_url: cfg.aws.endpoint_url.clone(),
+    })
+    .await
+}
+
+/// How long a stage's receive waits for a first message: SQS long polling, or a short
+/// wait on the local queue tables (which wake at once on a send in this process).
+fn receive_wait(cfg: &Config) -> Duration {
+    match (cfg.queues.backend, &cfg.queues.sqs) {
+        (QueueBackend::Sqs, Some(s)) => Duration::from_secs(s.wait_secs),
+        _ => Duration::from_secs(1),
+    }
+}
+
+async fn load_keys(cfg: &Config) -> Result<AnyKeys> {
+    Ok(match key_material(&cfg.signer)? {
+        KeyMaterial::Hex(k) => AnyKeys::Local(LocalKeys::from_hex(&k)?),
+        KeyMaterial::Keystore { path, password } => AnyKeys::Local(LocalKeys::from_keystore(&path, &password)?),
+        KeyMaterial::SecretsManager { ids, ttl } => {
+            let client = aws_sdk_secretsmanager::Client::new(&aws_config(cfg).await);
+            AnyKeys::SecretsManager(SecretsManagerKeys::load(client, ids, ttl).await?)
+        }
+    })
 }
 
 /// Provider URLs often carry an API key in the path or query; show host and port only.
@@ -91,7 +141,7 @@ struct Endpoints {
 
 pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> {
     let metrics = install_metrics()?;
-    let ports = embedded_ports(&cfg).await?;
+    let ports = ports(&cfg).await?;
     let assets = Arc::new(cfg.asset_registry()?);
     let mut sup = Supervisor::new();
     let queue_vis = Duration::from_secs(cfg.queues.visibility_timeout_secs);
@@ -99,10 +149,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
     let mut wallets = Vec::new();
 
     if roles.contains(&Role::Signer) {
-        let keys = match key_material(&cfg.signer)? {
-            KeyMaterial::Hex(k) => LocalKeys::from_hex(&k)?,
-            KeyMaterial::Keystore { path, password } => LocalKeys::from_keystore(&path, &password)?,
-        };
+        let keys = load_keys(&cfg).await?;
         wallets = withdraw_core::ports::Keys::wallets(&keys);
         let keys = Arc::new(keys);
         let bumper = stages::Bumper::new(
@@ -120,7 +167,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             ports.clone(),
             keys.clone(),
             assets.clone(),
-            stages::SignerConfig { batch: cfg.signer.batch, visibility: queue_vis },
+            stages::SignerConfig { batch: cfg.signer.batch, visibility: queue_vis, wait: receive_wait(&cfg) },
         )
         .await
         .context("signer start")?;
@@ -144,7 +191,10 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         sup.spawn_critical("signer", async move { signer.run(cancel).await });
     }
     if roles.contains(&Role::Sender) {
-        let sender = stages::Sender::new(ports.clone(), stages::SenderConfig { batch: cfg.sender.batch, visibility: queue_vis });
+        let sender = stages::Sender::new(
+            ports.clone(),
+            stages::SenderConfig { batch: cfg.sender.batch, visibility: queue_vis, wait: receive_wait(&cfg) },
+        );
         let cancel = sup.cancel.clone();
         sup.spawn_critical("sender", async move { sender.run(cancel).await });
     }
@@ -258,7 +308,7 @@ pub fn tracker_config(cfg: &Config) -> stages::TrackerConfig {
 }
 
 /// Queue depths and status counts as gauges, for dashboards and alerts.
-async fn sample_gauges(ports: &Ports<Embedded>) {
+async fn sample_gauges(ports: &Ports<Configured>) {
     match http::admin::collect_stats(ports).await {
         Ok(stats) => {
             for q in stats.queues {

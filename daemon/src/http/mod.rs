@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use problem::Problem;
 use std::sync::Arc;
 use withdraw_core::domain::AssetRegistry;
-use withdraw_core::ports::{Chain, Store, WithdrawalDetail};
+use withdraw_core::ports::{Balances, Chain, Queue, QueueName, Store, WithdrawalDetail};
 use withdraw_core::stages::{PortTypes, Ports};
 use withdraw_core::wire::*;
 
@@ -33,9 +33,12 @@ pub fn ops_router<T: PortTypes>(ops: Arc<Ops<T>>) -> Router {
         .with_state(ops)
 }
 
-/// Ready when the database answers and every chain's node gives a head.
+/// Ready when the database, the queues and the balance store answer and every chain's
+/// node gives a head.
 async fn readyz<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> Result<impl IntoResponse, Problem> {
     ops.ports.store.counts().await.map_err(|e| Problem::unavailable(format!("database: {e}")))?;
+    ops.ports.queue.stats(QueueName::Requests).await.map_err(|e| Problem::unavailable(format!("queues: {e}")))?;
+    ops.ports.balances.get("readyz", "readyz").await.map_err(|e| Problem::unavailable(format!("balances: {e}")))?;
     for (id, chain) in &ops.ports.chains {
         chain.head().await.map_err(|e| Problem::unavailable(format!("chain {id}: {e}")))?;
     }

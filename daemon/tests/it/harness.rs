@@ -20,6 +20,8 @@ pub struct Daemon {
     http: reqwest::Client,
     /// Everything secret this daemon was given; checked against its output when dropped.
     secrets: Vec<String>,
+    /// False for a client of processes it does not own (nothing of its own to check).
+    spawned: bool,
 }
 
 /// Settings every test daemon gets: short timeouts so recovery paths run within a test.
@@ -53,55 +55,36 @@ impl Daemon {
     }
 
     pub async fn try_spawn(rpc_url: Option<&str>, dir: &Path, env: &[(String, String)], extra_args: &[&str]) -> Result<Daemon, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let endpoints = dir.join("endpoints.json");
-        let _ = std::fs::remove_file(&endpoints);
-        let n = std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("out")).count();
-        let out = std::fs::File::create(dir.join(format!("out{n}.log"))).unwrap();
-        let err = std::fs::File::create(dir.join(format!("out{n}.err"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_withdrawd"))
-            .args(["--log-format", "json", "dev"])
-            .args(rpc_url.map(|u| vec!["--rpc-url", u]).unwrap_or_default())
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(extra_args)
-            .env("WITHDRAW_DEV_HMAC_SECRET", SECRET)
-            .env("WITHDRAW_DEV_ADMIN_TOKEN", TOKEN)
-            .env("WITHDRAW_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn withdrawd");
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoints)
-                && let Ok(v) = serde_json::from_str::<Value>(&text)
-            {
-                // The hot-wallet keys, the HMAC secret, the admin token, and any extra secret
-                // a test passes by environment (config overrides are not secrets).
-                let mut secrets: Vec<String> = withdraw_core::testing::DEV_KEYS.iter().map(|k| k.to_string()).collect();
-                secrets.extend([SECRET.to_owned(), TOKEN.to_owned()]);
-                secrets.extend(env.iter().filter(|(k, _)| !k.starts_with("WITHDRAW__")).map(|(_, v)| v.clone()));
-                let d = Daemon {
-                    child: Some(child),
-                    dir: dir.to_owned(),
-                    intake: format!("http://{}", v["intake"].as_str().unwrap()),
-                    admin: format!("http://{}", v["admin"].as_str().unwrap()),
-                    http: reqwest::Client::new(),
-                    secrets,
-                };
-                return Ok(d);
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                return Err(format!("exited with {status}\n{}", output_of(dir)));
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                return Err(format!("no endpoints.json after 30 s\n{}", output_of(dir)));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut args: Vec<String> = vec!["dev".into()];
+        if let Some(u) = rpc_url {
+            args.extend(["--rpc-url".into(), u.to_owned()]);
+        }
+        args.extend(["--data-dir".into(), dir.display().to_string()]);
+        args.extend(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"].map(String::from));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let (child, v) = spawn_withdrawd(&args, dir, env).await?;
+        Ok(Daemon {
+            child: Some(child),
+            dir: dir.to_owned(),
+            intake: format!("http://{}", v["intake"].as_str().unwrap()),
+            admin: format!("http://{}", v["admin"].as_str().unwrap()),
+            http: reqwest::Client::new(),
+            secrets: secrets_of(env),
+            spawned: true,
+        })
+    }
+
+    /// A client of an intake and an admin API run by other processes (the role
+    /// subcommands); it owns no process.
+    pub fn client(intake: &str, admin: &str) -> Daemon {
+        Daemon {
+            child: None,
+            dir: std::env::temp_dir().join("withdraw-client-without-output"),
+            intake: intake.to_owned(),
+            admin: admin.to_owned(),
+            http: reqwest::Client::new(),
+            secrets: Vec::new(),
+            spawned: false,
         }
     }
 
@@ -213,18 +196,71 @@ impl Daemon {
     }
 }
 
+/// Everything secret a withdrawd process is given: the hot-wallet keys, the HMAC secret,
+/// the admin token, and any extra secret a test passes by environment (config overrides
+/// are not secrets).
+pub fn secrets_of(env: &[(String, String)]) -> Vec<String> {
+    let mut secrets: Vec<String> = withdraw_core::testing::DEV_KEYS.iter().map(|k| k.to_string()).collect();
+    secrets.extend([SECRET.to_owned(), TOKEN.to_owned()]);
+    secrets.extend(env.iter().filter(|(k, _)| !k.starts_with("WITHDRAW__") && !k.starts_with("AWS_REGION")).map(|(_, v)| v.clone()));
+    secrets
+}
+
+/// Checks that none of `secrets` reached the output in `dir`.
+pub fn assert_no_secrets(dir: &Path, secrets: &[String]) {
+    let out = output_of(dir);
+    for s in secrets {
+        assert!(!out.contains(s.as_str()), "a secret ({:.6}…) reached withdrawd's output in {}", s, dir.display());
+    }
+}
+
+/// Starts the withdrawd binary with `args` (JSON logs into `dir`/out*.log) and waits for
+/// the endpoints.json it writes into `dir`; on failure returns its output.
+pub async fn spawn_withdrawd(args: &[String], dir: &Path, env: &[(String, String)]) -> Result<(Child, Value), String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let endpoints = dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&endpoints);
+    let n = std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("out")).count();
+    let out = std::fs::File::create(dir.join(format!("out{n}.log"))).unwrap();
+    let err = std::fs::File::create(dir.join(format!("out{n}.err"))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_withdrawd"))
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("WITHDRAW_DEV_HMAC_SECRET", SECRET)
+        .env("WITHDRAW_DEV_ADMIN_TOKEN", TOKEN)
+        .env("WITHDRAW_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn withdrawd");
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&endpoints)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return Ok((child, v));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("exited with {status}\n{}", output_of(dir)));
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            return Err(format!("no endpoints.json after 30 s\n{}", output_of(dir)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Drop for Daemon {
     /// Stops the daemon, then checks that no secret it was given reached its logs, whatever
     /// the test made it do (cancels, nonce repairs, fail-overs, operator actions, failures).
     fn drop(&mut self) {
         self.kill9();
-        if std::thread::panicking() {
+        if std::thread::panicking() || !self.spawned {
             return;
         }
-        let out = self.output();
-        for s in &self.secrets {
-            assert!(!out.contains(s.as_str()), "a secret ({:.6}…) reached withdrawd's output in {}", s, self.dir.display());
-        }
+        assert_no_secrets(&self.dir, &self.secrets);
     }
 }
 

@@ -7,6 +7,7 @@ mod console;
 mod deploy;
 mod harness;
 mod lanes;
+mod production;
 mod proxy;
 mod rpc;
 mod telemetry;
