@@ -54,6 +54,11 @@ enum Command {
     },
     /// Creates or upgrades the database schema, then exits.
     Migrate,
+    /// Checks the Redis balance store against the database.
+    Balances {
+        #[command(subcommand)]
+        action: BalancesAction,
+    },
     /// Manages the SQS queues.
     Queues {
         #[command(subcommand)]
@@ -61,6 +66,21 @@ enum Command {
     },
     /// Drives the intake over HTTP and reports throughput and latency.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum BalancesAction {
+    /// Rebuilds Redis's reservations and its reserved and spent totals from the database's
+    /// record of every withdrawal, and reports each difference. A Redis that lost writes
+    /// could otherwise let a user withdraw the same funds twice. Pause signing first.
+    Reconcile {
+        /// Report only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run although signing is not paused.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +201,15 @@ async fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&cfg.data_dir)?;
             withdraw_core::adapters::sqlite::Sqlite::open(&cfg.sqlite_path())?;
             tracing::info!(path = %cfg.sqlite_path().display(), "database schema is current");
+            Ok(())
+        }
+        Command::Balances { action: BalancesAction::Reconcile { dry_run, force } } => {
+            let cfg = role_config()?;
+            let drift = wiring::reconcile_balances(&cfg, dry_run, force).await?;
+            for d in &drift {
+                println!("{}{d}", if dry_run { "" } else { "fixed: " });
+            }
+            eprintln!("withdrawd: {} difference(s){}", drift.len(), if dry_run { " (dry run: nothing changed)" } else { "" });
             Ok(())
         }
         Command::Queues { action: QueuesAction::Ensure { prefix } } => {

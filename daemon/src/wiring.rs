@@ -91,6 +91,48 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
     Ok(Arc::new(Ports { store: SqliteStore::new(db, clock.clone()), queue, balances, chains, clock }))
 }
 
+/// `withdrawd balances reconcile`: the database's record of every withdrawal is the journal
+/// of reservations; Redis is made to agree with it.
+pub async fn reconcile_balances(cfg: &Config, dry_run: bool, force: bool) -> Result<Vec<withdraw_core::adapters::redis_balances::Drift>> {
+    use withdraw_core::adapters::redis_balances::JournalEntry;
+    use withdraw_core::domain::Status;
+    use withdraw_core::ports::{SearchFilter, Store};
+    let url = match (cfg.balances.backend, &cfg.balances.redis_url) {
+        (BalanceBackend::Redis, Some(url)) => resolve_secret("balances.redis_url", url)?,
+        _ => bail!("balances live in the database (balances.backend is not \"redis\"): there is nothing to reconcile"),
+    };
+    let redis = RedisBalances::connect(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = cfg.sqlite_path();
+    let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
+    let store = SqliteStore::new(db, Arc::new(SystemClock));
+    let paused = store.signing_controls().await?.iter().any(|c| c.chain_id.is_none() && c.paused);
+    if !paused && !force && !dry_run {
+        bail!("signing is not paused: pause it for every chain first (admin API or withdraw-console), or pass --force");
+    }
+    let mut journal = Vec::new();
+    for status in Status::ALL {
+        let mut before = None;
+        loop {
+            let page = store.search(SearchFilter { status: Some(status), query: None, before: before.clone(), limit: 1000 }).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.id.clone());
+            let full = page.len() == 1000;
+            journal.extend(page.into_iter().map(|w| JournalEntry {
+                withdrawal_id: w.id,
+                user_id: w.user_id,
+                asset: w.asset,
+                amount: w.amount,
+                status: w.status,
+            }));
+            if !full {
+                break;
+            }
+        }
+    }
+    tracing::info!(withdrawals = journal.len(), dry_run, "reconciling Redis balances with the database");
+    redis.reconcile(journal, dry_run).await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 pub async fn aws_config(cfg: &Config) -> aws_config::SdkConfig {
     withdraw_core::adapters::aws::sdk_config(&withdraw_core::adapters::aws::AwsSettings {
         region: cfg.aws.region.clone(),

@@ -14,10 +14,12 @@
 //! the balance key from the reservation, inside the script: that needs every key on one
 //! shard, i.e. a non-cluster-mode (primary + replicas) ElastiCache group.
 
-use crate::domain::{Amount, WithdrawalId};
+use crate::domain::{Amount, Status, WithdrawalId};
 use crate::ports::{Balance, BalanceError, Balances, Reservation, ReserveOutcome};
+use alloy::primitives::U256;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,6 +254,178 @@ fn split_balance_key(k: &str) -> Option<(String, String)> {
     let user = rest.get(..len)?;
     let asset = rest.get(len..)?.strip_prefix(':')?;
     Some((user.to_owned(), asset.to_owned()))
+}
+
+/// A reservation hash's user, asset, amount and state, each possibly missing.
+type ReservationFields = (Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// What the database says about one withdrawal's reservation: its journal entry.
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub withdrawal_id: WithdrawalId,
+    pub user_id: String,
+    pub asset: String,
+    pub amount: Amount,
+    pub status: Status,
+}
+
+/// The reservation state a withdrawal's status implies. RECEIVED is left as Redis has it:
+/// the signer reserves (idempotently) before it signs, so either state is consistent.
+fn implied_state(s: Status) -> Option<&'static str> {
+    match s {
+        Status::PendingApproval | Status::Signed | Status::Sent | Status::SendFailed => Some("reserved"),
+        Status::Completed => Some("committed"),
+        Status::Invalid | Status::Rejected | Status::Failed | Status::Cancelled => Some("released"),
+        Status::Received => None,
+    }
+}
+
+/// One difference reconcile found (and, unless dry-running, fixed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// A withdrawal's reservation record was missing or in the wrong state.
+    Reservation { withdrawal_id: WithdrawalId, found: Option<String>, expected: &'static str },
+    /// A balance's reserved or spent total differed from the sum of its reservations.
+    Total { user_id: String, asset: String, field: BalanceField, found: Amount, expected: Amount },
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::Reservation { withdrawal_id, found, expected } => {
+                write!(f, "withdrawal {withdrawal_id}: reservation {}, the database says {expected}", found.as_deref().unwrap_or("missing"))
+            }
+            Drift::Total { user_id, asset, field, found, expected } => write!(
+                f,
+                "user {user_id} {asset}: {} is {} base units, its reservations add up to {}",
+                field.as_str(),
+                found.base_units(),
+                expected.base_units()
+            ),
+        }
+    }
+}
+
+impl RedisBalances {
+    /// Rebuilds Redis's reservations from the database's journal, then every balance's
+    /// reserved and spent totals from the reservations; returns what differed. Credited
+    /// amounts are Redis's own (the exchange's ledger feeds them) and are left alone.
+    ///
+    /// Run it with signing paused: a reservation taken between the scan and the write of a
+    /// total would be missed until the next run. Settlements racing it (the tracker's
+    /// commits) move an amount between reserved and spent, never into available.
+    pub async fn reconcile(&self, journal: Vec<JournalEntry>, dry_run: bool) -> Result<Vec<Drift>, BalanceError> {
+        let mut conn = self.conn.clone();
+        let mut drift = Vec::new();
+        for chunk in journal.chunks(500) {
+            let mut pipe = redis::pipe();
+            for e in chunk {
+                pipe.cmd("HGET").arg(reservation_key(&e.withdrawal_id)).arg("state");
+            }
+            let states: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(|e| redis_err("reconcile read", e))?;
+            let mut fix = redis::pipe();
+            let mut fixes = 0;
+            for (e, found) in chunk.iter().zip(states) {
+                let Some(expected) = implied_state(e.status) else { continue };
+                if found.as_deref() == Some(expected) {
+                    continue;
+                }
+                drift.push(Drift::Reservation { withdrawal_id: e.withdrawal_id.clone(), found, expected });
+                fix.cmd("HSET")
+                    .arg(reservation_key(&e.withdrawal_id))
+                    .arg("user")
+                    .arg(&e.user_id)
+                    .arg("asset")
+                    .arg(&e.asset)
+                    .arg("amount")
+                    .arg(e.amount.base_units())
+                    .arg("state")
+                    .arg(expected)
+                    .ignore();
+                fixes += 1;
+            }
+            if fixes > 0 && !dry_run {
+                let () = fix.query_async(&mut conn).await.map_err(|e| redis_err("reconcile write", e))?;
+            }
+        }
+        // The totals every reservation implies (as fixed above, when dry-running too).
+        let mut want: HashMap<(String, String), (U256, U256)> = HashMap::new();
+        let fixed: HashMap<String, &'static str> = drift
+            .iter()
+            .filter_map(|d| match d {
+                Drift::Reservation { withdrawal_id, expected, .. } => Some((reservation_key(withdrawal_id), *expected)),
+                Drift::Total { .. } => None,
+            })
+            .collect();
+        let journal_of: HashMap<String, &JournalEntry> = journal.iter().map(|e| (reservation_key(&e.withdrawal_id), e)).collect();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("wd:res:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_err("SCAN", e))?;
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("HMGET").arg(k).arg("user").arg("asset").arg("amount").arg("state");
+            }
+            let rows: Vec<ReservationFields> =
+                if keys.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await.map_err(|e| redis_err("reconcile read", e))? };
+            for (k, (user, asset, amount, state)) in keys.iter().zip(rows) {
+                let state = fixed.get(k).map(|s| s.to_string()).or(state);
+                let (Some(user), Some(asset), Some(amount)) = (user, asset, amount) else { continue };
+                let amount = parse_amount(&amount, "reservation amount")?.0;
+                let slot = want.entry((user, asset)).or_default();
+                match state.as_deref() {
+                    Some("reserved") => slot.0 += amount,
+                    Some("committed") => slot.1 += amount,
+                    _ => {}
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // Journal entries whose record was missing (so not in the scan when dry-running).
+        if dry_run {
+            for (k, state) in &fixed {
+                let Some(e) = journal_of.get(k) else { continue };
+                let exists: bool = redis::cmd("EXISTS").arg(k).query_async(&mut conn).await.map_err(|e| redis_err("EXISTS", e))?;
+                if exists {
+                    continue;
+                }
+                let slot = want.entry((e.user_id.clone(), e.asset.clone())).or_default();
+                match *state {
+                    "reserved" => slot.0 += e.amount.0,
+                    "committed" => slot.1 += e.amount.0,
+                    _ => {}
+                }
+            }
+        }
+        for (user, asset) in self.balance_keys().await? {
+            want.entry((user, asset)).or_default();
+        }
+        for ((user, asset), (reserved, spent)) in want {
+            let now = self.get(&user, &asset).await?;
+            for (field, found, expected) in
+                [(BalanceField::Reserved, now.reserved, Amount(reserved)), (BalanceField::Spent, now.spent, Amount(spent))]
+            {
+                if found == expected {
+                    continue;
+                }
+                drift.push(Drift::Total { user_id: user.clone(), asset: asset.clone(), field, found, expected });
+                if !dry_run {
+                    self.set_field(&user, &asset, field, expected).await?;
+                }
+            }
+        }
+        Ok(drift)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -222,6 +222,32 @@ async fn every_role_in_its_own_process_pays_each_withdrawal_exactly_once_through
         let b = balances.get(&format!("user{u}"), "ETH").await.unwrap();
         assert_eq!((b.spent, b.reserved), (Amount(spent), Amount::ZERO), "user{u}");
     }
+    // A Redis that lost writes is put right from the database by `balances reconcile`.
+    let mut c = ::redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = withdraw_core::adapters::redis_balances::balance_key("user0", "ETH");
+    let _: () = ::redis::cmd("HSET").arg(&key).arg("spent").arg("0").query_async(&mut c).await.unwrap();
+    let reconcile = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_withdrawd"))
+            .args(["--log-format", "json", "--config"])
+            .arg(&cfg)
+            .args(["balances", "reconcile"])
+            .args(args)
+            .envs(env.clone())
+            .env("WITHDRAW__DATA_DIR", root.path())
+            .output()
+            .unwrap()
+    };
+    let refused = reconcile(&[]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("signing is not paused"));
+    let dry = reconcile(&["--dry-run"]);
+    let listed = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(dry.status.success() && listed.contains("user user0 ETH: spent is 0 base units"), "{listed}");
+    assert_eq!(balances.get("user0", "ETH").await.unwrap().spent, Amount::ZERO, "dry run");
+    let fixed = reconcile(&["--force"]);
+    assert!(fixed.status.success(), "{}", String::from_utf8_lossy(&fixed.stderr));
+    let spent0: alloy::primitives::U256 = (0..100).filter(|i| i % 6 == 0).map(|i| wei(&amount(i))).sum();
+    assert_eq!(balances.get("user0", "ETH").await.unwrap().spent, Amount(spent0));
+
     // The surviving signer and both senders took part (a counter on each one's /metrics).
     for (p, counter) in [(&signer_b, "withdraw_signed_total"), (&sender_a, "withdraw_sent_total"), (&sender_b, "withdraw_sent_total")] {
         let text = reqwest::get(format!("{}/metrics", p.url("health"))).await.unwrap().text().await.unwrap();
