@@ -49,6 +49,24 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// SQLite file; relative paths are under `data_dir`.
     pub sqlite_path: PathBuf,
+    #[serde(default)]
+    pub backend: DatabaseBackend,
+    /// `postgres://user[:password]@host:port/db` when `backend = "postgres"`; a secret,
+    /// since the URL may carry the password.
+    #[serde(default)]
+    pub url: Option<SecretRef>,
+    /// Connections per process (PostgreSQL).
+    #[serde(default = "sixteen")]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseBackend {
+    /// One SQLite file (the embedded profile).
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +343,10 @@ pub struct DevOverrides {
     pub hot_wallets: Option<usize>,
 }
 
+fn sixteen() -> u32 {
+    16
+}
+
 fn twenty() -> u64 {
     20
 }
@@ -366,7 +388,12 @@ impl Config {
     pub fn dev_defaults() -> Config {
         Config {
             data_dir: PathBuf::from(".withdrawd"),
-            database: DatabaseConfig { sqlite_path: PathBuf::from("withdrawd.db") },
+            database: DatabaseConfig {
+                sqlite_path: PathBuf::from("withdrawd.db"),
+                backend: DatabaseBackend::Sqlite,
+                url: None,
+                max_connections: 16,
+            },
             queues: QueuesConfig { visibility_timeout_secs: 30, max_receives: 5, backend: QueueBackend::Sqlite, sqs: None },
             chains: vec![ChainConfig {
                 chain_id: 31337,

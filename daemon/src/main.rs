@@ -197,10 +197,9 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let cfg = load()?;
-            std::fs::create_dir_all(&cfg.data_dir)?;
-            withdraw_core::adapters::sqlite::Sqlite::open(&cfg.sqlite_path())?;
-            tracing::info!(path = %cfg.sqlite_path().display(), "database schema is current");
+            let cfg = role_config()?;
+            wiring::open_store(&cfg, std::sync::Arc::new(withdraw_core::ports::SystemClock), true).await?;
+            tracing::info!(backend = ?cfg.database.backend, "database schema is current");
             Ok(())
         }
         Command::Balances { action: BalancesAction::Reconcile { dry_run, force } } => {

@@ -1,6 +1,6 @@
 //! Config -> adapters -> stages, per role. `dev` runs every role in one process.
 
-use crate::config::{BalanceBackend, Config, KeyMaterial, QueueBackend, key_material, resolve_secret};
+use crate::config::{BalanceBackend, Config, DatabaseBackend, KeyMaterial, QueueBackend, key_material, resolve_secret};
 use crate::http::{self, Ops};
 use crate::tasks::Supervisor;
 use anyhow::{Context, Result, bail};
@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::pool::PoolConfig;
+use withdraw_core::adapters::postgres::{PgStore, Postgres};
 use withdraw_core::adapters::redis_balances::RedisBalances;
 use withdraw_core::adapters::secrets::SecretsManagerKeys;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
-use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, Configured};
+use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, AnyStore, Configured};
 use withdraw_core::ports::{Clock, SystemClock};
 use withdraw_core::stages::{self, Intake, IntakeConfig, Ports};
 
@@ -48,10 +49,14 @@ pub fn install_metrics() -> Result<PrometheusHandle> {
 /// Opens the database (running migrations), connects the configured queue and balance
 /// backends (checking each answers) and every chain.
 pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let path = cfg.sqlite_path();
-    let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (store, sqlite) = open_store(cfg, clock.clone(), false).await?;
+    // The SQLite backends of the queues and balances live in the SQLite database.
+    let sqlite_for = |what: &str| {
+        sqlite.clone().with_context(|| {
+            format!("{what}.backend \"sqlite\" keeps them in the SQLite database, but database.backend is \"postgres\"; choose sqs / redis")
+        })
+    };
     let mut chains = HashMap::new();
     for c in &cfg.chains {
         let pool = PoolConfig {
@@ -78,7 +83,7 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
         (QueueBackend::Sqs, None) => {
             bail!("queues.backend is \"sqs\" but [queues.sqs] (the four queue URLs) is missing; `withdrawd queues ensure` prints it")
         }
-        (QueueBackend::Sqlite, _) => AnyQueue::Sqlite(SqliteQueue::new(db.clone(), clock.clone(), cfg.queues.max_receives)),
+        (QueueBackend::Sqlite, _) => AnyQueue::Sqlite(SqliteQueue::new(sqlite_for("queues")?, clock.clone(), cfg.queues.max_receives)),
     };
     let balances = match (cfg.balances.backend, &cfg.balances.redis_url) {
         (BalanceBackend::Redis, Some(url)) => {
@@ -86,9 +91,46 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
             AnyBalances::Redis(RedisBalances::connect(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?)
         }
         (BalanceBackend::Redis, None) => bail!("balances.backend is \"redis\" but balances.redis_url is not set"),
-        (BalanceBackend::Sqlite, _) => AnyBalances::Sqlite(SqliteBalances::new(db.clone(), clock.clone())),
+        (BalanceBackend::Sqlite, _) => AnyBalances::Sqlite(SqliteBalances::new(sqlite_for("balances")?, clock.clone())),
     };
-    Ok(Arc::new(Ports { store: SqliteStore::new(db, clock.clone()), queue, balances, chains, clock }))
+    Ok(Arc::new(Ports { store, queue, balances, chains, clock }))
+}
+
+/// Opens the configured database. SQLite is created and migrated on open (one process
+/// owns the file in dev). PostgreSQL is migrated only by `withdrawd migrate` (a Job before
+/// a rollout); a role refuses to start on a schema older than it expects.
+pub async fn open_store(cfg: &Config, clock: Arc<dyn Clock>, migrate: bool) -> Result<(AnyStore, Option<Sqlite>)> {
+    match cfg.database.backend {
+        DatabaseBackend::Sqlite => {
+            std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+            let path = cfg.sqlite_path();
+            let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
+            Ok((AnyStore::Sqlite(SqliteStore::new(db.clone(), clock)), Some(db)))
+        }
+        DatabaseBackend::Postgres => {
+            let url = cfg.database.url.as_ref().context("database.backend is \"postgres\" but database.url is not set")?;
+            let mut url = resolve_secret("database.url", url)?;
+            // libpq waits forever for a host that drops packets unless told otherwise.
+            if !url.contains("connect_timeout") {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                url.push(sep);
+                url.push_str("connect_timeout=5");
+            }
+            let max = cfg.database.max_connections;
+            let pg = tokio::task::spawn_blocking(move || -> Result<Postgres> {
+                let pg = Postgres::connect(&url, max).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if migrate {
+                    pg.migrate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                } else {
+                    pg.check_schema().map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                Ok(pg)
+            })
+            .await
+            .context("database worker")??;
+            Ok((AnyStore::Postgres(PgStore::new(pg, clock)), None))
+        }
+    }
 }
 
 /// `withdrawd balances reconcile`: the database's record of every withdrawal is the journal
@@ -102,9 +144,7 @@ pub async fn reconcile_balances(cfg: &Config, dry_run: bool, force: bool) -> Res
         _ => bail!("balances live in the database (balances.backend is not \"redis\"): there is nothing to reconcile"),
     };
     let redis = RedisBalances::connect(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = cfg.sqlite_path();
-    let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
-    let store = SqliteStore::new(db, Arc::new(SystemClock));
+    let (store, _) = open_store(cfg, Arc::new(SystemClock), false).await?;
     let paused = store.signing_controls().await?.iter().any(|c| c.chain_id.is_none() && c.paused);
     if !paused && !force && !dry_run {
         bail!("signing is not paused: pause it for every chain first (admin API or withdraw-console), or pass --force");

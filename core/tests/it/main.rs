@@ -1,9 +1,10 @@
 //! Integration tests of withdraw-core's adapters and stages against real servers.
 
 mod pipeline;
+mod postgres;
 mod redis;
 mod secrets;
-mod sqlite;
+pub mod sqlite;
 mod sqs;
 
 use std::sync::Arc;

@@ -102,11 +102,11 @@ async fn queue_long_poll_wakes_on_send() {
     assert!(t.elapsed() < Duration::from_secs(5), "receiver should wake on send, not wait out the poll");
 }
 
-fn wid(n: u32) -> WithdrawalId {
+pub fn wid(n: u32) -> WithdrawalId {
     WithdrawalId::parse(&format!("00000000-0000-7000-8000-{n:012}")).unwrap()
 }
 
-fn new_w(n: u32, key: &str, hash: &str) -> NewWithdrawal {
+pub fn new_w(n: u32, key: &str, hash: &str) -> NewWithdrawal {
     NewWithdrawal {
         id: wid(n),
         client_id: "c".into(),
@@ -120,10 +120,8 @@ fn new_w(n: u32, key: &str, hash: &str) -> NewWithdrawal {
     }
 }
 
-#[tokio::test]
-async fn submit_is_idempotent_per_client_key() {
-    let (_d, db) = db();
-    let s = SqliteStore::new(db, Arc::new(SystemClock));
+/// Part of the store contract: run on SQLite here and on PostgreSQL in `postgres.rs`.
+pub async fn submit_is_idempotent_per_client_key<S: Store>(s: S) {
     let out = s.submit(vec![new_w(1, "k1", "h1"), new_w(2, "k1", "h1"), new_w(3, "k1", "h2"), new_w(4, "k2", "h1")]).await.unwrap();
     assert_eq!(
         out,
@@ -142,7 +140,7 @@ async fn submit_is_idempotent_per_client_key() {
 }
 
 /// A stand-in for the keys port: a distinct, reproducible hash per (withdrawal, nonce).
-fn fake_sign() -> SignFn {
+pub fn fake_sign() -> SignFn {
     Box::new(|w: &Withdrawal, nonce: u64| {
         let hash = alloy::primitives::keccak256(format!("{}/{nonce}", w.id));
         Ok(SignedTx {
@@ -155,11 +153,9 @@ fn fake_sign() -> SignFn {
     })
 }
 
-#[tokio::test]
-async fn nonce_lane_repairs_are_guarded() {
+/// Part of the store contract: run on SQLite here and on PostgreSQL in `postgres.rs`.
+pub async fn nonce_lane_repairs_are_guarded<S: Store>(s: S) {
     use withdraw_core::domain::Status;
-    let (_d, db) = db();
-    let s = SqliteStore::new(db, Arc::new(SystemClock));
     let wallet = Address::repeat_byte(0xaa);
     s.submit(vec![new_w(1, "a", "h1"), new_w(2, "b", "h2"), new_w(3, "c", "h3")]).await.unwrap();
     assert_eq!(s.init_nonce(wallet, 31337, 10).await.unwrap(), 10);
@@ -233,10 +229,8 @@ async fn nonce_lane_repairs_are_guarded() {
     assert_eq!(first, again);
 }
 
-#[tokio::test]
-async fn approvals_stand_once_and_can_be_revoked() {
-    let (_d, db) = db();
-    let s = SqliteStore::new(db, Arc::new(SystemClock));
+/// Part of the store contract: run on SQLite here and on PostgreSQL in `postgres.rs`.
+pub async fn approvals_stand_once_and_can_be_revoked<S: Store>(s: S) {
     s.submit(vec![new_w(1, "a", "h1"), new_w(2, "b", "h2")]).await.unwrap();
     let approval = |who: &str| Approval { withdrawal_id: wid(1), approver: who.into(), reason: "ok".into(), approved_at_ms: 1 };
     assert!(s.record_approval(approval("bob")).await.unwrap());
@@ -245,4 +239,19 @@ async fn approvals_stand_once_and_can_be_revoked() {
     s.revoke_approvals(vec![wid(1)]).await.unwrap();
     assert!(s.approved(vec![wid(1)]).await.unwrap().is_empty(), "a revoked approval no longer counts");
     assert!(s.record_approval(approval("eve")).await.unwrap(), "and a new one can be given");
+}
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let (d, db) = db();
+    (d, SqliteStore::new(db, Arc::new(SystemClock)))
+}
+
+#[tokio::test]
+async fn sqlite_store_contract() {
+    let (_a, s) = store();
+    submit_is_idempotent_per_client_key(s).await;
+    let (_b, s) = store();
+    nonce_lane_repairs_are_guarded(s).await;
+    let (_c, s) = store();
+    approvals_stand_once_and_can_be_revoked(s).await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use withdraw_core::adapters::redis_balances::RedisBalances;
 use withdraw_core::domain::Amount;
 use withdraw_core::ports::Balances;
-use withdraw_core::testing::servers::{Moto, Redis};
+use withdraw_core::testing::servers::{Moto, Postgres, Redis};
 use withdraw_core::testing::{Anvil, DEV_KEYS, eventually};
 
 /// Moto accepts any credentials; these are distinctive so the log check can look for them.
@@ -83,13 +83,16 @@ fn aws_env(redis: &Redis) -> Vec<(String, String)> {
     env
 }
 
-/// The production profile's configuration, without the queue URLs.
-fn config(dir: &Path, anvil: &Anvil, moto: &Moto, extra: &str) -> PathBuf {
+/// The production profile's configuration, without the queue URLs. The record is on
+/// PostgreSQL when `postgres` is set (its URL comes from WITHDRAW_TEST_DATABASE_URL).
+fn config(dir: &Path, anvil: &Anvil, moto: &Moto, postgres: bool, extra: &str) -> PathBuf {
+    let database = if postgres { "backend = \"postgres\"\nurl = { env = \"WITHDRAW_TEST_DATABASE_URL\" }\n" } else { "" };
     let toml = format!(
         r#"health_listen = "127.0.0.1:0"
 
 [database]
 sqlite_path = "{db}"
+{database}
 
 [queues]
 visibility_timeout_secs = 6
@@ -152,14 +155,29 @@ async fn secret(moto: &Moto, id: &str, value: &str) {
 }
 
 #[tokio::test]
-async fn every_role_in_its_own_process_pays_each_withdrawal_exactly_once_through_a_signer_kill_and_a_redis_restart() {
+async fn every_role_in_its_own_process_on_postgres_pays_each_withdrawal_exactly_once_through_a_signer_kill_and_a_redis_restart() {
+    let pg = Postgres::start();
+    every_role_in_its_own_process(Some(&pg)).await;
+}
+
+/// The same with the record on SQLite (each port chosen on its own: SQS and Redis beside
+/// an SQLite file shared by the role processes).
+#[tokio::test]
+async fn every_role_in_its_own_process_on_sqlite_with_sqs_and_redis() {
+    every_role_in_its_own_process(None).await;
+}
+
+async fn every_role_in_its_own_process(pg: Option<&Postgres>) {
     let anvil = Anvil::start(&[]);
     let moto = Moto::start();
     let mut redis = Redis::start();
     let root = tempfile::tempdir().unwrap();
     secret(&moto, "withdraw/hot-1", &format!("0x{}", DEV_KEYS[1])).await;
-    let env = aws_env(&redis);
-    let cfg = config(root.path(), &anvil, &moto, "");
+    let mut env = aws_env(&redis);
+    if let Some(pg) = pg {
+        env.push(("WITHDRAW_TEST_DATABASE_URL".into(), pg.url.clone()));
+    }
+    let cfg = config(root.path(), &anvil, &moto, pg.is_some(), "");
     ensure_queues(&cfg, &env);
 
     // The schema first, as a Kubernetes Job would, so the roles do not race to create it.
@@ -208,6 +226,7 @@ async fn every_role_in_its_own_process_pays_each_withdrawal_exactly_once_through
     signer_a.restart().await;
     ids.extend(submit_range(90, 100).await);
 
+    assert_eq!(root.path().join("withdrawd.db").exists(), pg.is_none(), "the record is where the config says");
     let settled = api.wait_settled(&ids, Duration::from_secs(120)).await;
     let bad: Vec<&Value> = settled.iter().filter(|w| w["status"] != "COMPLETED").collect();
     assert!(bad.is_empty(), "not all completed: {bad:#?}");
@@ -266,12 +285,18 @@ async fn bad_production_configuration_fails_at_start_with_one_clear_line() {
     let redis = Redis::start();
     let root = tempfile::tempdir().unwrap();
     let env = aws_env(&redis);
-    let cfg = config(root.path(), &anvil, &moto, "");
+    let cfg = config(root.path(), &anvil, &moto, false, "");
     ensure_queues(&cfg, &env);
     let good = std::fs::read_to_string(&cfg).unwrap();
     secret(&moto, "withdraw/hot-1", DEV_KEYS[1]).await;
 
     let free = withdraw_core::testing::servers::free_port();
+    let pg = Postgres::start();
+    let with_env = |env: &[(String, String)], k: &str, v: &str| {
+        let mut e = env.to_vec();
+        e.push((k.to_owned(), v.to_owned()));
+        e
+    };
     // (what, config, environment, what the error line must say)
     type Case<'a> = (&'a str, String, Vec<(String, String)>, &'a str);
     let cases: Vec<Case> = vec![
@@ -286,6 +311,18 @@ async fn bad_production_configuration_fails_at_start_with_one_clear_line() {
         ),
         ("missing secret", good.replace("withdraw/hot-1", "withdraw/hot-9"), env.clone(), "secret withdraw/hot-9 does not exist"),
         ("wrong queue URL", good.replace("e2e-signed", "e2e-nope"), env.clone(), "e2e-nope"),
+        (
+            "unreachable PostgreSQL",
+            good.replace("[database]\n", "[database]\nbackend = \"postgres\"\nurl = { env = \"WITHDRAW_TEST_DATABASE_URL\" }\n"),
+            with_env(&env, "WITHDRAW_TEST_DATABASE_URL", &format!("postgres://postgres@127.0.0.1:{free}/x")),
+            "PostgreSQL connection failed",
+        ),
+        (
+            "PostgreSQL schema not migrated",
+            good.replace("[database]\n", "[database]\nbackend = \"postgres\"\nurl = { env = \"WITHDRAW_TEST_DATABASE_URL\" }\n"),
+            with_env(&env, "WITHDRAW_TEST_DATABASE_URL", &pg.url),
+            "run `withdrawd migrate`",
+        ),
         (
             "wrong chain id",
             format!(
@@ -320,7 +357,7 @@ async fn readyz_reports_a_lost_dependency() {
     let mut redis = Redis::start();
     let root = tempfile::tempdir().unwrap();
     let env = aws_env(&redis);
-    let cfg = config(root.path(), &anvil, &moto, "");
+    let cfg = config(root.path(), &anvil, &moto, false, "");
     ensure_queues(&cfg, &env);
     let sender = Proc::start(&cfg, &["sender"], &root.path().join("sender"), &env).await;
     let ready = format!("{}/readyz", sender.url("health"));

@@ -3,7 +3,7 @@
 //! request's: concurrent withdrawals cannot overdraw (DESIGN.md §5.2).
 
 use super::Sqlite;
-use super::schema::{balances, reservations};
+use crate::adapters::schema::{balances, reservations};
 use crate::domain::{Amount, WithdrawalId};
 use crate::ports::{Balance, BalanceError, Balances, Clock, Reservation, ReserveOutcome, StoreError};
 use diesel::prelude::*;

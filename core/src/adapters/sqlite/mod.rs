@@ -5,7 +5,6 @@
 
 mod balances;
 mod queue;
-mod schema;
 mod store;
 
 pub use balances::SqliteBalances;
@@ -217,8 +216,12 @@ impl Sqlite {
     }
 
     /// The write connection, for use inside [`Sqlite::blocking`]; hold it briefly.
-    fn lock_writer(&self) -> WriteGuard<'_> {
-        self.lock_writer_with(false)
+    fn lock_writer(&self) -> Result<WriteGuard<'_>, StoreError> {
+        Ok(self.lock_writer_with(false))
+    }
+
+    fn record_write_hold(held: Duration) {
+        metrics::histogram!("withdraw_sqlite_write_hold_seconds").record(held.as_secs_f64());
     }
 
     fn lock_writer_with(&self, urgent: bool) -> WriteGuard<'_> {
@@ -241,6 +244,25 @@ impl Sqlite {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
+    }
+}
+
+/// SQLite has one writer: an IMMEDIATE transaction takes the write lock at its start, so
+/// no row locks are needed for read-then-write decisions.
+impl crate::adapters::record_store::WriteTx for SqliteConnection {
+    fn write_tx<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Self) -> Result<T, StoreError>,
+    {
+        self.immediate_transaction(f)
+    }
+
+    fn lock_wallet(&mut self, _wallet: &str, _chain_id: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn lock_withdrawals(&mut self, _ids: &[&str]) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

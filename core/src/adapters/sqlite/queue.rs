@@ -5,7 +5,7 @@
 //! once; a short poll covers writers in other processes sharing the file.
 
 use super::Sqlite;
-use super::schema::queue_messages;
+use crate::adapters::schema::queue_messages;
 use crate::ports::{Clock, Delivery, Queue, QueueError, QueueName, QueueStats, StoreError};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};

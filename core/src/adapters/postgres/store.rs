@@ -1,0 +1,16 @@
+//! The record store on PostgreSQL (the shared implementation is in `record_store.rs`).
+
+use super::Postgres;
+use crate::adapters::record_store::{WriteTx, record_store};
+use crate::adapters::schema::{
+    alerts, approvals, attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, nonce_fills,
+    signing_controls, wallet_nonces, withdrawals,
+};
+use crate::domain::{Amount, Status, WithdrawalId};
+use crate::ports::*;
+use alloy::primitives::{Address, B256, Bytes};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use std::sync::Arc;
+
+record_store!(PgStore, Postgres, PgConnection);

@@ -1,0 +1,127 @@
+//! The record store on a real PostgreSQL: the store contract shared with SQLite, and what
+//! only a multi-writer database needs: signer replicas allocating nonces at once.
+
+use super::sqlite::{
+    approvals_stand_once_and_can_be_revoked, fake_sign, new_w, nonce_lane_repairs_are_guarded, submit_is_idempotent_per_client_key, wid,
+};
+use alloy::primitives::Address;
+use std::collections::HashSet;
+use std::sync::Arc;
+use withdraw_core::adapters::postgres::{PgStore, Postgres};
+use withdraw_core::domain::Status;
+use withdraw_core::ports::*;
+use withdraw_core::testing::servers;
+
+/// A fresh database in the cluster, migrated.
+fn database(pg: &servers::Postgres, name: &str) -> String {
+    let admin = Postgres::connect(&pg.url, 2).expect("connect");
+    drop(admin);
+    let out = std::process::Command::new("psql")
+        .args([pg.url.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = format!("postgres://postgres@127.0.0.1:{}/{name}", pg.port);
+    Postgres::connect(&url, 4).unwrap().migrate().unwrap();
+    url
+}
+
+fn store(url: &str) -> PgStore {
+    PgStore::new(Postgres::connect(url, 8).unwrap(), Arc::new(SystemClock))
+}
+
+#[tokio::test]
+async fn postgres_store_contract() {
+    let pg = servers::Postgres::start();
+    submit_is_idempotent_per_client_key(store(&database(&pg, "a"))).await;
+    nonce_lane_repairs_are_guarded(store(&database(&pg, "b"))).await;
+    approvals_stand_once_and_can_be_revoked(store(&database(&pg, "c"))).await;
+}
+
+/// Four signer replicas (each its own pool) sign batches from one wallet at once; the
+/// nonces they take are all different and leave no gap, and every withdrawal is signed
+/// once even when two replicas got the same one (an SQS redelivery).
+#[tokio::test]
+async fn signer_replicas_never_share_a_nonce() {
+    let pg = servers::Postgres::start();
+    let url = database(&pg, "nonces");
+    let wallet = Address::repeat_byte(0xaa);
+    let setup = store(&url);
+    setup.submit((0..200).map(|n| new_w(n, &format!("k{n}"), &format!("h{n}"))).collect()).await.unwrap();
+    assert_eq!(setup.init_nonce(wallet, 31337, 7).await.unwrap(), 7);
+    let mut tasks = Vec::new();
+    for r in 0..4u32 {
+        let s = store(&url);
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for b in 0..10u32 {
+                // Overlapping batches: replica r takes 20 ids starting at a shifted offset.
+                let ids = (0..20).map(|i| wid((r * 37 + b * 20 + i) % 200)).collect();
+                out.extend(s.sign_first_attempts(wallet, 31337, ids, fake_sign()).await.unwrap());
+            }
+            out
+        }));
+    }
+    let mut nonces = Vec::new();
+    let mut signed = HashSet::new();
+    for t in tasks {
+        for o in t.await.unwrap() {
+            if let SignOutcome::Signed { id, nonce, .. } = o {
+                assert!(signed.insert(id.clone()), "{id} signed twice");
+                nonces.push(nonce);
+            }
+        }
+    }
+    nonces.sort_unstable();
+    let n = nonces.len() as u64;
+    assert_eq!(nonces, (7..7 + n).collect::<Vec<_>>(), "distinct and gapless");
+    assert_eq!(setup.next_nonce(wallet, 31337).await.unwrap(), Some(7 + n));
+    let loaded = setup.load(signed.iter().cloned().collect()).await.unwrap();
+    assert!(loaded.iter().all(|w| w.status == Status::Signed));
+    // What no replica reached is still RECEIVED, with no attempt.
+    let rest: Vec<_> = (0..200).map(wid).filter(|id| !signed.contains(id)).collect();
+    assert!(setup.latest_attempts(rest.clone()).await.unwrap().is_empty());
+    assert!(setup.load(rest).await.unwrap().iter().all(|w| w.status == Status::Received));
+}
+
+/// Conditional transitions from several replicas at once: each withdrawal moves once.
+#[tokio::test]
+async fn racing_transitions_apply_once() {
+    let pg = servers::Postgres::start();
+    let url = database(&pg, "transitions");
+    let setup = store(&url);
+    setup.submit((0..100).map(|n| new_w(n, &format!("k{n}"), &format!("h{n}"))).collect()).await.unwrap();
+    let mut tasks = Vec::new();
+    for r in 0..4 {
+        let s = store(&url);
+        tasks.push(tokio::spawn(async move {
+            let batch = (0..100)
+                .map(|n| Transition {
+                    id: wid(n),
+                    from: Status::Received,
+                    to: Status::Invalid,
+                    reason: Some(format!("replica {r}")),
+                    actor: "t".into(),
+                })
+                .collect();
+            s.transition(batch).await.unwrap().into_iter().filter(|a| *a).count()
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 100, "each of 100 withdrawals moved exactly once across 4 replicas");
+    let d = setup.get(&wid(5)).await.unwrap().unwrap();
+    assert_eq!(d.history.len(), 2, "one history row for the move");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_fast_and_names_the_problem() {
+    let port = servers::free_port();
+    let t = std::time::Instant::now();
+    let err = Postgres::connect(&format!("postgres://postgres@127.0.0.1:{port}/x?connect_timeout=3"), 2).expect_err("nothing listens");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("PostgreSQL connection failed"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}
