@@ -715,6 +715,17 @@ mod tests {
         assert_eq!(cfg.chains[0].endpoints.len(), 2);
         let cfg = cfg.without_dev_defaults_off_dev_chains();
         assert!(!cfg.signer.use_anvil_dev_key && cfg.intake.clients[0].secret.file.is_some());
+
+        let aws = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/withdrawd-aws.example.toml");
+        let cfg = Config::load(Some(&aws)).unwrap_or_else(|e| panic!("{}: {e:#}", aws.display()));
+        assert_eq!(
+            (cfg.database.backend, cfg.queues.backend, cfg.balances.backend),
+            (DatabaseBackend::Postgres, QueueBackend::Sqs, BalanceBackend::Redis)
+        );
+        assert_eq!(cfg.admin.tokens.len(), 2, "the file's tokens replace the dev token");
+        let cfg = cfg.without_dev_defaults_off_dev_chains();
+        assert!(matches!(key_material(&cfg.signer).unwrap(), KeyMaterial::SecretsManager { ref ids, .. } if ids.len() == 2));
+        assert!(cfg.admin.tokens.iter().all(|t| t.token.dev_default.is_none()));
     }
 
     #[test]

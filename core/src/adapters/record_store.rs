@@ -13,6 +13,10 @@ use crate::ports::StoreError;
 
 /// The write-transaction behaviour of one backend.
 pub(crate) trait WriteTx: Sized {
+    /// Whether several connections write at once, so decisions take row locks (PostgreSQL),
+    /// or one writer holds the whole database (SQLite).
+    const LOCKS_ROWS: bool;
+
     /// Runs `f` in a transaction that may write.
     fn write_tx<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
@@ -449,28 +453,23 @@ impl Store for $Store {
         mut sign: SignFn,
     ) -> Result<Vec<SignOutcome>, StoreError> {
         let now = self.clock.now_ms();
-        // Signing is the expensive part (ECDSA per transaction), so it happens outside the
-        // write lock: plan on a reader (nonce, statuses), sign, then commit only if the
-        // wallet's nonce and every status are still what the plan saw. A single signer per
-        // wallet never conflicts; concurrent signers re-plan and re-sign.
         self.db
             .blocking(move |db| {
                 let wallet_s = hex_addr(&wallet);
                 let ids: Vec<String> = batch.iter().map(|i| i.as_str().to_owned()).collect();
-                for _round in 0..8 {
-                    let (start, loaded) = {
-                        let mut conn = db.conn()?;
-                        let start: i64 =
-                            nonce_row(&wallet_s, chain_id).select(wallet_nonces::next_nonce).first(&mut conn).optional()?.ok_or_else(
-                                || StoreError::Query(format!("nonce of wallet {wallet_s} on chain {chain_id} was never initialised")),
-                            )?;
-                        (start, load_rows(&mut conn, &ids)?)
-                    };
+                let read_start = |conn: &mut $Conn| -> Result<i64, StoreError> {
+                    nonce_row(&wallet_s, chain_id).select(wallet_nonces::next_nonce).first(conn).optional()?.ok_or_else(|| {
+                        StoreError::Query(format!("nonce of wallet {wallet_s} on chain {chain_id} was never initialised"))
+                    })
+                };
+                // Signs, in the caller's order (submission order), every withdrawal still
+                // RECEIVED, at consecutive nonces from `start`; returns the outcomes, the
+                // attempt rows and the next nonce after them.
+                let mut plan = |start: i64, loaded: &[Withdrawal]| -> Result<(Vec<SignOutcome>, Vec<AttemptRow>, i64), StoreError> {
                     let mut out = Vec::with_capacity(batch.len());
                     let mut rows = Vec::new();
                     let mut next = start;
                     let mut taken: std::collections::HashSet<&WithdrawalId> = std::collections::HashSet::new();
-                    // Nonces follow the caller's order (submission order).
                     for id in &batch {
                         let Some(w) = loaded.iter().find(|w| &w.id == id) else {
                             return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
@@ -502,14 +501,78 @@ impl Store for $Store {
                             Err(error) => out.push(SignOutcome::SignError { id: id.clone(), error }),
                         }
                     }
+                    Ok((out, rows, next))
+                };
+                // Records the attempts, moves their withdrawals RECEIVED -> SIGNED and
+                // advances the wallet's nonce, inside the caller's transaction.
+                let record = |conn: &mut $Conn, rows: &[AttemptRow], next: i64| -> Result<(), StoreError> {
+                    let moved: Vec<&str> = rows.iter().map(|r| r.withdrawal_id.as_str()).collect();
+                    for chunk in rows.chunks(200) {
+                        diesel::insert_into(attempts::table).values(chunk).execute(conn)?;
+                    }
+                    for chunk in moved.chunks(500) {
+                        diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(chunk)))
+                            .set((
+                                withdrawals::status.eq(Status::Signed.as_str()),
+                                withdrawals::reason.eq(None::<String>),
+                                withdrawals::updated_at.eq(now),
+                                withdrawals::nudged_at.eq(None::<i64>),
+                            ))
+                            .execute(conn)?;
+                    }
+                    let history: Vec<NewHistory> = moved
+                        .iter()
+                        .map(|id| NewHistory {
+                            withdrawal_id: id,
+                            from_status: Some(Status::Received.as_str()),
+                            to_status: Status::Signed.as_str(),
+                            reason: None,
+                            actor: "signer",
+                            at: now,
+                        })
+                        .collect();
+                    for chunk in history.chunks(500) {
+                        diesel::insert_into(history::table).values(chunk).execute(conn)?;
+                    }
+                    diesel::update(nonce_row(&wallet_s, chain_id)).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
+                    Ok(())
+                };
+
+                if <$Conn as WriteTx>::LOCKS_ROWS {
+                    // Several writers (PostgreSQL): lock the wallet's nonce row first, then
+                    // plan, sign and commit under it. Replicas signing for one wallet queue
+                    // on the lock instead of re-planning against each other; other wallets
+                    // and other writers are not held up.
+                    let id_strs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    return db.lock_writer()?.write_tx(|conn| {
+                        conn.lock_wallet(&wallet_s, chain_id)?;
+                        conn.lock_withdrawals(&id_strs)?;
+                        let start = read_start(conn)?;
+                        let loaded = load_rows(conn, &ids)?;
+                        let (out, rows, next) = plan(start, &loaded)?;
+                        if !rows.is_empty() {
+                            record(conn, &rows, next)?;
+                        }
+                        Ok(out)
+                    });
+                }
+                // One writer (SQLite): signing is the expensive part (ECDSA per transaction),
+                // so it happens outside the write lock: plan on a reader (nonce, statuses),
+                // sign, then commit only if the wallet's nonce and every status are still
+                // what the plan saw. A single signer per wallet never conflicts; concurrent
+                // signers re-plan and re-sign.
+                for _round in 0..8 {
+                    let (start, loaded) = {
+                        let mut conn = db.conn()?;
+                        (read_start(&mut conn)?, load_rows(&mut conn, &ids)?)
+                    };
+                    let (out, rows, next) = plan(start, &loaded)?;
                     if rows.is_empty() {
                         return Ok(out);
                     }
                     let moved: Vec<&str> = rows.iter().map(|r| r.withdrawal_id.as_str()).collect();
                     let started = std::time::Instant::now();
                     let committed = db.lock_writer()?.write_tx(|conn| -> Result<bool, StoreError> {
-                        conn.lock_wallet(&wallet_s, chain_id)?;
-                        conn.lock_withdrawals(&moved)?;
                         let cur: i64 = nonce_row(&wallet_s, chain_id).select(wallet_nonces::next_nonce).first(conn)?;
                         let still: i64 = withdrawals::table
                             .filter(withdrawals::id.eq_any(&moved))
@@ -519,34 +582,7 @@ impl Store for $Store {
                         if cur != start || still != moved.len() as i64 {
                             return Ok(false);
                         }
-                        for chunk in rows.chunks(200) {
-                            diesel::insert_into(attempts::table).values(chunk).execute(conn)?;
-                        }
-                        for chunk in moved.chunks(500) {
-                            diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(chunk)))
-                                .set((
-                                    withdrawals::status.eq(Status::Signed.as_str()),
-                                    withdrawals::reason.eq(None::<String>),
-                                    withdrawals::updated_at.eq(now),
-                                    withdrawals::nudged_at.eq(None::<i64>),
-                                ))
-                                .execute(conn)?;
-                        }
-                        let history: Vec<NewHistory> = moved
-                            .iter()
-                            .map(|id| NewHistory {
-                                withdrawal_id: id,
-                                from_status: Some(Status::Received.as_str()),
-                                to_status: Status::Signed.as_str(),
-                                reason: None,
-                                actor: "signer",
-                                at: now,
-                            })
-                            .collect();
-                        for chunk in history.chunks(500) {
-                            diesel::insert_into(history::table).values(chunk).execute(conn)?;
-                        }
-                        diesel::update(nonce_row(&wallet_s, chain_id)).set(wallet_nonces::next_nonce.eq(next)).execute(conn)?;
+                        record(conn, &rows, next)?;
                         Ok(true)
                     })?;
                     $Db::record_write_hold(started.elapsed());

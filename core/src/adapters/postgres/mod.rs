@@ -126,6 +126,8 @@ impl Postgres {
 }
 
 impl crate::adapters::record_store::WriteTx for PgConnection {
+    const LOCKS_ROWS: bool = true;
+
     fn write_tx<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&mut Self) -> Result<T, StoreError>,
@@ -134,7 +136,7 @@ impl crate::adapters::record_store::WriteTx for PgConnection {
     }
 
     fn lock_wallet(&mut self, wallet: &str, chain_id: u64) -> Result<(), StoreError> {
-        diesel::sql_query("SELECT 1 FROM wallet_nonces WHERE chain_id = $1 AND wallet = $2")
+        diesel::sql_query("SELECT 1 FROM wallet_nonces WHERE chain_id = $1 AND wallet = $2 FOR UPDATE")
             .bind::<BigInt, _>(chain_id as i64)
             .bind::<Text, _>(wallet)
             .execute(self)?;
@@ -148,7 +150,9 @@ impl crate::adapters::record_store::WriteTx for PgConnection {
         let mut sorted: Vec<&str> = ids.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        diesel::sql_query("SELECT 1 FROM withdrawals WHERE id = ANY($1) ORDER BY id").bind::<Array<Text>, _>(sorted).execute(self)?;
+        diesel::sql_query("SELECT 1 FROM withdrawals WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind::<Array<Text>, _>(sorted)
+            .execute(self)?;
         Ok(())
     }
 }

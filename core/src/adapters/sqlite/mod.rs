@@ -250,6 +250,8 @@ impl Sqlite {
 /// SQLite has one writer: an IMMEDIATE transaction takes the write lock at its start, so
 /// no row locks are needed for read-then-write decisions.
 impl crate::adapters::record_store::WriteTx for SqliteConnection {
+    const LOCKS_ROWS: bool = false;
+
     fn write_tx<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&mut Self) -> Result<T, StoreError>,
