@@ -86,3 +86,15 @@ if [ ! -x "$moto_bin" ]; then
 fi
 [ -x "$moto_bin" ] || { echo "tools: moto_server did not install at $moto_bin" >&2; exit 1; }
 export MOTO_SERVER_BIN="$moto_bin"
+
+# The Kubernetes manifests' checks: the Kubernetes schemas (PyPI kubernetes-validate, into
+# the same venv) and the KEDA and Prometheus Operator CRD schemas (npm kubernetes-models).
+if ! "$tools/venv/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null; then
+  echo "tools: installing kubernetes-validate from PyPI into $tools/venv" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate>=1.33' >&2
+fi
+if [ ! -d "$tools/node_modules/@kubernetes-models/keda" ] || [ ! -d "$tools/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  echo "tools: installing the KEDA and Prometheus Operator schemas from npm into $tools" >&2
+  npm install --prefix "$tools" --no-audit --no-fund --silent @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6 >&2
+fi
+export WITHDRAW_TOOLS_PYTHON="$tools/venv/bin/python"

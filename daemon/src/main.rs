@@ -54,6 +54,9 @@ enum Command {
     },
     /// Creates or upgrades the database schema, then exits.
     Migrate,
+    /// Loads and validates the configuration (as a role would), prints what it selects, and
+    /// exits; nothing is connected.
+    CheckConfig,
     /// Checks the Redis balance store against the database.
     Balances {
         #[command(subcommand)]
@@ -200,6 +203,20 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = role_config()?;
             wiring::open_store(&cfg, std::sync::Arc::new(withdraw_core::ports::SystemClock), true).await?;
             tracing::info!(backend = ?cfg.database.backend, "database schema is current");
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let cfg = role_config()?;
+            println!(
+                "configuration ok: database {:?}, queues {:?}, balances {:?}, {} chain(s), {} asset(s), {} intake client(s), {} admin token(s)",
+                cfg.database.backend,
+                cfg.queues.backend,
+                cfg.balances.backend,
+                cfg.chains.len(),
+                cfg.assets.len(),
+                cfg.intake.clients.len(),
+                cfg.admin.tokens.len()
+            );
             Ok(())
         }
         Command::Balances { action: BalancesAction::Reconcile { dry_run, force } } => {
