@@ -69,6 +69,16 @@ impl PortTypes for Configured {
 
 mod dispatch {
     use super::*;
+
+    /// The same call on whichever backend the enum holds.
+    macro_rules! dispatch {
+        ($self:ident, $a:path | $b:path, $x:ident => $call:expr) => {
+            match $self {
+                $a($x) => $call,
+                $b($x) => $call,
+            }
+        };
+    }
     use crate::domain::{Amount, WithdrawalId};
     use crate::ports::*;
     use alloy::primitives::Address;
@@ -76,45 +86,27 @@ mod dispatch {
 
     impl Store for AnyStore {
         async fn submit(&self, batch: Vec<NewWithdrawal>) -> Result<Vec<SubmitOutcome>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.submit(batch).await,
-                AnyStore::Postgres(s) => s.submit(batch).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.submit(batch).await)
         }
 
         async fn get(&self, id: &WithdrawalId) -> Result<Option<WithdrawalDetail>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.get(id).await,
-                AnyStore::Postgres(s) => s.get(id).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.get(id).await)
         }
 
         async fn load(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Withdrawal>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.load(ids).await,
-                AnyStore::Postgres(s) => s.load(ids).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.load(ids).await)
         }
 
         async fn transition(&self, batch: Vec<Transition>) -> Result<Vec<bool>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.transition(batch).await,
-                AnyStore::Postgres(s) => s.transition(batch).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.transition(batch).await)
         }
 
         async fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> Result<u64, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.init_nonce(wallet, chain_id, chain_next).await,
-                AnyStore::Postgres(s) => s.init_nonce(wallet, chain_id, chain_next).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.init_nonce(wallet, chain_id, chain_next).await)
         }
 
         async fn wallets(&self, chain_id: u64) -> Result<Vec<Address>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.wallets(chain_id).await,
-                AnyStore::Postgres(s) => s.wallets(chain_id).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.wallets(chain_id).await)
         }
 
         async fn sign_first_attempts(
@@ -124,150 +116,87 @@ mod dispatch {
             batch: Vec<WithdrawalId>,
             sign: SignFn,
         ) -> Result<Vec<SignOutcome>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.sign_first_attempts(wallet, chain_id, batch, sign).await,
-                AnyStore::Postgres(s) => s.sign_first_attempts(wallet, chain_id, batch, sign).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.sign_first_attempts(wallet, chain_id, batch, sign).await)
         }
 
         async fn latest_attempts(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.latest_attempts(ids).await,
-                AnyStore::Postgres(s) => s.latest_attempts(ids).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.latest_attempts(ids).await)
         }
 
         async fn stuck(&self, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.stuck(chain_id, older_than_ms, limit).await,
-                AnyStore::Postgres(s) => s.stuck(chain_id, older_than_ms, limit).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.stuck(chain_id, older_than_ms, limit).await)
         }
 
         async fn record_replacements(&self, batch: Vec<Replacement>) -> Result<Vec<bool>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_replacements(batch).await,
-                AnyStore::Postgres(s) => s.record_replacements(batch).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_replacements(batch).await)
         }
 
         async fn find_attempts(&self, hashes: Vec<alloy::primitives::B256>) -> Result<Vec<Attempt>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.find_attempts(hashes).await,
-                AnyStore::Postgres(s) => s.find_attempts(hashes).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.find_attempts(hashes).await)
         }
 
         async fn record_inclusions(&self, chain_id: u64, batch: Vec<Inclusion>) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_inclusions(chain_id, batch).await,
-                AnyStore::Postgres(s) => s.record_inclusions(chain_id, batch).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_inclusions(chain_id, batch).await)
         }
 
         async fn forget_inclusions(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.forget_inclusions(ids).await,
-                AnyStore::Postgres(s) => s.forget_inclusions(ids).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.forget_inclusions(ids).await)
         }
 
         async fn included_up_to(&self, chain_id: u64, max_block: u64) -> Result<Vec<IncludedWithdrawal>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.included_up_to(chain_id, max_block).await,
-                AnyStore::Postgres(s) => s.included_up_to(chain_id, max_block).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.included_up_to(chain_id, max_block).await)
         }
 
         async fn take_stale(&self, status: crate::domain::Status, older_than_ms: i64, limit: i64) -> Result<Vec<Withdrawal>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.take_stale(status, older_than_ms, limit).await,
-                AnyStore::Postgres(s) => s.take_stale(status, older_than_ms, limit).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.take_stale(status, older_than_ms, limit).await)
         }
 
         async fn cursor(&self, chain_id: u64) -> Result<Option<u64>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.cursor(chain_id).await,
-                AnyStore::Postgres(s) => s.cursor(chain_id).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.cursor(chain_id).await)
         }
 
         async fn set_cursor(&self, chain_id: u64, block: u64) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.set_cursor(chain_id, block).await,
-                AnyStore::Postgres(s) => s.set_cursor(chain_id, block).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.set_cursor(chain_id, block).await)
         }
 
         async fn counts(&self) -> Result<Vec<(crate::domain::Status, i64)>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.counts().await,
-                AnyStore::Postgres(s) => s.counts().await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.counts().await)
         }
 
         async fn next_nonce(&self, wallet: Address, chain_id: u64) -> Result<Option<u64>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.next_nonce(wallet, chain_id).await,
-                AnyStore::Postgres(s) => s.next_nonce(wallet, chain_id).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.next_nonce(wallet, chain_id).await)
         }
 
         async fn in_flight(&self, chain_id: u64, wallet: Address) -> Result<Vec<InFlight>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.in_flight(chain_id, wallet).await,
-                AnyStore::Postgres(s) => s.in_flight(chain_id, wallet).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.in_flight(chain_id, wallet).await)
         }
 
         async fn record_wallet_funds(&self, funds: Vec<WalletFunds>) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_wallet_funds(funds).await,
-                AnyStore::Postgres(s) => s.record_wallet_funds(funds).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_wallet_funds(funds).await)
         }
 
         async fn wallet_funds(&self) -> Result<Vec<WalletFunds>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.wallet_funds().await,
-                AnyStore::Postgres(s) => s.wallet_funds().await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.wallet_funds().await)
         }
 
         async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.audit(entry).await,
-                AnyStore::Postgres(s) => s.audit(entry).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.audit(entry).await)
         }
 
         async fn attempts_of(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.attempts_of(ids).await,
-                AnyStore::Postgres(s) => s.attempts_of(ids).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.attempts_of(ids).await)
         }
 
         async fn mark_sent(&self, hashes: Vec<alloy::primitives::B256>) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.mark_sent(hashes).await,
-                AnyStore::Postgres(s) => s.mark_sent(hashes).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.mark_sent(hashes).await)
         }
 
         async fn advance_nonce(&self, wallet: Address, chain_id: u64, at_least: u64) -> Result<(u64, u64), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.advance_nonce(wallet, chain_id, at_least).await,
-                AnyStore::Postgres(s) => s.advance_nonce(wallet, chain_id, at_least).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.advance_nonce(wallet, chain_id, at_least).await)
         }
 
         async fn nonce_owners(&self, chain_id: u64, wallet: Address) -> Result<Vec<NonceOwner>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.nonce_owners(chain_id, wallet).await,
-                AnyStore::Postgres(s) => s.nonce_owners(chain_id, wallet).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.nonce_owners(chain_id, wallet).await)
         }
 
         async fn resign_displaced(
@@ -277,210 +206,120 @@ mod dispatch {
             batch: Vec<(WithdrawalId, u64)>,
             sign: SignFn,
         ) -> Result<Vec<SignOutcome>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.resign_displaced(wallet, chain_id, batch, sign).await,
-                AnyStore::Postgres(s) => s.resign_displaced(wallet, chain_id, batch, sign).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.resign_displaced(wallet, chain_id, batch, sign).await)
         }
 
         async fn record_fill(&self, fill: NonceFill) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_fill(fill).await,
-                AnyStore::Postgres(s) => s.record_fill(fill).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_fill(fill).await)
         }
 
         async fn fills(&self, chain_id: u64, wallet: Address, from_nonce: u64) -> Result<Vec<NonceFill>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.fills(chain_id, wallet, from_nonce).await,
-                AnyStore::Postgres(s) => s.fills(chain_id, wallet, from_nonce).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.fills(chain_id, wallet, from_nonce).await)
         }
 
         async fn record_nonce_check(&self, check: NonceCheck) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_nonce_check(check).await,
-                AnyStore::Postgres(s) => s.record_nonce_check(check).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_nonce_check(check).await)
         }
 
         async fn nonce_checks(&self) -> Result<Vec<NonceCheck>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.nonce_checks().await,
-                AnyStore::Postgres(s) => s.nonce_checks().await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.nonce_checks().await)
         }
 
         async fn request_cancel(&self, req: CancelRequest) -> Result<bool, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.request_cancel(req).await,
-                AnyStore::Postgres(s) => s.request_cancel(req).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.request_cancel(req).await)
         }
 
         async fn pending_cancels(&self, chain_id: u64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.pending_cancels(chain_id, limit).await,
-                AnyStore::Postgres(s) => s.pending_cancels(chain_id, limit).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.pending_cancels(chain_id, limit).await)
         }
 
         async fn search(&self, filter: SearchFilter) -> Result<Vec<Withdrawal>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.search(filter).await,
-                AnyStore::Postgres(s) => s.search(filter).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.search(filter).await)
         }
 
         async fn record_approval(&self, approval: Approval) -> Result<bool, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_approval(approval).await,
-                AnyStore::Postgres(s) => s.record_approval(approval).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_approval(approval).await)
         }
 
         async fn revoke_approvals(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.revoke_approvals(ids).await,
-                AnyStore::Postgres(s) => s.revoke_approvals(ids).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.revoke_approvals(ids).await)
         }
 
         async fn approved(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.approved(ids).await,
-                AnyStore::Postgres(s) => s.approved(ids).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.approved(ids).await)
         }
 
         async fn signing_controls(&self) -> Result<Vec<SigningControl>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.signing_controls().await,
-                AnyStore::Postgres(s) => s.signing_controls().await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.signing_controls().await)
         }
 
         async fn set_signing_control(&self, control: SigningControl) -> Result<(), StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.set_signing_control(control).await,
-                AnyStore::Postgres(s) => s.set_signing_control(control).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.set_signing_control(control).await)
         }
 
         async fn audit_log(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.audit_log(limit, before).await,
-                AnyStore::Postgres(s) => s.audit_log(limit, before).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.audit_log(limit, before).await)
         }
 
         async fn record_alerts(&self, alerts: Vec<AlertRecord>) -> Result<usize, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.record_alerts(alerts).await,
-                AnyStore::Postgres(s) => s.record_alerts(alerts).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_alerts(alerts).await)
         }
 
         async fn oldest_in(&self, status: crate::domain::Status) -> Result<Option<i64>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.oldest_in(status).await,
-                AnyStore::Postgres(s) => s.oldest_in(status).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.oldest_in(status).await)
         }
 
         async fn attempts_at(&self, chain_id: u64, wallet: Address, nonces: Vec<u64>) -> Result<Vec<AttemptAtNonce>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.attempts_at(chain_id, wallet, nonces).await,
-                AnyStore::Postgres(s) => s.attempts_at(chain_id, wallet, nonces).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.attempts_at(chain_id, wallet, nonces).await)
         }
 
         async fn alerts(&self, status: Option<String>, limit: i64) -> Result<Vec<AlertRecord>, StoreError> {
-            match self {
-                AnyStore::Sqlite(s) => s.alerts(status, limit).await,
-                AnyStore::Postgres(s) => s.alerts(status, limit).await,
-            }
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.alerts(status, limit).await)
         }
     }
 
     impl Queue for AnyQueue {
         async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<(), QueueError> {
-            match self {
-                AnyQueue::Sqlite(q) => q.send(queue, bodies).await,
-                AnyQueue::Sqs(q) => q.send(queue, bodies).await,
-            }
+            dispatch!(self, AnyQueue::Sqlite | AnyQueue::Sqs, q => q.send(queue, bodies).await)
         }
         async fn receive(&self, queue: QueueName, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
-            match self {
-                AnyQueue::Sqlite(q) => q.receive(queue, max, visibility, wait).await,
-                AnyQueue::Sqs(q) => q.receive(queue, max, visibility, wait).await,
-            }
+            dispatch!(self, AnyQueue::Sqlite | AnyQueue::Sqs, q => q.receive(queue, max, visibility, wait).await)
         }
         async fn ack(&self, queue: QueueName, receipts: Vec<String>) -> Result<(), QueueError> {
-            match self {
-                AnyQueue::Sqlite(q) => q.ack(queue, receipts).await,
-                AnyQueue::Sqs(q) => q.ack(queue, receipts).await,
-            }
+            dispatch!(self, AnyQueue::Sqlite | AnyQueue::Sqs, q => q.ack(queue, receipts).await)
         }
         async fn extend(&self, queue: QueueName, receipts: Vec<String>, visibility: Duration) -> Result<(), QueueError> {
-            match self {
-                AnyQueue::Sqlite(q) => q.extend(queue, receipts, visibility).await,
-                AnyQueue::Sqs(q) => q.extend(queue, receipts, visibility).await,
-            }
+            dispatch!(self, AnyQueue::Sqlite | AnyQueue::Sqs, q => q.extend(queue, receipts, visibility).await)
         }
         async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
-            match self {
-                AnyQueue::Sqlite(q) => q.stats(queue).await,
-                AnyQueue::Sqs(q) => q.stats(queue).await,
-            }
+            dispatch!(self, AnyQueue::Sqlite | AnyQueue::Sqs, q => q.stats(queue).await)
         }
     }
 
     impl Balances for AnyBalances {
         async fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
-            match self {
-                AnyBalances::Sqlite(b) => b.credit(user_id, asset, amount).await,
-                AnyBalances::Redis(b) => b.credit(user_id, asset, amount).await,
-            }
+            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.credit(user_id, asset, amount).await)
         }
         async fn reserve(&self, batch: Vec<Reservation>) -> Result<Vec<ReserveOutcome>, BalanceError> {
-            match self {
-                AnyBalances::Sqlite(b) => b.reserve(batch).await,
-                AnyBalances::Redis(b) => b.reserve(batch).await,
-            }
+            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.reserve(batch).await)
         }
         async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
-            match self {
-                AnyBalances::Sqlite(b) => b.commit(ids).await,
-                AnyBalances::Redis(b) => b.commit(ids).await,
-            }
+            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.commit(ids).await)
         }
         async fn release(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
-            match self {
-                AnyBalances::Sqlite(b) => b.release(ids).await,
-                AnyBalances::Redis(b) => b.release(ids).await,
-            }
+            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.release(ids).await)
         }
         async fn get(&self, user_id: &str, asset: &str) -> Result<Balance, BalanceError> {
-            match self {
-                AnyBalances::Sqlite(b) => b.get(user_id, asset).await,
-                AnyBalances::Redis(b) => b.get(user_id, asset).await,
-            }
+            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.get(user_id, asset).await)
         }
     }
 
     impl Keys for AnyKeys {
         fn wallets(&self) -> Vec<Address> {
-            match self {
-                AnyKeys::Local(k) => k.wallets(),
-                AnyKeys::SecretsManager(k) => k.wallets(),
-            }
+            dispatch!(self, AnyKeys::Local | AnyKeys::SecretsManager, k => k.wallets())
         }
         fn sign(&self, wallet: Address, tx: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
-            match self {
-                AnyKeys::Local(k) => k.sign(wallet, tx),
-                AnyKeys::SecretsManager(k) => k.sign(wallet, tx),
-            }
+            dispatch!(self, AnyKeys::Local | AnyKeys::SecretsManager, k => k.sign(wallet, tx))
         }
     }
 }

@@ -260,7 +260,12 @@ async fn every_role_in_its_own_process(pg: Option<&Postgres>) {
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("signing is not paused"));
     let dry = reconcile(&["--dry-run"]);
     let listed = String::from_utf8_lossy(&dry.stdout).to_string();
-    assert!(dry.status.success() && listed.contains("user user0 ETH: spent is 0 base units"), "{listed}");
+    assert!(
+        dry.status.success() && listed.contains("user user0 ETH: spent is 0 base units"),
+        "{:?}\n{listed}\n{}",
+        dry.status,
+        String::from_utf8_lossy(&dry.stderr)
+    );
     assert_eq!(balances.get("user0", "ETH").await.unwrap().spent, Amount::ZERO, "dry run");
     let fixed = reconcile(&["--force"]);
     assert!(fixed.status.success(), "{}", String::from_utf8_lossy(&fixed.stderr));
