@@ -16,6 +16,7 @@ chmod 755 "$work"
 pids=()
 pg_ctl_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN_DIR/pg_ctl" "$@"; else "$PG_BIN_DIR/pg_ctl" "$@"; fi; }
 cleanup() {
+  cp "$work/withdrawd.log" "${BENCH_LOG:-/tmp/withdrawd-bench-production.log}" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -d "$work/pg/data" ] && pg_ctl_as -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true

@@ -368,6 +368,8 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         });
     }
 
+    // The SQLite backend creates the data directory; with PostgreSQL nothing else needs it.
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let ep_path = cfg.data_dir.join("endpoints.json");
     std::fs::write(&ep_path, serde_json::to_vec_pretty(&endpoints)?).with_context(|| format!("writing {}", ep_path.display()))?;
     tracing::info!(intake = ?endpoints.intake, admin = ?endpoints.admin, health = ?endpoints.health, "withdrawd running");
