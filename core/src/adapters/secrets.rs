@@ -70,7 +70,10 @@ async fn fetch(client: &Client, id: &str) -> Result<LocalKeys, KeyError> {
     } else {
         raw
     };
-    LocalKeys::from_hex(std::slice::from_ref(&hex_key)).map_err(|e| KeyError::Load(format!("secret {id}: {e}")))
+    LocalKeys::from_hex(std::slice::from_ref(&hex_key)).map_err(|e| match e {
+        KeyError::Load(m) => KeyError::Load(format!("secret {id}: {m}")),
+        other => other,
+    })
 }
 
 impl SecretsManagerKeys {
@@ -100,11 +103,16 @@ impl SecretsManagerKeys {
                         Ok(k) => {
                             let added = shared.write().unwrap_or_else(|p| p.into_inner()).merge(k);
                             for w in added {
-                                tracing::warn!(secret = id.as_str(), wallet = %w.to_checksum(None),
+                                // The secret's id and the wallet's public address only.
+                                tracing::warn!(secret_id = id.as_str(), wallet = %w.to_checksum(None),
                                     "hot-wallet secret now holds a new key; the old key keeps signing its in-flight transfers, restart the signer to give the new wallet work");
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "refreshing a hot-wallet secret failed; keeping the keys already loaded"),
+                        // `fetch` builds its errors from the id and the SDK's error, never
+                        // from the secret's value (tested with a malformed rotation).
+                        Err(e) => {
+                            tracing::warn!(secret_id = id.as_str(), error = %e, "refreshing a hot-wallet secret failed; keeping the keys already loaded")
+                        }
                     }
                 }
             }

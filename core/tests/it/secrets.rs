@@ -76,3 +76,49 @@ async fn a_missing_or_malformed_secret_fails_with_its_id_and_never_its_value() {
     let err = SecretsManagerKeys::load(c, vec![], Duration::from_secs(300)).await.expect_err("none configured");
     assert!(err.to_string().contains("no hot-wallet secret ids"), "{err}");
 }
+
+/// What the refresh loop logs, captured: a rotation to a new key and then to a malformed
+/// value (one hex digit short of a key) name the secret and the wallet, never a value, and
+/// the keys already loaded keep signing.
+#[tokio::test]
+async fn refreshes_log_ids_and_addresses_never_a_secret_value() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).with_max_level(tracing::Level::DEBUG).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let moto = Moto::start();
+    let c = client(&moto).await;
+    c.create_secret().name("hot").secret_string(DEV_KEYS[1]).send().await.unwrap();
+    let keys = SecretsManagerKeys::load(c.clone(), vec!["hot".into()], Duration::from_millis(200)).await.expect("load");
+    c.put_secret_value().secret_id("hot").secret_string(format!("{{\"private_key\":\"{}\"}}", DEV_KEYS[2])).send().await.unwrap();
+    eventually(Duration::from_secs(10), "the rotated key", || async { (keys.wallets().len() == 2).then_some(()) }).await;
+    let almost = &DEV_KEYS[3][..63];
+    c.put_secret_value().secret_id("hot").secret_string(almost).send().await.unwrap();
+    let text = eventually(Duration::from_secs(10), "a failed refresh in the log", || async {
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        text.contains("refreshing a hot-wallet secret failed").then_some(text)
+    })
+    .await;
+    assert!(text.contains("secret_id=\"hot\""), "{text}");
+    assert!(text.contains("error=could not load hot-wallet key: secret hot: hot-wallet key is not hex"), "{text}");
+    assert!(text.contains(&addr_of(DEV_KEYS[2]).to_checksum(None)), "the new wallet is named: {text}");
+    for k in DEV_KEYS.iter().chain([&almost]) {
+        assert!(!text.contains(k), "a secret value reached the log: {text}");
+    }
+    assert_eq!(keys.wallets(), vec![addr_of(DEV_KEYS[1]), addr_of(DEV_KEYS[2])], "a malformed version adds nothing");
+    assert_eq!(signer_of(&keys, addr_of(DEV_KEYS[2])), addr_of(DEV_KEYS[2]), "loaded keys keep signing");
+}
