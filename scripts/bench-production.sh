@@ -11,18 +11,12 @@ cd "$root"
 source scripts/tools.sh
 cargo build --release -p withdrawd >&2
 
-work="$(mktemp -d)"
-chmod 755 "$work"
-pids=()
+# shellcheck source=scripts/bench-lib.sh
+BENCH_LOG=${BENCH_LOG:-/tmp/withdrawd-bench-production.log}
+source scripts/bench-lib.sh
 pg_ctl_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN_DIR/pg_ctl" "$@"; else "$PG_BIN_DIR/pg_ctl" "$@"; fi; }
-cleanup() {
-  cp "$work/withdrawd.log" "${BENCH_LOG:-/tmp/withdrawd-bench-production.log}" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -d "$work/pg/data" ] && pg_ctl_as -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+stop_postgres() { [ -d "$work/pg/data" ] && pg_ctl_as -D "$work/pg/data" -m immediate stop >/dev/null 2>&1; }
+cleanup_hooks+=(stop_postgres)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # PostgreSQL: a cluster of its own, fsync on (the record must survive a crash).
@@ -39,16 +33,7 @@ pids+=($!)
 moto_port=$(free_port)
 "$MOTO_SERVER_BIN" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 pids+=($!)
-"$ANVIL_BIN" --host 127.0.0.1 --port 0 --quiet --block-time 1 --disable-block-gas-limit --no-request-size-limit >"$work/anvil.log" 2>&1 &
-pids+=($!)
-anvil_pid=$!
-anvil_url=""
-for _ in $(seq 1 100); do
-  sleep 0.1
-  port=$(ss -ltnpH 2>/dev/null | grep "pid=${anvil_pid}," | sed -E 's/.*127\.0\.0\.1:([0-9]+).*/\1/' | head -n1)
-  [ -n "$port" ] && anvil_url="http://127.0.0.1:$port" && break
-done
-[ -n "$anvil_url" ] || { echo "bench: anvil did not start" >&2; exit 1; }
+start_anvil
 for p in "$redis_port" "$moto_port"; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && break; sleep 0.1; done
 done
@@ -80,15 +65,4 @@ TOML
 echo "wait_secs = 1" >>"$work/withdrawd.toml"
 ./target/release/withdrawd --log-format json --config "$work/withdrawd.toml" migrate >/dev/null
 
-WITHDRAW_LOG=${WITHDRAW_LOG:-warn} ./target/release/withdrawd --log-format json --config "$work/withdrawd.toml" dev --rpc-url "$anvil_url" \
-  --data-dir "$work/data" --intake-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 >"$work/withdrawd.log" 2>&1 &
-pids+=($!)
-wd_pid=$!
-for _ in $(seq 1 100); do [ -s "$work/data/endpoints.json" ] && break; sleep 0.1; done
-[ -s "$work/data/endpoints.json" ] || { cat "$work/withdrawd.log" >&2; exit 1; }
-intake=$(sed -nE 's/.*"intake": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
-admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
-
-./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@"
-curl -s "http://$admin/metrics" | python3 "$root/scripts/bench-breakdown.py"
-echo "peak RSS of withdrawd: $(grep VmHWM /proc/"$wd_pid"/status | awk '{print $2, $3}')"
+run_bench --config "$work/withdrawd.toml" -- "$@"

@@ -1,0 +1,56 @@
+# Shared by scripts/bench.sh and scripts/bench-production.sh (source it after tools.sh):
+# a temporary work directory cleaned up on exit, a fresh anvil, and a withdrawd dev run
+# driven by `withdrawd bench` with its report.
+
+work="$(mktemp -d)"
+chmod 755 "$work"
+pids=()
+cleanup_hooks=()
+cleanup() {
+  cp "$work/withdrawd.log" "${BENCH_LOG:-/tmp/withdrawd-bench.log}" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for h in "${cleanup_hooks[@]}"; do $h || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# Starts anvil with 1 s blocks like a real chain (automine mines one block per arriving
+# transaction, so the tail of a burst larger than one block would wait for a transaction
+# that never comes) and no block gas cap, so a block holds a whole burst; sets anvil_url.
+start_anvil() {
+  "$ANVIL_BIN" --host 127.0.0.1 --port 0 --quiet --block-time 1 --disable-block-gas-limit --no-request-size-limit >"$work/anvil.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  anvil_url=""
+  for _ in $(seq 1 100); do
+    sleep 0.1
+    local port
+    port=$(ss -ltnpH 2>/dev/null | grep "pid=${pid}," | sed -E 's/.*127\.0\.0\.1:([0-9]+).*/\1/' | head -n1)
+    [ -n "$port" ] && anvil_url="http://127.0.0.1:$port" && return 0
+  done
+  echo "bench: anvil did not start" >&2
+  exit 1
+}
+
+# Runs `withdrawd [global args] dev` on anvil, then the bench with the remaining arguments
+# after `--`, the stage breakdown, and withdrawd's peak RSS.
+#   run_bench [withdrawd global args...] -- [bench args...]
+run_bench() {
+  local global=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do global+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  WITHDRAW_LOG=${WITHDRAW_LOG:-warn} ./target/release/withdrawd --log-format json "${global[@]}" dev --rpc-url "$anvil_url" \
+    --data-dir "$work/data" --intake-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 >"$work/withdrawd.log" 2>&1 &
+  local wd=$!
+  pids+=("$wd")
+  for _ in $(seq 1 100); do [ -s "$work/data/endpoints.json" ] && break; sleep 0.1; done
+  [ -s "$work/data/endpoints.json" ] || { cat "$work/withdrawd.log" >&2; exit 1; }
+  local intake admin
+  intake=$(sed -nE 's/.*"intake": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
+  admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
+  ./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@"
+  # Where the time went, from withdrawd's own histograms.
+  curl -s "http://$admin/metrics" | python3 "$root/scripts/bench-breakdown.py"
+  echo "peak RSS of withdrawd: $(grep VmHWM /proc/"$wd"/status | awk '{print $2, $3}')"
+}
