@@ -205,3 +205,47 @@ fn parse_deliveries(deliveries: Vec<Delivery>) -> (Vec<(WithdrawalId, Vec<String
     }
     (out, junk)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::Embedded;
+    use crate::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+    use std::time::Duration;
+
+    /// A batch that takes longer than its messages' visibility timeout: while the heartbeat
+    /// runs no other consumer receives them; once the work ends (here: a worker that never
+    /// acks), they come back.
+    #[tokio::test]
+    async fn the_heartbeat_keeps_a_slow_batch_from_a_second_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let ports = Ports::<Embedded> {
+            store: SqliteStore::new(db.clone(), clock.clone()),
+            queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
+            balances: SqliteBalances::new(db, clock.clone()),
+            chains: HashMap::new(),
+            clock,
+        };
+        let vis = Duration::from_millis(300);
+        ports.queue.send(QueueName::Requests, vec!["slow".into()]).await.unwrap();
+        let got = ports.queue.receive(QueueName::Requests, 10, vis, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let receipts = got.iter().map(|d| d.receipt.clone()).collect();
+        let other_consumer = &ports.queue;
+        let work = async {
+            // Three times the visibility timeout, looking as a second consumer would.
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let stolen = other_consumer.receive(QueueName::Requests, 10, vis, Duration::ZERO).await.unwrap();
+                assert!(stolen.is_empty(), "redelivered while still being worked");
+            }
+            "worked"
+        };
+        assert_eq!(with_heartbeat(&ports, QueueName::Requests, receipts, vis, work).await, "worked");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let back = ports.queue.receive(QueueName::Requests, 10, vis, Duration::ZERO).await.unwrap();
+        assert_eq!(back.len(), 1, "an unacked message comes back once its heartbeat stops");
+    }
+}
