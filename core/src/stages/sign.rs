@@ -113,6 +113,9 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             let result = match got {
                 Ok(d) if d.is_empty() => continue,
                 Ok(d) => {
+                    // A long poll (SQS: up to 20 s) can outlast the view of signing pauses
+                    // read before it; read it again (at most once a second) before signing.
+                    self.refresh_controls().await;
                     let receipts = d.iter().map(|m| m.receipt.clone()).collect();
                     super::with_heartbeat(&self.ports, QueueName::Requests, receipts, self.cfg.visibility, self.process(d)).await
                 }
