@@ -33,17 +33,22 @@ async fn drain(q: &SqsQueue, queue: QueueName, want: usize, vis: Duration) -> Ve
 async fn batches_round_trip_and_acked_messages_are_gone() {
     let (_moto, _c, q, _) = setup(5).await;
     q.send(QueueName::Requests, bodies(35)).await.expect("send 35 in batches of 10");
-    let got = drain(&q, QueueName::Requests, 35, Duration::from_secs(2)).await;
+    // A long visibility: under load the drain can take seconds, and a message whose
+    // visibility ran out meanwhile would rightly be delivered again.
+    let got = drain(&q, QueueName::Requests, 35, Duration::from_secs(30)).await;
     let mut seen: Vec<String> = got.iter().map(|d| d.body.clone()).collect();
     seen.sort();
     assert_eq!(seen, bodies(35), "every message exactly once");
     assert!(got.iter().all(|d| d.receive_count == 1));
     let st = q.stats(QueueName::Requests).await.expect("stats");
     assert_eq!(st.visible, 0, "all 35 are being worked");
-    q.ack(QueueName::Requests, got.iter().map(|d| d.receipt.clone()).collect()).await.expect("ack");
-    // Past the visibility timeout, nothing acked comes back. (SQS's counts are approximate
-    // and lag; redelivery is what matters.)
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let receipts: Vec<String> = got.iter().map(|d| d.receipt.clone()).collect();
+    q.ack(QueueName::Requests, receipts.clone()).await.expect("ack");
+    // Had a delete not taken, shortening the visibility would bring that message back in a
+    // second; deleted ones stay gone. (SQS's counts are approximate and lag; redelivery is
+    // what matters.)
+    q.extend(QueueName::Requests, receipts, Duration::from_secs(1)).await.expect("extend");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let again = q.receive(QueueName::Requests, 100, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
     assert!(again.is_empty(), "acked messages were redelivered: {:?}", again.iter().map(|d| &d.body).collect::<Vec<_>>());
 }
