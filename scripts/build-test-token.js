@@ -1,5 +1,6 @@
 // Compiles testdata/contracts/TestToken.sol with solc-js and OpenZeppelin from .tools and
-// writes its creation bytecode to .tools/TestToken.bin (hex, no 0x). Run by scripts/tools.sh.
+// writes the creation bytecode of each contract in it to .tools/<Name>.bin (hex, no 0x):
+// TestToken (a plain ERC-20) and FalseToken (transfer returns false). Run by scripts/tools.sh.
 const fs = require("fs");
 const path = require("path");
 const root = path.resolve(__dirname, "..");
@@ -24,5 +25,8 @@ if (errors.length) {
   console.error(errors.map((e) => e.formattedMessage).join("\n"));
   process.exit(1);
 }
-const bin = out.contracts["TestToken.sol"].TestToken.evm.bytecode.object;
-fs.writeFileSync(path.join(root, ".tools", "TestToken.bin"), bin);
+// FalseToken first: tools.sh rebuilds while TestToken.bin is missing or older than the source.
+for (const name of ["FalseToken", "TestToken"]) {
+  const bin = out.contracts["TestToken.sol"][name].evm.bytecode.object;
+  fs.writeFileSync(path.join(root, ".tools", name + ".bin"), bin);
+}

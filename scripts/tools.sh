@@ -17,7 +17,7 @@ export ANVIL_BIN="$anvil_bin"
 
 # A real ERC-20 for the token tests, compiled from testdata/contracts with solc-js.
 token_bin="$tools/TestToken.bin"
-if [ ! -s "$token_bin" ] || [ "$root/testdata/contracts/TestToken.sol" -nt "$token_bin" ]; then
+if [ ! -s "$token_bin" ] || [ ! -s "$tools/FalseToken.bin" ] || [ "$root/testdata/contracts/TestToken.sol" -nt "$token_bin" ]; then
   if [ ! -d "$tools/node_modules/solc" ] || [ ! -d "$tools/node_modules/@openzeppelin/contracts" ]; then
     echo "tools: installing solc and OpenZeppelin contracts from npm into $tools" >&2
     npm install --prefix "$tools" --no-audit --no-fund --silent solc@0.8 @openzeppelin/contracts@5 >&2

@@ -107,7 +107,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 }))
                 .expect("static json");
                 let ts = now();
-                let sig = sign(a.secret.as_bytes(), ts, "POST", "/v1/withdrawals", &body);
+                let key = format!("bench-{run_id}-{i}");
+                let sig = sign(a.secret.as_bytes(), ts, "POST", "/v1/withdrawals", &key, &body);
                 let started = due;
                 let r = http
                     .post(format!("{}/v1/withdrawals", a.intake))
@@ -115,7 +116,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                     .header("x-api-key", &a.client)
                     .header("x-timestamp", ts.to_string())
                     .header("x-signature", sig)
-                    .header("idempotency-key", format!("bench-{run_id}-{i}"))
+                    .header("idempotency-key", key)
                     .body(body)
                     .send()
                     .await;

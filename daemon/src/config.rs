@@ -42,6 +42,33 @@ pub struct Config {
     pub aws: AwsConfig,
     /// Health and metrics listener of the signer, sender and tracker roles.
     pub health_listen: SocketAddr,
+    /// Bounds of every HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// Every HTTP listener's bounds (DESIGN §6): a slow or silent client holds a connection
+/// for seconds, and a flood of them is refused rather than queued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// From a request's first byte (or a kept-alive connection's last answer) to the end of
+    /// its headers; a connection idle this long is closed.
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    /// The whole request, handler included (408 past it).
+    pub request_timeout_ms: u64,
+    /// Open connections per listener; past it new ones are closed on accept.
+    pub max_connections: usize,
+    /// Serve `/metrics` on this address only (and not on the intake and admin ports).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { header_timeout_ms: 10_000, body_timeout_ms: 10_000, request_timeout_ms: 30_000, max_connections: 1024, metrics_listen: None }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,6 +356,14 @@ pub struct TrackerConfig {
     pub poll_ms: u64,
     pub reconcile_every_secs: u64,
     pub stale_after_secs: u64,
+    /// How long the tracker lease lasts unrenewed: after a tracker dies, another takes
+    /// over within this.
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+}
+
+fn default_lease_ttl_secs() -> u64 {
+    15
 }
 
 /// Overrides from `withdrawd dev`'s flags.
@@ -450,10 +485,17 @@ impl Config {
                 displaced_after_secs: 30,
             },
             sender: SenderConfig { batch: 256 },
-            tracker: TrackerConfig { confirmations: 1, poll_ms: 200, reconcile_every_secs: 5, stale_after_secs: 60 },
+            tracker: TrackerConfig {
+                confirmations: 1,
+                poll_ms: 200,
+                reconcile_every_secs: 5,
+                stale_after_secs: 60,
+                lease_ttl_secs: default_lease_ttl_secs(),
+            },
             balances: BalancesConfig::default(),
             aws: AwsConfig::default(),
             health_listen: "127.0.0.1:8082".parse().expect("static address"),
+            http: HttpConfig::default(),
         }
     }
 
@@ -585,6 +627,26 @@ impl Config {
 
     pub fn asset_registry(&self) -> Result<AssetRegistry> {
         let mut out = Vec::new();
+        // Balances are kept per (user, symbol) across chains, amounts in base units of the
+        // asset's decimals: one symbol with other decimals on another chain would let a
+        // credit of "1" there be spent as 10^12 of it here. Refused at start.
+        for (i, a) in self.assets.iter().enumerate() {
+            if let Some(b) = self.assets[..i].iter().find(|b| b.symbol == a.symbol && b.decimals != a.decimals) {
+                bail!(
+                    "asset {} has {} decimals on chain {} but {} on chain {}: balances are kept per symbol, so one symbol must have one number of decimals (name the other one differently, e.g. {}.{})",
+                    a.symbol,
+                    b.decimals,
+                    b.chain_id,
+                    a.decimals,
+                    a.chain_id,
+                    a.symbol,
+                    a.chain_id
+                );
+            }
+            if self.assets[..i].iter().any(|b| b.symbol == a.symbol && b.chain_id == a.chain_id) {
+                bail!("asset {} on chain {} is configured twice", a.symbol, a.chain_id);
+            }
+        }
         for a in &self.assets {
             if !self.chains.iter().any(|c| c.chain_id == a.chain_id) {
                 bail!("asset {} is on chain {}, which is not configured", a.symbol, a.chain_id);
@@ -739,6 +801,27 @@ mod tests {
         c.assets[0].chain_id = 5;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("chain 5"), "{e}");
+    }
+
+    /// One symbol, 18 decimals on one chain and 6 on another: a credit of "1" on the second
+    /// would be 10^12 of the first's base units in the one balance they share. Refused.
+    #[test]
+    fn holes_one_symbol_with_two_decimals_is_refused() {
+        let mut c = Config::dev_defaults();
+        let mut other = c.chains[0].clone();
+        other.chain_id = 1337;
+        c.chains.push(other);
+        let mut usdc = c.assets[0].clone();
+        usdc.chain_id = 1337;
+        usdc.decimals = 6;
+        c.assets.push(usdc.clone());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("decimals") && e.contains("one symbol must have one number of decimals"), "{e}");
+        c.assets.last_mut().unwrap().decimals = c.assets[0].decimals;
+        c.validate().expect("the same symbol with the same decimals on two chains is fine");
+        c.assets.push(usdc);
+        c.assets.last_mut().unwrap().decimals = c.assets[0].decimals;
+        assert!(c.validate().unwrap_err().to_string().contains("configured twice"));
     }
 
     #[test]

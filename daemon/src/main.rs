@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use wiring::Role;
 
 #[derive(Parser)]
@@ -196,7 +197,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tracker { once: true } => {
             let cfg = role_config()?;
             let ports = wiring::ports(&cfg).await?;
-            withdraw_core::stages::Tracker::new(ports, wiring::tracker_config(&cfg)).once().await.context("tracker pass")?;
+            withdraw_core::stages::Tracker::new(ports, Arc::new(cfg.asset_registry()?), wiring::tracker_config(&cfg))
+                .once()
+                .await
+                .context("tracker pass")?;
             Ok(())
         }
         Command::Migrate => {

@@ -53,6 +53,29 @@ pub fn describe() {
         "withdraw_nonce_conflicts_total",
         "Broadcasts answered 'nonce too low' with none of the withdrawal's attempts on chain."
     );
+    describe_counter!(
+        "withdraw_nonce_displacement_unproven_total",
+        "Nonces passed by the chain without our receipt where no foreign transaction was found: nothing re-signed."
+    );
+    describe_counter!(
+        "withdraw_signing_refused_paused_total",
+        "Signing writes (transfers, bumps, cancels, fills, re-signs) refused inside their transaction because signing is paused."
+    );
+    describe_counter!(
+        "withdraw_token_transfer_unproven_total",
+        "Token transfers mined with a successful receipt but no matching Transfer log: FAILED, funds released."
+    );
+    describe_counter!("withdraw_settlements_total", "Balance changes (commits, releases) carried out after their status change.");
+    describe_counter!(
+        "withdraw_reservation_missing_total",
+        "Settles that found no reservation where one must exist: the balance store lost writes."
+    );
+    describe_counter!(
+        "withdraw_dlq_stale_messages_total",
+        "Dead-letter messages older than their withdrawal's last change, dropped unacted."
+    );
+    describe_counter!("withdraw_intake_overloaded_total", "Requests answered 503 because the intake writer's queue was full.");
+    describe_counter!("withdraw_http_connections_refused_total", "Connections closed on accept because a listener was at its cap.");
     describe_histogram!("withdraw_nonce_check_seconds", Unit::Seconds, "Duration of one wallet's nonce check.");
     describe_histogram!("withdraw_nonce_owners_seconds", Unit::Seconds, "Duration of the nonce check's read of open nonces.");
     describe_counter!("withdraw_fee_bumps_total", "Stuck transfers replaced with higher fees.");
@@ -88,6 +111,9 @@ pub const INTAKE_OUTCOMES: [&str; 9] = [
 
 /// Zero for every series whose labels are known at start.
 pub fn preinit() {
+    for action in ["commit", "release"] {
+        metrics::counter!("withdraw_reservation_missing_total", "action" => action).absolute(0);
+    }
     for o in INTAKE_OUTCOMES {
         metrics::counter!("withdraw_intake_requests_total", "outcome" => o).absolute(0);
     }

@@ -228,6 +228,12 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
     let mut sup = Supervisor::new();
     let queue_vis = Duration::from_secs(cfg.queues.visibility_timeout_secs);
     let mut endpoints = Endpoints { intake: None, admin: None, health: None };
+    let limits = http::server::Limits {
+        header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
+        body_timeout: Duration::from_millis(cfg.http.body_timeout_ms),
+        request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
+        max_connections: cfg.http.max_connections,
+    };
     let mut wallets = Vec::new();
 
     if roles.contains(&Role::Signer) {
@@ -281,7 +287,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         sup.spawn_critical("sender", async move { sender.run(cancel).await });
     }
     if roles.contains(&Role::Tracker) {
-        let tracker = stages::Tracker::new(ports.clone(), tracker_config(&cfg));
+        let tracker = stages::Tracker::new(ports.clone(), assets.clone(), tracker_config(&cfg));
         let cancel = sup.cancel.clone();
         sup.spawn_critical("tracker", async move { tracker.run(cancel).await });
     }
@@ -320,10 +326,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         endpoints.intake = Some(listener.local_addr()?.to_string());
         let cancel = sup.cancel.clone();
         sup.spawn_critical("intake-http", async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-                tracing::error!(error = %e, "intake server failed");
-                return;
-            }
+            http::server::serve(listener, app, limits, "intake", cancel).await;
             // The router (and with it every Intake handle) is gone: the writer records
             // what it was handed and stops.
             let _ = writer.await;
@@ -350,22 +353,14 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         let listener = bind(cfg.admin.listen, "admin").await?;
         endpoints.admin = Some(listener.local_addr()?.to_string());
         let cancel = sup.cancel.clone();
-        sup.spawn_critical("admin-http", async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        sup.spawn_critical("admin-http", async move { http::server::serve(listener, app, limits, "admin", cancel).await });
     }
     if !roles.contains(&Role::Intake) && !roles.contains(&Role::Admin) {
         let listener = bind(cfg.health_listen, "health").await?;
         endpoints.health = Some(listener.local_addr()?.to_string());
         let app = http::ops_router(ops.clone());
         let cancel = sup.cancel.clone();
-        sup.spawn_critical("health-http", async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-                tracing::error!(error = %e, "health server failed");
-            }
-        });
+        sup.spawn_critical("health-http", async move { http::server::serve(listener, app, limits, "health", cancel).await });
     }
 
     // The SQLite backend creates the data directory; with PostgreSQL nothing else needs it.
@@ -388,6 +383,7 @@ pub fn tracker_config(cfg: &Config) -> stages::TrackerConfig {
         blocks_per_batch: 100,
         reconcile_every: Duration::from_secs(cfg.tracker.reconcile_every_secs),
         stale_after: Duration::from_secs(cfg.tracker.stale_after_secs),
+        lease_ttl: Duration::from_secs(cfg.tracker.lease_ttl_secs.max(1)),
     }
 }
 

@@ -13,3 +13,20 @@ contract TestToken is ERC20 {
         return 6;
     }
 }
+
+/// A token whose `transfer` returns false without reverting and moves nothing, as some
+/// deployed tokens do on failure: its receipt is successful, yet nobody was paid. withdrawd
+/// must not take that receipt as a payment.
+contract FalseToken is ERC20 {
+    constructor(uint256 supply) ERC20("False Dollar", "FUSD") {
+        _mint(msg.sender, supply);
+    }
+
+    function decimals() public pure override returns (uint8) {
+        return 6;
+    }
+
+    function transfer(address, uint256) public pure override returns (bool) {
+        return false;
+    }
+}

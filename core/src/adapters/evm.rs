@@ -60,6 +60,27 @@ fn receipt(v: &Value) -> Result<TxReceipt, ChainError> {
         block_number: hex_u64(&v["blockNumber"])?,
         block_hash: parse(&v["blockHash"], "blockHash")?,
         success: hex_u64(&v["status"])? == 1,
+        transfers: v["logs"].as_array().map(|logs| logs.iter().filter_map(transfer_log).collect()).unwrap_or_default(),
+    })
+}
+
+/// An ERC-20 `Transfer` log (three topics, a 32-byte amount); anything else is None.
+fn transfer_log(log: &Value) -> Option<TransferLog> {
+    let topics = log["topics"].as_array()?;
+    let topic = |i: usize| topics.get(i)?.as_str()?.parse::<B256>().ok();
+    if topics.len() != 3 || topic(0)? != TRANSFER_TOPIC {
+        return None;
+    }
+    let data = hex::decode(log["data"].as_str()?.trim_start_matches("0x")).ok()?;
+    if data.len() != 32 {
+        return None;
+    }
+    let word_addr = |w: B256| Address::from_slice(&w[12..]);
+    Some(TransferLog {
+        token: log["address"].as_str()?.parse().ok()?,
+        from: word_addr(topic(1)?),
+        to: word_addr(topic(2)?),
+        amount: U256::from_be_slice(&data),
     })
 }
 

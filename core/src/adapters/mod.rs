@@ -101,6 +101,19 @@ mod dispatch {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.transition(batch).await)
         }
 
+        async fn pending_settlements(
+            &self,
+            older_than_ms: i64,
+            ids: Option<Vec<WithdrawalId>>,
+            limit: i64,
+        ) -> Result<Vec<PendingSettlement>, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.pending_settlements(older_than_ms, ids, limit).await)
+        }
+
+        async fn settled(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.settled(ids).await)
+        }
+
         async fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> Result<u64, StoreError> {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.init_nonce(wallet, chain_id, chain_next).await)
         }
@@ -155,8 +168,12 @@ mod dispatch {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.cursor(chain_id).await)
         }
 
-        async fn set_cursor(&self, chain_id: u64, block: u64) -> Result<(), StoreError> {
-            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.set_cursor(chain_id, block).await)
+        async fn set_cursor(&self, chain_id: u64, expected: Option<u64>, block: u64) -> Result<bool, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.set_cursor(chain_id, expected, block).await)
+        }
+
+        async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.acquire_lease(name, holder, ttl_ms).await)
         }
 
         async fn counts(&self) -> Result<Vec<(crate::domain::Status, i64)>, StoreError> {
@@ -209,7 +226,7 @@ mod dispatch {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.resign_displaced(wallet, chain_id, batch, sign).await)
         }
 
-        async fn record_fill(&self, fill: NonceFill) -> Result<(), StoreError> {
+        async fn record_fill(&self, fill: NonceFill) -> Result<bool, StoreError> {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_fill(fill).await)
         }
 
@@ -303,10 +320,10 @@ mod dispatch {
         async fn reserve(&self, batch: Vec<Reservation>) -> Result<Vec<ReserveOutcome>, BalanceError> {
             dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.reserve(batch).await)
         }
-        async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+        async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, BalanceError> {
             dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.commit(ids).await)
         }
-        async fn release(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+        async fn release(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, BalanceError> {
             dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.release(ids).await)
         }
         async fn get(&self, user_id: &str, asset: &str) -> Result<Balance, BalanceError> {

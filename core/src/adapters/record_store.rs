@@ -28,6 +28,12 @@ pub(crate) trait WriteTx: Sized {
     /// Locks withdrawal rows until the transaction ends (in id order, so two transactions
     /// locking overlapping sets cannot deadlock).
     fn lock_withdrawals(&mut self, ids: &[&str]) -> Result<(), StoreError>;
+
+    /// Takes the signing brake's lock until the transaction ends: shared by every
+    /// transaction that records a signature, exclusive for a pause change. A pause therefore
+    /// commits only after every signing transaction that read "not paused" has committed,
+    /// and every signing transaction after it reads the pause (DESIGN §5, invariant 8).
+    fn lock_brake(&mut self, exclusive: bool) -> Result<(), StoreError>;
 }
 
 macro_rules! record_store {
@@ -132,6 +138,7 @@ struct InclusionRow {
     block_number: i64,
     block_hash: String,
     success: bool,
+    failure: Option<String>,
 }
 
 impl InclusionRow {
@@ -142,6 +149,7 @@ impl InclusionRow {
             block_number: self.block_number as u64,
             block_hash: self.block_hash.parse().map_err(|_| corrupt("block_hash"))?,
             success: self.success,
+            failure: self.failure,
             withdrawal_id: WithdrawalId::from_stored(self.withdrawal_id),
         })
     }
@@ -178,19 +186,40 @@ fn nonce_row(wallet: &str, chain_id: u64) -> NonceRow<'_> {
 
 /// Applies many transitions with a few statements per distinct (from, to, reason, actor)
 /// instead of two per withdrawal; returns, in order, whether each applied.
+/// Whether signing is paused for `chain_id` (or everywhere), read under the brake's shared
+/// lock inside the caller's write transaction: the check and the signature it allows commit
+/// together, so a pause that has answered holds for every replica.
+fn brake_on(conn: &mut $Conn, chain_id: u64) -> Result<bool, StoreError> {
+    conn.lock_brake(false)?;
+    let paused: i64 = signing_controls::table
+        .filter(signing_controls::paused.eq(true))
+        .filter(signing_controls::scope.eq_any(["all".to_owned(), chain_id.to_string()]))
+        .count()
+        .get_result(conn)?;
+    if paused > 0 {
+        metrics::counter!("withdraw_signing_refused_paused_total", "chain_id" => chain_id.to_string()).increment(1);
+    }
+    Ok(paused > 0)
+}
+
 fn transition_many(conn: &mut $Conn, batch: &[Transition], now: i64) -> Result<Vec<bool>, StoreError> {
     conn.lock_withdrawals(&batch.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())?;
     let mut applied = vec![false; batch.len()];
-    let mut groups: std::collections::HashMap<(Status, Status, Option<&str>, &str), Vec<usize>> = std::collections::HashMap::new();
+    type Group<'a> = (Status, Status, Option<&'a str>, &'a str, Option<Settle>);
+    let mut groups: std::collections::HashMap<Group, Vec<usize>> = std::collections::HashMap::new();
     for (i, t) in batch.iter().enumerate() {
-        groups.entry((t.from, t.to, t.reason.as_deref(), t.actor.as_str())).or_default().push(i);
+        groups.entry((t.from, t.to, t.reason.as_deref(), t.actor.as_str(), t.settle)).or_default().push(i);
     }
-    for ((from, to, reason, actor), idx) in groups {
+    for ((from, to, reason, actor, settle), idx) in groups {
         for chunk in idx.chunks(500) {
             let ids: Vec<&str> = chunk.iter().map(|&i| batch[i].id.as_str()).collect();
+            // A withdrawal whose last balance change is still owed stays where it is until
+            // the settler has carried it out: a reprocess must not reserve anew while the
+            // release of the old reservation is pending (it would release the new one).
             let movable: std::collections::HashSet<String> = withdrawals::table
                 .filter(withdrawals::id.eq_any(&ids))
                 .filter(withdrawals::status.eq(from.as_str()))
+                .filter(diesel::dsl::not(diesel::dsl::exists(settlements::table.filter(settlements::withdrawal_id.eq(withdrawals::id)))))
                 .select(withdrawals::id)
                 .load::<String>(conn)?
                 .into_iter()
@@ -220,6 +249,20 @@ fn transition_many(conn: &mut $Conn, batch: &[Transition], now: i64) -> Result<V
                 })
                 .collect();
             diesel::insert_into(history::table).values(&history).execute(conn)?;
+            if let Some(settle) = settle {
+                let owed: Vec<_> = moving
+                    .iter()
+                    .map(|id| {
+                        (
+                            settlements::withdrawal_id.eq(*id),
+                            settlements::action.eq(settle.as_str()),
+                            settlements::from_status.eq(from.as_str()),
+                            settlements::created_at.eq(now),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(settlements::table).values(&owed).execute(conn)?;
+            }
             for &i in chunk {
                 // A withdrawal listed twice in one batch moves once.
                 if movable.contains(batch[i].id.as_str()) && !chunk.iter().any(|&j| j < i && batch[j].id == batch[i].id) {
@@ -412,6 +455,54 @@ impl Store for $Store {
         self.db.write(move |conn| conn.write_tx(|conn| transition_many(conn, &batch, now))).await
     }
 
+    async fn pending_settlements(
+        &self,
+        older_than_ms: i64,
+        ids: Option<Vec<WithdrawalId>>,
+        limit: i64,
+    ) -> Result<Vec<PendingSettlement>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let mut q = settlements::table
+                    .filter(settlements::created_at.lt(older_than_ms))
+                    .order(settlements::created_at.asc())
+                    .limit(limit)
+                    .select((settlements::withdrawal_id, settlements::action, settlements::from_status, settlements::created_at))
+                    .into_boxed();
+                if let Some(ids) = &ids {
+                    q = q.filter(settlements::withdrawal_id.eq_any(ids.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>()));
+                }
+                let rows: Vec<(String, String, String, i64)> = q.load(conn)?;
+                rows.into_iter()
+                    .map(|(id, action, from, at)| {
+                        let settle = match action.as_str() {
+                            "commit" => Settle::Commit,
+                            "release" => Settle::Release,
+                            _ => return Err(StoreError::Corrupt(format!("settlement of {id}: action {action}"))),
+                        };
+                        let from = from.parse().map_err(|_| StoreError::Corrupt(format!("settlement of {id}: status {from}")))?;
+                        Ok(PendingSettlement { withdrawal_id: WithdrawalId::from_stored(id), settle, from, created_at_ms: at })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn settled(&self, ids: Vec<WithdrawalId>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.into_iter().map(|i| i.as_str().to_owned()).collect();
+        self.db
+            .write(move |conn| {
+                for chunk in ids.chunks(500) {
+                    diesel::delete(settlements::table.filter(settlements::withdrawal_id.eq_any(chunk))).execute(conn)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> Result<u64, StoreError> {
         self.db
             .write(move |conn| {
@@ -546,6 +637,9 @@ impl Store for $Store {
                     let id_strs: Vec<&str> = ids.iter().map(String::as_str).collect();
                     return db.lock_writer()?.write_tx(|conn| {
                         conn.lock_wallet(&wallet_s, chain_id)?;
+                        if brake_on(conn, chain_id)? {
+                            return Ok(batch.iter().map(|id| SignOutcome::Paused { id: id.clone() }).collect());
+                        }
                         conn.lock_withdrawals(&id_strs)?;
                         let start = read_start(conn)?;
                         let loaded = load_rows(conn, &ids)?;
@@ -572,7 +666,11 @@ impl Store for $Store {
                     }
                     let moved: Vec<&str> = rows.iter().map(|r| r.withdrawal_id.as_str()).collect();
                     let started = std::time::Instant::now();
-                    let committed = db.lock_writer()?.write_tx(|conn| -> Result<bool, StoreError> {
+                    // None: paused meanwhile (nothing recorded, the signatures are dropped).
+                    let committed = db.lock_writer()?.write_tx(|conn| -> Result<Option<bool>, StoreError> {
+                        if brake_on(conn, chain_id)? {
+                            return Ok(None);
+                        }
                         let cur: i64 = nonce_row(&wallet_s, chain_id).select(wallet_nonces::next_nonce).first(conn)?;
                         let still: i64 = withdrawals::table
                             .filter(withdrawals::id.eq_any(&moved))
@@ -580,14 +678,16 @@ impl Store for $Store {
                             .count()
                             .get_result(conn)?;
                         if cur != start || still != moved.len() as i64 {
-                            return Ok(false);
+                            return Ok(Some(false));
                         }
                         record(conn, &rows, next)?;
-                        Ok(true)
+                        Ok(Some(true))
                     })?;
                     $Db::record_write_hold(started.elapsed());
-                    if committed {
-                        return Ok(out);
+                    match committed {
+                        Some(true) => return Ok(out),
+                        None => return Ok(batch.iter().map(|id| SignOutcome::Paused { id: id.clone() }).collect()),
+                        Some(false) => {}
                     }
                     tracing::info!(wallet = %wallet_s, chain_id, "nonce or statuses moved while signing; signing the batch again");
                 }
@@ -648,11 +748,18 @@ impl Store for $Store {
                         .load::<String>(conn)?
                         .into_iter()
                         .collect();
+                    let mut braked: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
+                    for r in &batch {
+                        if !braked.contains_key(&r.attempt.chain_id) {
+                            braked.insert(r.attempt.chain_id, brake_on(conn, r.attempt.chain_id)?);
+                        }
+                    }
                     let mut out = Vec::with_capacity(batch.len());
                     for r in &batch {
                         let a = &r.attempt;
                         let current = latest.get(&a.withdrawal_id);
-                        let ok = open.contains(a.withdrawal_id.as_str())
+                        let ok = !braked[&a.chain_id]
+                            && open.contains(a.withdrawal_id.as_str())
                             && current.is_some_and(|c| c.tx_hash == r.replaces && c.nonce == a.nonce && c.wallet == a.wallet);
                         if ok {
                             diesel::insert_into(attempts::table).values(attempt_row(a)).execute(conn)?;
@@ -698,6 +805,7 @@ impl Store for $Store {
                                 block_number: i.block_number as i64,
                                 block_hash: hex_hash(&i.block_hash),
                                 success: i.success,
+                                failure: i.failure.clone(),
                             })
                             .execute(conn)?;
                     }
@@ -781,16 +889,50 @@ impl Store for $Store {
             .await
     }
 
-    async fn set_cursor(&self, chain_id: u64, block: u64) -> Result<(), StoreError> {
+    async fn set_cursor(&self, chain_id: u64, expected: Option<u64>, block: u64) -> Result<bool, StoreError> {
+        // One statement each way, so the compare and the set cannot be split by another
+        // writer on either backend.
         self.db
             .write(move |conn| {
-                conn.write_tx(|conn| {
-                    diesel::delete(chain_cursors::table.filter(chain_cursors::chain_id.eq(chain_id as i64))).execute(conn)?;
-                    diesel::insert_into(chain_cursors::table)
+                let n = match expected {
+                    Some(e) => diesel::update(
+                        chain_cursors::table
+                            .filter(chain_cursors::chain_id.eq(chain_id as i64))
+                            .filter(chain_cursors::block_number.eq(e as i64)),
+                    )
+                    .set(chain_cursors::block_number.eq(block as i64))
+                    .execute(conn)?,
+                    None => diesel::insert_into(chain_cursors::table)
                         .values((chain_cursors::chain_id.eq(chain_id as i64), chain_cursors::block_number.eq(block as i64)))
-                        .execute(conn)?;
-                    Ok(())
-                })
+                        .on_conflict_do_nothing()
+                        .execute(conn)?,
+                };
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let now = self.clock.now_ms();
+        self.db
+            .write(move |conn| {
+                // Renew our own, or take an expired one: one conditional update.
+                let n = diesel::update(
+                    leases::table
+                        .filter(leases::name.eq(&name))
+                        .filter(leases::holder.eq(&holder).or(leases::expires_at.lt(now))),
+                )
+                .set((leases::holder.eq(&holder), leases::expires_at.eq(now + ttl_ms)))
+                .execute(conn)?;
+                if n == 1 {
+                    return Ok(true);
+                }
+                let n = diesel::insert_into(leases::table)
+                    .values((leases::name.eq(&name), leases::holder.eq(&holder), leases::expires_at.eq(now + ttl_ms)))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                Ok(n == 1)
             })
             .await
     }
@@ -1059,6 +1201,9 @@ impl Store for $Store {
                     let w = hex_addr(&wallet);
                     let ids: Vec<String> = batch.iter().map(|(id, _)| id.as_str().to_owned()).collect();
                     conn.lock_wallet(&w, chain_id)?;
+                    if brake_on(conn, chain_id)? {
+                        return Ok(batch.iter().map(|(id, _)| SignOutcome::Paused { id: id.clone() }).collect());
+                    }
                     conn.lock_withdrawals(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
                     let loaded: std::collections::HashMap<WithdrawalId, Withdrawal> =
                         load_rows(conn, &ids)?.into_iter().map(|w| (w.id.clone(), w)).collect();
@@ -1125,9 +1270,12 @@ impl Store for $Store {
             .await
     }
 
-    async fn record_fill(&self, fill: NonceFill) -> Result<(), StoreError> {
+    async fn record_fill(&self, fill: NonceFill) -> Result<bool, StoreError> {
         self.db
-            .write(move |conn| {
+            .write(move |conn| conn.write_tx(|conn| {
+                if brake_on(conn, fill.chain_id)? {
+                    return Ok(false);
+                }
                 diesel::insert_into(nonce_fills::table)
                     .values((
                         nonce_fills::tx_hash.eq(hex_hash(&fill.tx_hash)),
@@ -1140,8 +1288,8 @@ impl Store for $Store {
                     ))
                     .on_conflict_do_nothing()
                     .execute(conn)?;
-                Ok(())
-            })
+                Ok(true)
+            }))
             .await
     }
 
@@ -1389,6 +1537,9 @@ impl Store for $Store {
             .write(move |conn| {
                 let scope = c.chain_id.map_or_else(|| "all".to_owned(), |id| id.to_string());
                 conn.write_tx(|conn| {
+                    // Waits for every signing transaction in flight: when this commits (and
+                    // the API answers), nothing signs any more until resumed.
+                    conn.lock_brake(true)?;
                     diesel::delete(signing_controls::table.filter(signing_controls::scope.eq(&scope))).execute(conn)?;
                     diesel::insert_into(signing_controls::table)
                         .values((

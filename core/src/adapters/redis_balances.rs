@@ -100,13 +100,16 @@ return out
 "#;
 
 /// KEYS: reservation keys. ARGV[1]: "commit" or "release". Settles reservations still
-/// `reserved`; anything else is left alone. Returns how many were settled.
+/// `reserved`; anything else is left alone. Returns the (1-based) indexes of keys with no
+/// reservation at all: never taken, or lost (a failover that dropped writes).
 const LUA_SETTLE: &str = r#"
 local commit = ARGV[1] == "commit"
-local n = 0
+local missing = {}
 for i = 1, #KEYS do
   local r = redis.call("HMGET", KEYS[i], "user", "asset", "amount", "state")
-  if r[4] == "reserved" then
+  if not r[4] then
+    missing[#missing + 1] = i
+  elseif r[4] == "reserved" then
     local bal = "wd:bal:" .. #r[1] .. ":" .. r[1] .. ":" .. r[2]
     redis.call("HSET", bal, "reserved", sub(field(bal, "reserved"), r[3]))
     if commit then
@@ -115,10 +118,9 @@ for i = 1, #KEYS do
     else
       redis.call("HSET", KEYS[i], "state", "released")
     end
-    n = n + 1
   end
 end
-return n
+return missing
 "#;
 
 /// KEYS[1]: balance key. ARGV[1]: field, ARGV[2]: amount. Adds to one field.
@@ -490,11 +492,11 @@ impl Balances for RedisBalances {
             .collect()
     }
 
-    async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+    async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, BalanceError> {
         self.settle(ids, "commit").await
     }
 
-    async fn release(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+    async fn release(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, BalanceError> {
         self.settle(ids, "release").await
     }
 
@@ -513,9 +515,9 @@ impl Balances for RedisBalances {
 }
 
 impl RedisBalances {
-    async fn settle(&self, ids: Vec<WithdrawalId>, how: &str) -> Result<(), BalanceError> {
+    async fn settle(&self, ids: Vec<WithdrawalId>, how: &str) -> Result<Vec<WithdrawalId>, BalanceError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut inv = self.scripts.settle.prepare_invoke();
         for id in &ids {
@@ -523,8 +525,8 @@ impl RedisBalances {
         }
         inv.arg(how);
         let mut conn = self.conn.clone();
-        let _settled: i64 = inv.invoke_async(&mut conn).await.map_err(|e| redis_err(how, e))?;
-        Ok(())
+        let missing: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| redis_err(how, e))?;
+        Ok(missing.into_iter().filter_map(|i| ids.get((i as usize).checked_sub(1)?).cloned()).collect())
     }
 }
 

@@ -44,6 +44,7 @@ diesel::table! {
         block_number -> BigInt,
         block_hash -> Text,
         success -> Bool,
+        failure -> Nullable<Text>,
     }
 }
 
@@ -90,6 +91,23 @@ diesel::table! {
         amount -> Text,
         state -> Text,
         updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    leases (name) {
+        name -> Text,
+        holder -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    settlements (withdrawal_id) {
+        withdrawal_id -> Text,
+        action -> Text,
+        from_status -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -179,7 +197,16 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(withdrawals, attempts, inclusions, history, reservations, cancel_requests, approvals);
+diesel::allow_tables_to_appear_in_same_query!(
+    withdrawals,
+    attempts,
+    inclusions,
+    history,
+    reservations,
+    cancel_requests,
+    approvals,
+    settlements
+);
 
 diesel::table! {
     hot_wallets (chain_id, wallet, asset) {

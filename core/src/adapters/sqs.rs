@@ -184,6 +184,7 @@ impl SqsQueue {
             .visibility_timeout(visibility.as_secs().clamp(1, 12 * 3600) as i32)
             .wait_time_seconds(wait.min(MAX_WAIT).as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| sdk_err("ReceiveMessage", queue, e))?;
@@ -196,7 +197,20 @@ impl SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
-                Some(Delivery { receipt: m.receipt_handle()?.to_owned(), body: m.body().unwrap_or_default().to_owned(), receive_count })
+                // SentTimestamp survives a redrive to the dead-letter queue (epoch ms). A
+                // message without one counts as sent at the epoch: the sweep then never acts
+                // on it, which leaves the withdrawal to the operator rather than undoing one.
+                let sent_at_ms = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                Some(Delivery {
+                    receipt: m.receipt_handle()?.to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    receive_count,
+                    sent_at_ms,
+                })
             })
             .collect())
     }

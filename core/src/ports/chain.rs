@@ -18,7 +18,22 @@ pub struct TxReceipt {
     pub block_number: u64,
     pub block_hash: B256,
     pub success: bool,
+    /// The receipt's ERC-20 `Transfer` logs: a token payment is proven by one of these,
+    /// never by `success` alone (a token may return false without reverting).
+    pub transfers: Vec<TransferLog>,
 }
+
+/// One `Transfer(from, to, amount)` log, with the contract that emitted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferLog {
+    pub token: Address,
+    pub from: Address,
+    pub to: Address,
+    pub amount: U256,
+}
+
+/// `keccak256("Transfer(address,address,uint256)")`, the ERC-20 event's topic.
+pub const TRANSFER_TOPIC: B256 = alloy::primitives::b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
 
 #[derive(Debug, Clone)]
 pub struct BlockReceipts {
@@ -69,6 +84,25 @@ impl ChainError {
     }
 }
 
+/// Fragments of node answers that mean the transaction itself can never be accepted as
+/// signed: retrying the same bytes cannot help, so it goes to the tx dead-letter queue.
+const PERMANENT_REFUSALS: &[&str] = &[
+    "invalid sender",
+    "invalid signature",
+    "invalid transaction",
+    "invalid chain id",
+    "chain id mismatch",
+    "intrinsic gas too low",
+    "exceeds block gas limit",
+    "gas limit reached",
+    "oversized data",
+    "transaction type not supported",
+    "tx type not supported",
+    "max priority fee per gas higher than max fee per gas",
+    "tip higher than fee cap",
+    "only replay-protected",
+];
+
 /// The sender's view of one `eth_sendRawTransaction` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendResult {
@@ -109,8 +143,14 @@ impl SendResult {
             || m.contains("max fee per gas less than block base fee")
         {
             SendResult::FeeCapExceeded
-        } else {
+        } else if PERMANENT_REFUSALS.iter().any(|f| m.contains(f)) {
             SendResult::Rejected(message.to_owned())
+        } else {
+            // Not a refusal we know to be final ("txpool is full", a provider's -32005 rate
+            // limit inside HTTP 200, a proxy's hiccup): the node may take it later, and a
+            // dead-letter would block the wallet's lane until an operator acts. Retried with
+            // the queue's back-off; only repeated failure redrives it to the tx DLQ.
+            SendResult::Unknown(message.to_owned())
         }
     }
 
@@ -267,6 +307,11 @@ mod tests {
         check("insufficient funds for gas * price + value", SendResult::InsufficientFunds);
         check("tx fee (1.20 ether) exceeds the configured cap (1.00 ether)", SendResult::FeeCapExceeded);
         check("invalid sender", SendResult::Rejected("invalid sender".into()));
+        check("intrinsic gas too low", SendResult::Rejected("intrinsic gas too low".into()));
+        // Unknown refusals are retried, never dead-lettered on first sight.
+        check("txpool is full", SendResult::Unknown("txpool is full".into()));
+        check("limit exceeded", SendResult::Unknown("limit exceeded".into()));
+        assert!(SendResult::classify("txpool is full").is_retryable());
         assert!(SendResult::NonceTooLow.is_sent());
         assert!(!SendResult::Rejected("x".into()).is_sent());
         assert!(SendResult::Unknown("timeout".into()).is_retryable());

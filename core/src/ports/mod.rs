@@ -51,6 +51,18 @@ pub trait Store: Send + Sync + 'static {
     /// for each whether it applied. Every applied change appends a history row.
     fn transition(&self, batch: Vec<Transition>) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
+    /// Balance changes owed by status changes and not carried out yet: created before
+    /// `older_than_ms` and, if `ids` is given, of those withdrawals only.
+    fn pending_settlements(
+        &self,
+        older_than_ms: i64,
+        ids: Option<Vec<WithdrawalId>>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<PendingSettlement>, StoreError>> + Send;
+
+    /// Marks these withdrawals' owed balance changes as carried out.
+    fn settled(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Makes sure the store tracks `wallet` on `chain_id`, starting at `chain_next` if it
     /// is new, and returns the store's next nonce for it.
     fn init_nonce(&self, wallet: Address, chain_id: u64, chain_next: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -109,7 +121,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Withdrawal>, StoreError>> + Send;
 
     fn cursor(&self, chain_id: u64) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
-    fn set_cursor(&self, chain_id: u64, block: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Moves the chain's cursor to `block` only if it is still `expected` (None: no cursor
+    /// yet); false if it moved meanwhile (another tracker, or a rewind after a reorg), so a
+    /// stale forward write can never undo a rewind.
+    fn set_cursor(&self, chain_id: u64, expected: Option<u64>, block: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Takes or renews the lease `name` for `holder` until `ttl_ms` from now: true if
+    /// `holder` holds it now (it was free, expired, or already its own).
+    fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Counts by status, for stats and the bench.
     fn counts(&self) -> impl Future<Output = Result<Vec<(crate::domain::Status, i64)>, StoreError>> + Send;
@@ -155,7 +174,8 @@ pub trait Store: Send + Sync + 'static {
         sign: SignFn,
     ) -> impl Future<Output = Result<Vec<SignOutcome>, StoreError>> + Send;
 
-    fn record_fill(&self, fill: NonceFill) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records a signed fill; false (nothing recorded) when signing is paused for its chain.
+    fn record_fill(&self, fill: NonceFill) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Fills of `wallet` at or above `from_nonce`.
     fn fills(&self, chain_id: u64, wallet: Address, from_nonce: u64) -> impl Future<Output = Result<Vec<NonceFill>, StoreError>> + Send;
@@ -249,6 +269,9 @@ pub struct Delivery {
     pub receipt: String,
     pub body: String,
     pub receive_count: u32,
+    /// When the message was first sent (ms), kept across a redrive to a dead-letter queue:
+    /// what the dead-letter sweep compares with the withdrawal's last change.
+    pub sent_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -328,8 +351,12 @@ pub enum BalanceError {
 pub trait Balances: Send + Sync + 'static {
     fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> impl Future<Output = Result<Balance, BalanceError>> + Send;
     fn reserve(&self, batch: Vec<Reservation>) -> impl Future<Output = Result<Vec<ReserveOutcome>, BalanceError>> + Send;
-    fn commit(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), BalanceError>> + Send;
-    fn release(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<(), BalanceError>> + Send;
+    /// Commits reservations (reserved -> spent); idempotent. Returns the ids that have no
+    /// reservation at all (never taken, or lost by the store).
+    fn commit(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<WithdrawalId>, BalanceError>> + Send;
+    /// Releases reservations (reserved -> available); idempotent. Returns the ids that have
+    /// no reservation at all.
+    fn release(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<WithdrawalId>, BalanceError>> + Send;
     fn get(&self, user_id: &str, asset: &str) -> impl Future<Output = Result<Balance, BalanceError>> + Send;
 }
 

@@ -56,6 +56,38 @@ pub struct Transition {
     pub reason: Option<String>,
     /// Who caused it: a stage name, or `operator:<name>`.
     pub actor: String,
+    /// The balance change this status owes, recorded in the same transaction (so a crash
+    /// after the status write cannot lose it) and carried out by the settler.
+    pub settle: Option<Settle>,
+}
+
+/// What a status change does to the withdrawal's reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Settle {
+    /// The reservation becomes spent (COMPLETED).
+    Commit,
+    /// The reservation returns to available (INVALID, REJECTED, FAILED, CANCELLED).
+    Release,
+}
+
+impl Settle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settle::Commit => "commit",
+            Settle::Release => "release",
+        }
+    }
+}
+
+/// A balance change owed by a status change and not yet carried out.
+#[derive(Debug, Clone)]
+pub struct PendingSettlement {
+    pub withdrawal_id: WithdrawalId,
+    pub settle: Settle,
+    /// The status the withdrawal left: from RECEIVED a release may find no reservation
+    /// (refused before one was taken); from anywhere later one must exist.
+    pub from: Status,
+    pub created_at_ms: i64,
 }
 
 /// A signed transaction as produced by the keys port.
@@ -86,6 +118,11 @@ pub enum SignOutcome {
     Skipped {
         id: WithdrawalId,
         status: Status,
+    },
+    /// Signing is paused for its chain, read inside the write transaction: nothing was
+    /// signed or recorded, no nonce taken; hold it until resumed.
+    Paused {
+        id: WithdrawalId,
     },
     /// The key refused to sign; no nonce was consumed.
     SignError {
@@ -140,7 +177,10 @@ pub struct Inclusion {
     pub tx_hash: B256,
     pub block_number: u64,
     pub block_hash: B256,
+    /// The receipt succeeded *and* proves the payment (for a token, its `Transfer` log).
     pub success: bool,
+    /// Why a mined transfer does not count as paid, when it does not.
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -131,7 +131,15 @@ impl Intake {
             amount: v.amount,
         };
         let (reply, rx) = oneshot::channel();
-        self.tx.send((w, reply)).await.map_err(|_| Arc::new(StageError::Shutdown("intake writer stopped")))?;
+        // A full writer queue answers at once (503 with Retry-After upstream) instead of
+        // holding the client's connection in an unbounded wait.
+        self.tx.try_send((w, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("withdraw_intake_overloaded_total").increment(1);
+                Arc::new(StageError::Overloaded("the intake writer's queue is full"))
+            }
+            mpsc::error::TrySendError::Closed(_) => Arc::new(StageError::Shutdown("intake writer stopped")),
+        })?;
         rx.await.map_err(|_| Arc::new(StageError::Shutdown("intake writer stopped")))?
     }
 }

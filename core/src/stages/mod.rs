@@ -57,6 +57,9 @@ pub enum StageError {
     Signing(String),
     #[error("{0}")]
     Shutdown(&'static str),
+    /// A bounded queue in front of a stage is full: try again shortly.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
 }
 
 impl StageError {
@@ -65,7 +68,7 @@ impl StageError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StageError::Store(e) => e.is_retryable(),
-            StageError::Queue(_) | StageError::Balance(BalanceError::Unavailable(_)) => true,
+            StageError::Queue(_) | StageError::Balance(BalanceError::Unavailable(_)) | StageError::Overloaded(_) => true,
             StageError::Balance(_) => false,
             StageError::Chain(e) => e.is_retryable(),
             StageError::UnknownChain(_) | StageError::Signing(_) | StageError::Shutdown(_) => false,
@@ -82,10 +85,12 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
-/// Runs decisions through the state machine and applies them: reservation commits first
-/// (idempotent, so safe to repeat if we crash before the status write), then the
-/// conditional status writes, then the effects of the writes that won. Releases and queue
-/// sends follow the write, so a lost race never releases funds a winner still holds.
+/// Runs decisions through the state machine and applies them: the conditional status
+/// writes, each together with the balance change it owes (commit or release, in the same
+/// transaction), then the effects of the writes that won: the owed balance changes carried
+/// out at once (the reconciler's settler retries any that fail, so a crash or a balance
+/// store outage between the two writes frees nothing twice and loses nothing), then the
+/// queue sends. A lost race writes nothing, so it never settles funds a winner holds.
 /// Returns the decisions that were applied, with the status they reached.
 pub async fn apply<T: PortTypes>(
     ports: &Ports<T>,
@@ -99,15 +104,26 @@ pub async fn apply<T: PortTypes>(
             Err(forbidden) => tracing::warn!(withdrawal.id = %d.id, error = %forbidden, "transition refused"),
         }
     }
-    let commits: Vec<WithdrawalId> =
-        steps.iter().filter(|(_, s)| s.effects.contains(&Effect::CommitReservation)).map(|(d, _)| d.id.clone()).collect();
-    if !commits.is_empty() {
-        ports.balances.commit(commits).await?;
-    }
+    let settle_of = |s: &machine::Step| {
+        if s.effects.contains(&Effect::CommitReservation) {
+            Some(Settle::Commit)
+        } else if s.effects.contains(&Effect::ReleaseReservation) {
+            Some(Settle::Release)
+        } else {
+            None
+        }
+    };
     let transitions = steps
         .iter()
         .filter(|(d, s)| s.to != d.from)
-        .map(|(d, s)| Transition { id: d.id.clone(), from: d.from, to: s.to, reason: d.reason.clone(), actor: actor.to_owned() })
+        .map(|(d, s)| Transition {
+            id: d.id.clone(),
+            from: d.from,
+            to: s.to,
+            reason: d.reason.clone(),
+            actor: actor.to_owned(),
+            settle: settle_of(s),
+        })
         .collect();
     let applied = ports.store.transition(transitions).await?;
     let mut applied = applied.into_iter();
@@ -123,9 +139,17 @@ pub async fn apply<T: PortTypes>(
     }
     let ids_with =
         |e: Effect| -> Vec<WithdrawalId> { won.iter().filter(|(_, s)| s.effects.contains(&e)).map(|(id, _)| id.clone()).collect() };
-    let release = ids_with(Effect::ReleaseReservation);
-    if !release.is_empty() {
-        ports.balances.release(release).await?;
+    let moved: std::collections::HashSet<&WithdrawalId> = won.iter().map(|(id, _)| id).collect();
+    let owed: Vec<PendingSettlement> = steps
+        .iter()
+        .filter(|(d, s)| s.to != d.from && moved.contains(&d.id))
+        .filter_map(|(d, s)| {
+            settle_of(s).map(|settle| PendingSettlement { withdrawal_id: d.id.clone(), settle, from: d.from, created_at_ms: 0 })
+        })
+        .collect();
+    if let Err(e) = settle(ports, owed).await {
+        // Written with the status: the reconciler's settler carries it out later.
+        tracing::warn!(error = %e, "settling balances after a status change failed; the settler will retry");
     }
     for (effect, queue) in [
         (Effect::EnqueueRequest, QueueName::Requests),
@@ -148,6 +172,42 @@ pub async fn apply<T: PortTypes>(
         tracing::info!(withdrawal.id = %id, status = %s.to, actor, "withdrawal status changed");
     }
     Ok(won.into_iter().map(|(id, s)| (id, s.to)).collect())
+}
+
+/// Carries out owed balance changes (commits, releases; idempotent) and marks them done.
+/// A reservation that should exist and does not (a balance store that lost writes) is
+/// counted, logged at error and alerted on: the books no longer match the record, and
+/// `withdrawd balances reconcile` rebuilds them.
+pub async fn settle<T: PortTypes>(ports: &Ports<T>, owed: Vec<PendingSettlement>) -> Result<usize, StageError> {
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let mut done = Vec::with_capacity(owed.len());
+    for kind in [Settle::Commit, Settle::Release] {
+        let items: Vec<&PendingSettlement> = owed.iter().filter(|o| o.settle == kind).collect();
+        if items.is_empty() {
+            continue;
+        }
+        let ids: Vec<WithdrawalId> = items.iter().map(|o| o.withdrawal_id.clone()).collect();
+        let missing = match kind {
+            Settle::Commit => ports.balances.commit(ids.clone()).await?,
+            Settle::Release => ports.balances.release(ids.clone()).await?,
+        };
+        for o in items.iter().filter(|o| missing.contains(&o.withdrawal_id)) {
+            // Refused before a reservation was taken (insufficient balance, unknown asset):
+            // nothing to release, as expected.
+            if o.settle == Settle::Release && o.from == Status::Received {
+                continue;
+            }
+            metrics::counter!("withdraw_reservation_missing_total", "action" => kind.as_str()).increment(1);
+            tracing::error!(withdrawal.id = %o.withdrawal_id, action = kind.as_str(), from = %o.from, "reservation missing on settle: the balance store lost it; run `withdrawd balances reconcile`");
+        }
+        done.extend(ids);
+    }
+    let n = done.len();
+    ports.store.settled(done).await?;
+    metrics::counter!("withdraw_settlements_total").increment(n as u64);
+    Ok(n)
 }
 
 /// Runs `work` on received messages while keeping them hidden: every third of the

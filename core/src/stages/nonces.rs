@@ -23,7 +23,7 @@ use crate::domain::{AssetRegistry, Status};
 use crate::fees::{Bump, bump};
 use crate::machine::Event;
 use crate::ports::*;
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,6 +57,62 @@ impl Default for NonceKeeperConfig {
 
 /// Transfers whose receipts one check looks up at most.
 const MAX_SUSPECTS: usize = 500;
+/// Suspects one check looks for positive evidence on (a bisection of the chain each).
+const MAX_PROOFS: usize = 16;
+
+/// What the chain shows about who took a nonce.
+#[derive(Debug, PartialEq, Eq)]
+enum Proof {
+    /// The block where the wallet's count passed the nonce holds the wallet's transactions,
+    /// as many as the count moved there, and none of them is ours.
+    Foreign { block: u64 },
+    /// Not shown (and why): the answer was null, empty, inconsistent, or ours is there.
+    None(&'static str),
+}
+
+/// Looks for positive evidence that nonce `n` of `wallet` was taken by a transaction that is
+/// not in `ours`: finds the first block at or below `settled_block` whose transaction count
+/// passes `n` (bisecting `eth_getTransactionCount` by block), reads that block's receipts,
+/// and checks that the wallet's transactions there are as many as the count moved and that
+/// none is ours. Anything short of that is no evidence (DESIGN §5, invariant 6).
+async fn nonce_taken_by_another<C: Chain>(
+    chain: &C,
+    wallet: Address,
+    n: u64,
+    settled_block: u64,
+    ours: &HashSet<B256>,
+) -> Result<Proof, ChainError> {
+    if chain.nonce_at(wallet, settled_block).await? <= n {
+        return Ok(Proof::None("not taken deep enough"));
+    }
+    let (mut lo, mut hi) = (0u64, settled_block);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if chain.nonce_at(wallet, mid).await? > n {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let block = lo;
+    let before = if block == 0 { 0 } else { chain.nonce_at(wallet, block - 1).await? };
+    let after = chain.nonce_at(wallet, block).await?;
+    if !(before <= n && n < after) {
+        return Ok(Proof::None("transaction counts disagree between reads"));
+    }
+    let blocks = chain.block_receipts(block, block).await?;
+    let Some(found) = blocks.into_iter().find(|b| b.number == block) else {
+        return Ok(Proof::None("the block's receipts were not served"));
+    };
+    let from_wallet: Vec<&TxReceipt> = found.receipts.iter().filter(|r| r.from == wallet).collect();
+    if from_wallet.len() as u64 != after - before {
+        return Ok(Proof::None("the block's receipts do not match the transaction count"));
+    }
+    if from_wallet.iter().any(|r| ours.contains(&r.tx_hash)) {
+        return Ok(Proof::None("one of ours is in the block"));
+    }
+    Ok(Proof::Foreign { block })
+}
 
 pub struct NonceKeeper<T: PortTypes, K: Keys> {
     ports: Arc<Ports<T>>,
@@ -117,35 +173,51 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         // Order matters. The store's next nonce first, then the owners: every nonce below
         // it was committed with its attempt, so the owners' read sees it. The chain last: an
         // owner that finished meanwhile was mined, so its nonce is below the chain's count.
+        // Nothing read later may replace `next` (a newer one would cover nonces signed after
+        // the owners' read, which would look like gaps): after any repair the whole
+        // sequence is read again.
         let started = std::time::Instant::now();
-        let mut next = self.ports.store.next_nonce(wallet, chain_id).await?.ok_or(StageError::Shutdown("wallet has no nonce lane"))?;
-        let mut owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
-        metrics::histogram!("withdraw_nonce_owners_seconds").record(started.elapsed().as_secs_f64());
-        let head = chain.head().await?;
-        let latest = chain.nonce(wallet, false).await?;
-        let pending = chain.nonce(wallet, true).await?;
         let labels = [("chain_id", chain_id.to_string()), ("wallet", wallet.to_checksum(None))];
+        let mut round = 0;
+        let (next, owners, head, latest, pending) = loop {
+            round += 1;
+            let next = self.ports.store.next_nonce(wallet, chain_id).await?.ok_or(StageError::Shutdown("wallet has no nonce lane"))?;
+            let owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
+            metrics::histogram!("withdraw_nonce_owners_seconds").record(started.elapsed().as_secs_f64());
+            let head = chain.head().await?;
+            let latest = chain.nonce(wallet, false).await?;
+            let pending = chain.nonce(wallet, true).await?;
 
-        // Our own transactions never reach the store's next nonce: anything at or past it
-        // on chain was signed by someone else with our key.
-        let seen = latest.max(pending);
-        if seen > next {
-            let (before, after) = self.ports.store.advance_nonce(wallet, chain_id, seen).await?;
-            if after > before {
-                metrics::counter!("withdraw_nonce_foreign_total", &labels).increment(after - before);
-                tracing::error!(chain_id, %wallet, store_next = before, chain_latest = latest, chain_pending = pending, "nonces of this hot wallet were used outside withdrawd; skipping past them");
+            // Our own transactions never reach the store's next nonce: anything at or past
+            // it on chain was signed by someone else with our key.
+            let seen = latest.max(pending);
+            if seen > next && round == 1 {
+                let (before, after) = self.ports.store.advance_nonce(wallet, chain_id, seen).await?;
+                if after > before {
+                    metrics::counter!("withdraw_nonce_foreign_total", &labels).increment(after - before);
+                    tracing::error!(chain_id, %wallet, store_next = before, chain_latest = latest, chain_pending = pending, "nonces of this hot wallet were used outside withdrawd; skipping past them");
+                }
+                continue;
             }
-            next = after;
-        }
-
-        let settled = if self.cfg.settle_depth <= 1 {
-            latest
-        } else {
-            chain.nonce_at(wallet, head.saturating_sub(self.cfg.settle_depth - 1)).await?
+            break (next, owners, head, latest, pending);
         };
-        if self.resign_displaced(chain_id, chain, wallet, &owners, settled).await? > 0 {
-            next = self.ports.store.next_nonce(wallet, chain_id).await?.unwrap_or(next);
-            owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
+
+        let settled_block = head.saturating_sub(self.cfg.settle_depth.max(1) - 1);
+        let settled = if self.cfg.settle_depth <= 1 { latest } else { chain.nonce_at(wallet, settled_block).await? };
+        if self.resign_displaced(chain_id, chain, wallet, &owners, settled, settled_block).await? > 0 {
+            // The lane changed under this read: look for gaps on the next check, from a
+            // fresh read, rather than from owners that no longer hold.
+            let check = NonceCheck {
+                chain_id,
+                wallet,
+                next_nonce: next,
+                chain_latest: latest,
+                chain_pending: pending,
+                gaps: Vec::new(),
+                blocked: Vec::new(),
+                checked_at_ms: self.ports.clock.now_ms(),
+            };
+            return Ok(check);
         }
 
         let owned: HashMap<u64, &NonceOwner> = owners.iter().map(|o| (o.nonce, o)).collect();
@@ -202,6 +274,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         wallet: Address,
         owners: &[NonceOwner],
         settled: u64,
+        settled_block: u64,
     ) -> Result<usize, StageError> {
         // Recorded as mined by the tracker: its own attempt took the nonce (a reorg removes
         // the record first). The rest below `settled` need a receipt check.
@@ -224,8 +297,24 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let hashes: Vec<_> = displaced.iter().flat_map(|o| o.hashes.iter().copied()).collect();
         let receipts = chain.receipts(hashes.clone()).await?;
         let mined: HashSet<_> = hashes.iter().zip(&receipts).filter(|(_, r)| r.is_some()).map(|(h, _)| *h).collect();
-        // One of its attempts was mined: the tracker finishes it; nothing to re-sign.
-        let lost: Vec<&&NonceOwner> = displaced.iter().filter(|o| !o.hashes.iter().any(|h| mined.contains(h))).collect();
+        // One of its attempts was mined: the tracker finishes it; nothing to re-sign. A
+        // missing receipt proves nothing (a lagging, pruned or load-balanced endpoint answers
+        // null for a mined transaction): each remaining suspect needs positive evidence
+        // that the transaction which took its nonce is none of its own.
+        let mut lost: Vec<&&NonceOwner> = Vec::new();
+        for o in displaced.iter().filter(|o| !o.hashes.iter().any(|h| mined.contains(h))).take(MAX_PROOFS) {
+            let ours: HashSet<B256> = o.hashes.iter().copied().collect();
+            match nonce_taken_by_another(chain, wallet, o.nonce, settled_block, &ours).await? {
+                Proof::Foreign { block } => {
+                    tracing::warn!(withdrawal.id = %o.withdrawal_id, nonce = o.nonce, block, "the transaction that took this nonce is on chain and is none of this withdrawal's");
+                    lost.push(o);
+                }
+                Proof::None(why) => {
+                    metrics::counter!("withdraw_nonce_displacement_unproven_total", "chain_id" => chain_id.to_string()).increment(1);
+                    tracing::info!(withdrawal.id = %o.withdrawal_id, nonce = o.nonce, why, "nonce passed without our receipt, but no proof another transaction took it; not re-signing");
+                }
+            }
+        }
         // A discarded withdrawal (its cancel signed) whose nonce went to someone else: neither
         // the transfer nor the cancel can ever be mined, which is what the operator asked
         // for. It ends CANCELLED, its reservation released; nothing is signed again.
@@ -264,7 +353,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
                     tracing::warn!(withdrawal.id = %id, new_nonce = nonce, tx_hash = %hash, "transfer's nonce was used by a foreign transaction; re-signed at a new nonce");
                     ids.push(id);
                 }
-                SignOutcome::Skipped { .. } => {}
+                SignOutcome::Skipped { .. } | SignOutcome::Paused { .. } => {}
                 SignOutcome::SignError { id, error } => {
                     tracing::error!(withdrawal.id = %id, error, "re-signing a displaced transfer failed")
                 }
@@ -286,7 +375,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         Ok(n)
     }
 
-    /// A gap whose nonce belongs to a finished withdrawal is a transfer the chain forgot: a
+    /// A gap whose nonce belongs to a COMPLETED withdrawal is a transfer the chain forgot: a
     /// reorg deeper than the confirmations took its block and no node kept it. Filling it
     /// with a 0-value transfer would leave the user unpaid while the record says COMPLETED,
     /// so the transaction recorded as mined is broadcast again instead: the same signed
@@ -306,7 +395,11 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let mut restore = Vec::new();
         let mut still = Vec::new();
         for n in gaps {
-            let mined = at.iter().find(|a| a.attempt.nonce == n && a.status.is_terminal() && a.mined_hash == Some(a.attempt.tx_hash));
+            // Only a COMPLETED one: its user was charged for this very transaction. A FAILED
+            // one's transfer reverted and its funds were released; broadcast again after
+            // the cause is gone, it would pay what nobody holds. Its nonce gets a fill.
+            let mined =
+                at.iter().find(|a| a.attempt.nonce == n && a.status == Status::Completed && a.mined_hash == Some(a.attempt.tx_hash));
             match mined {
                 Some(a) if !on_chain.contains(&n) => restore.push(a),
                 _ => still.push(n),
@@ -366,7 +459,10 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
                 max_fee_per_gas: fees.max_fee_per_gas,
                 created_at_ms: now,
             };
-            self.ports.store.record_fill(fill.clone()).await?;
+            if !self.ports.store.record_fill(fill.clone()).await? {
+                // Signing paused: the signature is dropped unrecorded and unsent.
+                continue;
+            }
             tracing::warn!(chain_id, %wallet, nonce, tx_hash = %fill.tx_hash, "filling a nonce gap with a 0-value self-transfer");
             metrics::counter!("withdraw_nonce_fills_total", "chain_id" => chain_id.to_string()).increment(1);
             newest.insert(nonce, fill);

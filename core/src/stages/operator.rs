@@ -105,6 +105,10 @@ pub async fn reprocess<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor:
         return Err(ActionError::Conflict(format!("withdrawal {id} was discarded and is being cancelled; it cannot be reprocessed")));
     }
     machine::step(from, Event::Reprocess).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be reprocessed")))?;
+    // The release its dead-lettering owed must be done before it reserves again (the store
+    // refuses to move it until then).
+    let owed = ports.store.pending_settlements(i64::MAX, Some(vec![id.clone()]), 10).await?;
+    super::settle(ports, owed).await?;
     act(ports, id, from, Event::Reprocess, actor, reason, ("reprocessed", "withdrawal.reprocess")).await
 }
 

@@ -461,8 +461,15 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 let sign = transfer_signer(self.keys.clone(), self.assets.clone(), wallet, fees);
                 let outcomes = self.ports.store.sign_first_attempts(wallet, chain_id, ids, sign).await?;
                 let mut signed = Vec::new();
+                let mut paused = Vec::new();
                 for o in outcomes {
                     match o {
+                        // Paused between our view of the controls and the write: held like
+                        // any paused work, offered again once resumed.
+                        SignOutcome::Paused { id } => {
+                            ack.extend(receipts[&id].iter().cloned());
+                            paused.push(id);
+                        }
                         SignOutcome::Signed { id, .. } => {
                             ack.extend(receipts[&id].iter().cloned());
                             signed.push(id.to_string());
@@ -471,6 +478,10 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                         // Left unacked: redelivered, and dead-lettered if it keeps failing.
                         SignOutcome::SignError { id, error } => tracing::error!(withdrawal.id = %id, error, "signing failed"),
                     }
+                }
+                if !paused.is_empty() {
+                    tracing::info!(chain_id, held = paused.len(), "signing paused for this chain; holding its withdrawals");
+                    self.held.lock().unwrap_or_else(|p| p.into_inner()).entry(chain_id).or_default().extend(paused);
                 }
                 metrics::counter!("withdraw_signed_total").increment(signed.len() as u64);
                 // machine: RECEIVED + Signed -> SIGNED with EnqueueSigned; the transition

@@ -128,9 +128,21 @@ pub const DEV_KEYS: [&str; 4] = [
 /// Creation bytecode of the test ERC-20 (`testdata/contracts/TestToken.sol`, 6 decimals,
 /// constructor `(uint256 supply)` minting to the deployer), built by `scripts/tools.sh`.
 pub fn test_token_bytecode() -> String {
-    let p = std::env::var("WITHDRAW_TEST_TOKEN_BIN")
+    contract_bytecode("TestToken")
+}
+
+/// Creation bytecode of `FalseToken` (same file and constructor): its `transfer` returns
+/// false without reverting and moves nothing.
+pub fn false_token_bytecode() -> String {
+    contract_bytecode("FalseToken")
+}
+
+/// `<name>.bin` beside the test token's bytecode.
+fn contract_bytecode(name: &str) -> String {
+    let token = std::env::var("WITHDRAW_TEST_TOKEN_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/TestToken.bin"));
+    let p = token.with_file_name(format!("{name}.bin"));
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("test token bytecode at {} ({e}); run scripts/tools.sh", p.display()))
         .trim()
@@ -140,7 +152,16 @@ pub fn test_token_bytecode() -> String {
 impl Anvil {
     /// Deploys the test ERC-20 from `from` (an unlocked anvil account) and returns its address.
     pub async fn deploy_test_token(&self, from: &str, supply: alloy::primitives::U256) -> String {
-        let data = format!("0x{}{}", test_token_bytecode(), hex::encode(supply.to_be_bytes::<32>()));
+        self.deploy_token(&test_token_bytecode(), from, supply).await
+    }
+
+    /// Deploys `FalseToken` (transfer returns false, moves nothing) and returns its address.
+    pub async fn deploy_false_token(&self, from: &str, supply: alloy::primitives::U256) -> String {
+        self.deploy_token(&false_token_bytecode(), from, supply).await
+    }
+
+    async fn deploy_token(&self, bytecode: &str, from: &str, supply: alloy::primitives::U256) -> String {
+        let data = format!("0x{}{}", bytecode, hex::encode(supply.to_be_bytes::<32>()));
         let tx = self.rpc("eth_sendTransaction", json!([{"from": from, "data": data, "gas": "0x2dc6c0"}])).await;
         let receipt = eventually(Duration::from_secs(20), "token deployment", || async {
             let r = self.rpc("eth_getTransactionReceipt", json!([tx])).await;

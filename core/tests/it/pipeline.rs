@@ -58,7 +58,7 @@ async fn rig(max_amount: Option<&str>) -> Rig {
     let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
     let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
     let sender = Sender::new(ports.clone(), SenderConfig::default());
-    let tracker = Tracker::new(ports.clone(), TrackerConfig::default());
+    let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig::default());
     Rig { _dir: dir, anvil, ports, assets, signer, sender, tracker }
 }
 
@@ -152,7 +152,11 @@ async fn signer_dead_letters_insufficient_balance_and_over_limit() {
 #[tokio::test]
 async fn reconciler_recovers_lost_messages() {
     let mut r = rig(None).await;
-    r.tracker = Tracker::new(r.ports.clone(), TrackerConfig { stale_after: Duration::from_millis(300), ..TrackerConfig::default() });
+    r.tracker = Tracker::new(
+        r.ports.clone(),
+        r.assets.clone(),
+        TrackerConfig { stale_after: Duration::from_millis(300), ..TrackerConfig::default() },
+    );
     r.ports.balances.credit("u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
     let id = r.submit("k-lost", TO, "0.25").await;
     // Lose the request message.

@@ -102,6 +102,7 @@ async fn racing_transitions_apply_once() {
                     to: Status::Invalid,
                     reason: Some(format!("replica {r}")),
                     actor: "t".into(),
+                    settle: Some(Settle::Release),
                 })
                 .collect();
             s.transition(batch).await.unwrap().into_iter().filter(|a| *a).count()
@@ -114,6 +115,8 @@ async fn racing_transitions_apply_once() {
     assert_eq!(total, 100, "each of 100 withdrawals moved exactly once across 4 replicas");
     let d = setup.get(&wid(5)).await.unwrap().unwrap();
     assert_eq!(d.history.len(), 2, "one history row for the move");
+    let owed = setup.pending_settlements(i64::MAX, None, 1000).await.unwrap();
+    assert_eq!(owed.len(), 100, "one owed release per move, written with it, whichever replica won");
 }
 
 #[tokio::test]

@@ -76,12 +76,12 @@ async fn reserve_commit_release_are_idempotent<B: Balances>(b: B) {
     );
     assert_eq!(b.reserve(vec![res(1, "bob", "300")]).await.unwrap(), [ReserveOutcome::AlreadyReserved]);
     assert_eq!(b.reserve(vec![res(3, "bob", "500")]).await.unwrap(), [ReserveOutcome::Insufficient { available: units("400") }]);
-    b.commit(vec![wid(1)]).await.unwrap();
-    b.commit(vec![wid(1)]).await.unwrap();
+    assert!(b.commit(vec![wid(1)]).await.unwrap().is_empty());
+    assert!(b.commit(vec![wid(1)]).await.unwrap().is_empty(), "a repeat settles nothing and misses nothing");
     b.release(vec![wid(1)]).await.unwrap(); // committed: release must not touch it
     b.release(vec![wid(2)]).await.unwrap();
     b.release(vec![wid(2)]).await.unwrap();
-    b.release(vec![wid(99)]).await.unwrap(); // never reserved
+    assert_eq!(b.release(vec![wid(2), wid(99)]).await.unwrap(), vec![wid(99)], "a reservation that does not exist is reported");
     let bal = b.get("bob", "ETH").await.unwrap();
     assert_eq!((bal.credited, bal.reserved, bal.spent), (units("1000"), Amount::ZERO, units("300")));
     // A released reservation can be taken again (an INVALID withdrawal reprocessed); a

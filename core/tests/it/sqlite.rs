@@ -184,7 +184,7 @@ pub async fn nonce_lane_repairs_are_guarded<S: Store>(s: S) {
 
     // 3 is mined; re-signing must skip it, the cancelling 2, and a stale nonce for 1.
     let h3 = s.latest_attempts(vec![wid(3)]).await.unwrap()[0].tx_hash;
-    let inc = Inclusion { withdrawal_id: wid(3), tx_hash: h3, block_number: 1, block_hash: h3, success: true };
+    let inc = Inclusion { withdrawal_id: wid(3), tx_hash: h3, block_number: 1, block_hash: h3, success: true, failure: None };
     s.record_inclusions(31337, vec![inc]).await.unwrap();
     let out = s.resign_displaced(wallet, 31337, vec![(wid(1), 10), (wid(2), 11), (wid(3), 12), (wid(1), 10)], fake_sign()).await.unwrap();
     assert!(matches!(&out[0], SignOutcome::Signed { id, nonce: 20, .. } if *id == wid(1)), "{out:?}");

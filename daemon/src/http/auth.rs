@@ -1,7 +1,10 @@
 //! Authentication of both APIs. Intake: HMAC-SHA256 over
-//! `{timestamp}\n{METHOD}\n{path}\n{body}` with a per-client secret, the timestamp within a
-//! window of server time (replays outside it fail; inside it, idempotency keys make a
-//! replayed POST harmless). Admin: bearer tokens, each with a name and roles.
+//! `{timestamp}\n{METHOD}\n{path?query}\n{idempotency_key}\n{body}` with a per-client secret,
+//! the timestamp within a window of server time. Everything that decides what a request does
+//! is signed: the query string and the `Idempotency-Key` too, so a captured request re-sent
+//! inside the window under another key fails the signature instead of paying a second time;
+//! re-sent as it was, it is the same request and the idempotency key answers it.
+//! Admin: bearer tokens, each with a name and roles.
 
 use super::problem::Problem;
 use axum::http::HeaderMap;
@@ -22,8 +25,9 @@ impl HmacClients {
         Self { clients, window_secs }
     }
 
-    /// Returns the authenticated client id.
-    pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, body: &[u8], now_secs: u64) -> Result<String, Problem> {
+    /// Returns the authenticated client id. `path_and_query` is the request target exactly
+    /// as sent (path and query string); the `Idempotency-Key` header is read from `headers`.
+    pub fn verify(&self, headers: &HeaderMap, method: &str, path_and_query: &str, body: &[u8], now_secs: u64) -> Result<String, Problem> {
         let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let key_id = h("x-api-key").ok_or_else(|| Problem::unauthorized("missing X-Api-Key header"))?;
         let ts = h("x-timestamp").ok_or_else(|| Problem::unauthorized("missing X-Timestamp header"))?;
@@ -35,25 +39,33 @@ impl HmacClients {
         let Some((_, secret)) = self.clients.iter().find(|(id, _)| id == key_id) else {
             return Err(Problem::unauthorized("unknown API key or bad signature"));
         };
+        // A key that is not valid header text cannot be signed over as the client sent it.
+        let idempotency_key = match headers.get("idempotency-key") {
+            Some(v) => v.to_str().map_err(|_| Problem::unauthorized("Idempotency-Key must be visible ASCII"))?,
+            None => "",
+        };
         let sig = hex::decode(sig).map_err(|_| Problem::unauthorized("X-Signature must be lowercase hex"))?;
         let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| Problem::unauthorized("unusable client secret"))?;
-        mac.update(ts.as_bytes());
-        mac.update(b"\n");
-        mac.update(method.as_bytes());
-        mac.update(b"\n");
-        mac.update(path.as_bytes());
-        mac.update(b"\n");
-        mac.update(body);
+        signing_input(&mut mac, ts, method, path_and_query, idempotency_key, body);
         mac.verify_slice(&sig).map_err(|_| Problem::unauthorized("unknown API key or bad signature"))?;
         Ok(key_id.to_owned())
     }
 }
 
-/// Computes the signature a client sends; used by the bench and the tests.
-pub fn sign(secret: &[u8], ts: u64, method: &str, path: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(format!("{ts}\n{method}\n{path}\n").as_bytes());
+/// Feeds the signing string `{timestamp}\n{METHOD}\n{path?query}\n{idempotency_key}\n{body}`.
+fn signing_input(mac: &mut HmacSha256, ts: &str, method: &str, path_and_query: &str, idempotency_key: &str, body: &[u8]) {
+    for part in [ts, method, path_and_query, idempotency_key] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
     mac.update(body);
+}
+
+/// Computes the signature a client sends (empty `idempotency_key` when the request has none);
+/// used by the bench and the tests.
+pub fn sign(secret: &[u8], ts: u64, method: &str, path_and_query: &str, idempotency_key: &str, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
+    signing_input(&mut mac, &ts.to_string(), method, path_and_query, idempotency_key, body);
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -142,24 +154,50 @@ mod tests {
         h
     }
 
+    fn with_key(mut h: HeaderMap, key: &str) -> HeaderMap {
+        h.insert("idempotency-key", HeaderValue::from_str(key).unwrap());
+        h
+    }
+
+    /// A request captured and re-sent inside the window with another `Idempotency-Key`, or
+    /// with the key dropped, or with another query string, fails the signature.
+    #[test]
+    fn a_captured_request_cannot_be_replayed_under_another_key_or_query() {
+        let c = HmacClients::new(vec![("dev".into(), Zeroizing::new(b"s3cret".to_vec()))], 30);
+        let now = 1_700_000_000;
+        let body = br#"{"amount":"1"}"#;
+        let sig = sign(b"s3cret", now, "POST", "/v1/withdrawals", "order-1", body);
+        let check = |h: HeaderMap, path: &str| c.verify(&h, "POST", path, body, now).is_ok();
+        assert!(check(with_key(headers("dev", now, &sig), "order-1"), "/v1/withdrawals"), "the request as signed");
+        assert!(!check(with_key(headers("dev", now, &sig), "order-2"), "/v1/withdrawals"), "another key");
+        assert!(!check(headers("dev", now, &sig), "/v1/withdrawals"), "the key dropped");
+        let list = sign(b"s3cret", now, "GET", "/v1/withdrawals?limit=10", "", b"");
+        let get = |path: &str| c.verify(&headers("dev", now, &list), "GET", path, b"", now).is_ok();
+        assert!(get("/v1/withdrawals?limit=10"));
+        assert!(!get("/v1/withdrawals?limit=1000"), "another query string");
+        assert!(!get("/v1/withdrawals"), "the query dropped");
+    }
+
     #[test]
     fn hmac_table() {
         let c = HmacClients::new(vec![("dev".into(), Zeroizing::new(b"s3cret".to_vec()))], 30);
         let now = 1_700_000_000;
         let body = br#"{"a":1}"#;
-        let good = sign(b"s3cret", now, "POST", "/v1/withdrawals", body);
+        let good = sign(b"s3cret", now, "POST", "/v1/withdrawals", "", body);
         let check = |h: HeaderMap, path: &str, body: &[u8]| c.verify(&h, "POST", path, body, now).map_err(|p| p.detail.unwrap_or_default());
         assert_eq!(check(headers("dev", now, &good), "/v1/withdrawals", body), Ok("dev".into()));
         assert!(
-            check(headers("dev", now - 31, &sign(b"s3cret", now - 31, "POST", "/v1/withdrawals", body)), "/v1/withdrawals", body).is_err()
+            check(headers("dev", now - 31, &sign(b"s3cret", now - 31, "POST", "/v1/withdrawals", "", body)), "/v1/withdrawals", body)
+                .is_err()
         );
         assert!(
-            check(headers("dev", now + 31, &sign(b"s3cret", now + 31, "POST", "/v1/withdrawals", body)), "/v1/withdrawals", body).is_err()
+            check(headers("dev", now + 31, &sign(b"s3cret", now + 31, "POST", "/v1/withdrawals", "", body)), "/v1/withdrawals", body)
+                .is_err()
         );
         assert!(check(headers("dev", now, &good), "/v1/withdrawals", br#"{"a":2}"#).is_err());
         assert!(check(headers("dev", now, &good), "/v1/other", body).is_err());
         assert!(check(headers("other", now, &good), "/v1/withdrawals", body).is_err());
-        assert!(check(headers("dev", now, &sign(b"wrong", now, "POST", "/v1/withdrawals", body)), "/v1/withdrawals", body).is_err());
+        assert!(check(headers("dev", now, &sign(b"wrong", now, "POST", "/v1/withdrawals", "", body)), "/v1/withdrawals", body).is_err());
         assert!(check(headers("dev", now, "zz"), "/v1/withdrawals", body).is_err());
         assert!(check(HeaderMap::new(), "/v1/withdrawals", body).is_err());
     }

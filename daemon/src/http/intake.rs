@@ -57,7 +57,7 @@ async fn submit_inner<T: PortTypes>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(StatusCode, axum::Json<AcceptedV1>), Problem> {
-    let client = s.clients.verify(headers, "POST", uri.path(), body, now_secs())?;
+    let client = s.clients.verify(headers, "POST", path_and_query(uri), body, now_secs())?;
     let key = headers
         .get("idempotency-key")
         .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "idempotency-key-missing", "Idempotency-Key header is required"))?
@@ -99,13 +99,18 @@ async fn submit_inner<T: PortTypes>(
     }
 }
 
+/// The request target as the client sent and signed it: path and query string.
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
+}
+
 async fn status<T: PortTypes>(
     State(s): State<Arc<IntakeState<T>>>,
     uri: Uri,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    let client = s.clients.verify(&headers, "GET", uri.path(), b"", now_secs())?;
+    let client = s.clients.verify(&headers, "GET", path_and_query(&uri), b"", now_secs())?;
     let id = WithdrawalId::parse(&id).ok_or_else(Problem::not_found)?;
     let d = s.ports.store.get(&id).await.map_err(|e| Problem::unavailable(e.to_string()))?.ok_or_else(Problem::not_found)?;
     // A client sees only its own withdrawals; another client's id is simply not found.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod intake;
 pub mod problem;
+pub mod server;
 
 use axum::Router;
 use axum::extract::State;

@@ -164,6 +164,46 @@ async fn signing_pauses_for_every_chain_or_one_and_resumes() {
     assert_eq!(audit.as_array().unwrap().iter().filter(|a| a["action"] == "signing.pause" && a["actor"] == "ann").count(), 2);
 }
 
+/// The brake holds the moment "pause" answers, for new work and for an operator's reprocess
+/// alike, and the dead-letter sweep leaves the reprocessed withdrawal alone while it waits:
+/// no sleep between the pause and the work, then long enough for the reconciler's sweep to
+/// run several times over the reprocessed one's old dead-letter message.
+#[tokio::test]
+async fn holes_pause_holds_once_answered_and_the_sweep_leaves_a_reprocess_alone() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&anvil, dir.path()).await;
+    d.credit("p", "0.05").await;
+    let poor = submit(&d, "brake-poor", "p", &dest(52, 0), "0.1").await;
+    settle(&d, &poor, "INVALID").await;
+    d.credit("p", "1").await;
+
+    let (s, v) = d.admin_post("/admin/v1/signing/pause", &json!({"reason": "incident 44"}), ANN).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.admin_post(&format!("/admin/v1/withdrawals/{poor}/reprocess"), &json!({"reason": "funded"}), ANN).await;
+    assert_eq!(s, 200, "{v}");
+    let mut ids = vec![poor.clone()];
+    for i in 1..5 {
+        ids.push(submit(&d, &format!("brake-{i}"), "p", &dest(52, i), "0.1").await);
+    }
+    // Visibility 3 s, stale after 4 s, reconcile every second: the sweep has had its chances.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    for id in &ids {
+        let w = d.get(id).await;
+        assert_eq!(w["status"], "RECEIVED", "paused: nothing signed, and the reprocess stands: {w}");
+        assert!(w["attempts"].as_array().unwrap().is_empty(), "no signature after the pause answered: {w}");
+    }
+    let history = d.get(&poor).await["history"].clone();
+    assert!(!history.as_array().unwrap().iter().any(|h| h["actor"] == "reconciler"), "the sweep undid nothing: {history}");
+
+    let (s, v) = d.admin_post("/admin/v1/signing/resume", &json!({"reason": "incident 44 over"}), ANN).await;
+    assert_eq!(s, 200, "{v}");
+    for (i, id) in ids.iter().enumerate() {
+        settle(&d, id, "COMPLETED").await;
+        assert_eq!(anvil.balance(&dest(52, i)).await, wei("0.1"));
+    }
+}
+
 #[tokio::test]
 async fn search_and_dead_letter_queues_in_bulk() {
     let anvil = Anvil::start(&[]);

@@ -33,6 +33,7 @@ pub fn fast_env() -> Vec<(String, String)> {
         ("WITHDRAW__TRACKER__POLL_MS", "100"),
         ("WITHDRAW__SIGNER__NONCE_CHECK_SECS", "1"),
         ("WITHDRAW__SIGNER__DISPLACED_AFTER_SECS", "1"),
+        ("WITHDRAW__TRACKER__LEASE_TTL_SECS", "2"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -124,7 +125,7 @@ impl Daemon {
         secret: &str,
     ) -> (u16, String, Value) {
         let ts = (withdraw_now() as i64 + ts_offset).to_string();
-        let sig = signature(secret, &ts, method, path, body);
+        let sig = signature(secret, &ts, method, path, key.unwrap_or(""), body);
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{}", self.intake, path))
@@ -289,9 +290,10 @@ pub fn withdraw_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-pub fn signature(secret: &str, ts: &str, method: &str, path: &str, body: &[u8]) -> String {
+/// The signing string of DESIGN §6, written out independently of the server's code.
+pub fn signature(secret: &str, ts: &str, method: &str, path: &str, idempotency_key: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{ts}\n{method}\n{path}\n").as_bytes());
+    mac.update(format!("{ts}\n{method}\n{path}\n{idempotency_key}\n").as_bytes());
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }

@@ -48,8 +48,9 @@ async fn a_nonce_used_behind_our_back_is_skipped_and_the_transfer_signed_again_o
     let ids = submit_n(&d, 30, 2, "0.1").await;
     wait_all(&d, &ids, "broadcast", |w| w["status"] == "SENT").await;
 
-    // Another system signs with our key: nonces 0-4 are taken on chain, ours never mine.
-    anvil.rpc("anvil_setNonce", json!([DEV_ADDRESS, "0x5"])).await;
+    // Another system signs with our key: nonces 0-4 are taken on chain by its transactions
+    // (outbidding ours in the pool), so ours can never mine.
+    foreign_use(&anvil, 0..5).await;
     anvil.rpc("evm_mine", json!([])).await;
     anvil.rpc("evm_setAutomine", json!([true])).await;
 
@@ -313,8 +314,9 @@ async fn a_discarded_transfer_whose_nonce_is_taken_elsewhere_ends_cancelled() {
     assert_eq!((s, v["outcome"].as_str()), (200, Some("cancel_requested")), "{v}");
     wait_all(&d, &ids, "the cancel signed", |w| w["attempts"].as_array().unwrap().len() == 2).await;
 
-    // Before either is mined, someone else uses the key: nonce 0 goes to a foreign transaction.
-    anvil.rpc("anvil_setNonce", json!([DEV_ADDRESS, "0x3"])).await;
+    // Before either is mined, someone else uses the key: nonce 0 goes to a foreign
+    // transaction (outbidding both in the pool), and two more follow it.
+    foreign_use(&anvil, 0..3).await;
     anvil.rpc("evm_mine", json!([])).await;
     anvil.rpc("evm_setAutomine", json!([true])).await;
 
@@ -325,4 +327,22 @@ async fn a_discarded_transfer_whose_nonce_is_taken_elsewhere_ends_cancelled() {
     let b = d.admin_get("/admin/v1/balances/c/ETH").await;
     assert_eq!((b["available"].as_str(), b["reserved"].as_str(), b["spent"].as_str()), (Some("1"), Some("0"), Some("0")), "{b}");
     lane_is_whole(&d, &anvil, DEV_ADDRESS).await;
+}
+
+/// Another system signs with the hot wallet's key: a real transaction at each of these
+/// nonces (to a stranger, fees far above ours so each replaces whatever we have pending).
+async fn foreign_use(anvil: &Anvil, nonces: std::ops::Range<u64>) {
+    for n in nonces {
+        let tx = json!({
+            "from": DEV_ADDRESS,
+            "to": "0x000000000000000000000000000000000000dEaD",
+            "value": "0x1",
+            "gas": "0x5208",
+            "nonce": format!("{n:#x}"),
+            "maxFeePerGas": "0x1d1a94a2000",
+            "maxPriorityFeePerGas": "0xe8d4a51000",
+        });
+        let hash = anvil.rpc("eth_sendTransaction", json!([tx])).await;
+        assert!(hash.is_string(), "foreign transaction at nonce {n}: {hash}");
+    }
 }

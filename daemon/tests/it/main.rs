@@ -200,7 +200,7 @@ async fn malformed_input_is_refused_and_never_queued() {
         .header("x-api-key", "dev")
         .header("idempotency-key", "ct")
         .header("x-timestamp", withdraw_now().to_string())
-        .header("x-signature", signature(SECRET, &withdraw_now().to_string(), "POST", "/v1/withdrawals", &j(body("m", good, "1"))))
+        .header("x-signature", signature(SECRET, &withdraw_now().to_string(), "POST", "/v1/withdrawals", "ct", &j(body("m", good, "1"))))
         .body(j(body("m", good, "1")))
         .send()
         .await
@@ -237,9 +237,10 @@ async fn authentication_is_enforced() {
             .body(b.clone())
             .send()
     };
-    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/withdrawals", b"{}"), "dev").await.unwrap().status(), 401);
-    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/other", &b), "dev").await.unwrap().status(), 401);
-    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/withdrawals", &b), "nobody").await.unwrap().status(), 401);
+    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/withdrawals", "k", b"{}"), "dev").await.unwrap().status(), 401);
+    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/other", "k", &b), "dev").await.unwrap().status(), 401);
+    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/withdrawals", "k", &b), "nobody").await.unwrap().status(), 401);
+    assert_eq!(send(signature(SECRET, &ts, "POST", "/v1/withdrawals", "", &b), "dev").await.unwrap().status(), 401, "key not signed");
     let r = http.post(format!("{}/v1/withdrawals", d.intake)).body(b.clone()).send().await.unwrap();
     assert_eq!(r.status(), 401, "no headers at all");
     // Admin: no token, wrong token.
@@ -252,6 +253,47 @@ async fn authentication_is_enforced() {
     assert!(st["statuses"].as_object().unwrap().is_empty(), "{st}");
     let bal = d.admin_get("/admin/v1/balances/a/ETH").await;
     assert_eq!(bal["credited"], "0");
+}
+
+/// A signed request captured on the wire and re-sent inside the timestamp window with another
+/// `Idempotency-Key` (the attack that paid twice): the key is part of the signature, so the
+/// replay is refused and exactly one withdrawal exists, paid once on chain.
+#[tokio::test]
+async fn holes_captured_request_replayed_under_another_key_is_refused() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    d.credit("replay", "1").await;
+    let to = dest(41, 0);
+    let b = serde_json::to_vec(&json!({"user_id": "replay", "asset": "ETH", "chain_id": 31337, "to": to, "amount": "0.01"})).unwrap();
+    let ts = withdraw_now().to_string();
+    let sig = signature(SECRET, &ts, "POST", "/v1/withdrawals", "order-7", &b);
+    let http = reqwest::Client::new();
+    let send = |key: &'static str| {
+        http.post(format!("{}/v1/withdrawals", d.intake))
+            .header("content-type", "application/json")
+            .header("x-api-key", "dev")
+            .header("x-timestamp", &ts)
+            .header("x-signature", &sig)
+            .header("idempotency-key", key)
+            .body(b.clone())
+            .send()
+    };
+    let first = send("order-7").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let id = first.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    for key in ["order-8", "order-7-replay", "x"] {
+        let r = send(key).await.unwrap();
+        assert_eq!(r.status(), 401, "replay under key {key} must fail the signature");
+    }
+    // The same request as captured is the same request: the same id, no second withdrawal.
+    let again = send("order-7").await.unwrap();
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], id.as_str());
+    let done = d.wait_settled(std::slice::from_ref(&id), Duration::from_secs(60)).await;
+    assert_eq!(done[0]["status"], "COMPLETED", "{}", done[0]);
+    let st = d.stats().await;
+    assert_eq!(st["statuses"].as_object().unwrap().values().filter_map(Value::as_i64).sum::<i64>(), 1, "one withdrawal: {st}");
+    assert_eq!(anvil.balance(&to).await, wei("0.01"), "the destination was paid exactly once");
 }
 
 async fn submit_crash_batch(d: &Daemon, n: usize) -> Vec<String> {

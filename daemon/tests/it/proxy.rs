@@ -1,6 +1,7 @@
 //! A fault-injecting JSON-RPC proxy of the test suite's own: it sits in front of a real
 //! anvil and, on command, drops connections, delays, fails with an HTTP status, lies about
-//! the chain id, or reports a head that is stalled or far ahead. It speaks just enough
+//! the chain id, reports a head that is stalled or far ahead, hides receipts, or refuses
+//! broadcasts with an error a node list does not know. It speaks just enough
 //! HTTP/1.1 (keep-alive, Content-Length bodies) to carry JSON-RPC, so it can also hang up
 //! mid-request, which a framework would not let it do.
 
@@ -24,6 +25,12 @@ pub enum Fault {
     HeadAhead(u64),
     /// `eth_blockNumber` keeps answering the head it had when the stall began.
     StallHead,
+    /// `eth_getTransactionReceipt` and `eth_getBlockReceipts` answer null, as a lagging,
+    /// pruned or load-balanced endpoint does for a mined transaction; all else passes.
+    NullReceipts,
+    /// `eth_sendRawTransaction` answers this JSON-RPC error (code, message) inside HTTP 200
+    /// (the call is still passed on, as a provider that fails after forwarding would).
+    SendError(i64, String),
 }
 
 struct Inner {
@@ -128,6 +135,11 @@ async fn answer(p: &Inner, body: Vec<u8>) -> Option<(String, Vec<u8>)> {
         match (&fault, method.as_str(), num) {
             (Fault::WrongChainId(id), "eth_chainId", _) => a["result"] = Value::String(format!("{id:#x}")),
             (Fault::HeadAhead(n), "eth_blockNumber", Some(h)) => a["result"] = Value::String(format!("{:#x}", h + n)),
+            (Fault::NullReceipts, "eth_getTransactionReceipt" | "eth_getBlockReceipts", _) => a["result"] = Value::Null,
+            (Fault::SendError(code, message), "eth_sendRawTransaction", _) => {
+                a.as_object_mut().unwrap().remove("result");
+                a["error"] = serde_json::json!({"code": code, "message": message});
+            }
             (Fault::StallHead, "eth_blockNumber", Some(h)) => {
                 let mut f = p.fault.lock().unwrap();
                 let frozen = *f.1.get_or_insert(h);

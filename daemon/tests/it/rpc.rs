@@ -248,3 +248,67 @@ async fn a_pool_with_no_usable_endpoint_refuses_to_start_naming_each_problem() {
     let head = pool.call("eth_blockNumber", json!([])).await.unwrap();
     assert_eq!(head, json!("0x0"));
 }
+
+/// Behind an endpoint that answers null for every receipt (the attack that paid each
+/// withdrawal three times in a minute), a missing receipt is never taken as evidence: no
+/// transfer is re-signed at a new nonce, each destination is paid once, and once receipts
+/// come back every withdrawal completes.
+#[tokio::test]
+async fn holes_null_receipts_never_resign_or_pay_twice() {
+    let anvil = Anvil::start(&[]);
+    let liar = FaultProxy::start(&anvil.url).await;
+    liar.set(Fault::NullReceipts);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pool_config(dir.path(), &[("liar", &liar.url, "primary")], "");
+    let d = Daemon::start_on_config(&dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    d.credit("c", "1").await;
+    let ids = submit_n(&d, 45, 3, "0.01").await;
+    // The nonce check runs every second (displaced after 1 s), the reconciler every second
+    // with stale after 4 s: each has had many chances to act on the missing receipts.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 3, "one nonce per withdrawal: nothing re-signed at a new nonce");
+    for i in 0..3 {
+        assert_eq!(anvil.balance(&dest(45, i)).await, wei("0.01"), "paid exactly once while receipts were hidden");
+    }
+    for id in &ids {
+        let w = d.get(id).await;
+        assert_eq!(w["status"], "SENT", "nothing decided without a receipt: {w}");
+    }
+    liar.set(Fault::Pass);
+    let done = d.wait_settled(&ids, Duration::from_secs(60)).await;
+    for (i, w) in done.iter().enumerate() {
+        assert_eq!(w["status"], "COMPLETED", "{w}");
+        assert_eq!(anvil.balance(&dest(45, i)).await, wei("0.01"));
+    }
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 3);
+}
+
+/// A broadcast refused with an error no node list knows ("txpool is full", a provider's
+/// -32005 inside HTTP 200) is retried with back-off, not dead-lettered: once the endpoint
+/// accepts again, the withdrawal completes, paid once.
+#[tokio::test]
+async fn holes_unknown_send_errors_are_retried_not_dead_lettered() {
+    let anvil = Anvil::start(&["--no-mining"]);
+    let flaky = FaultProxy::start(&anvil.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pool_config(dir.path(), &[("flaky", &flaky.url, "primary")], "");
+    let d = Daemon::start_on_config(&dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    d.credit("c", "1").await;
+    for (n, (code, message)) in [(-32000, "txpool is full"), (-32005, "limit exceeded")].into_iter().enumerate() {
+        flaky.set(Fault::SendError(code, message.to_owned()));
+        let ids = submit_n(&d, 46 + n as u8, 1, "0.01").await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let w = d.get(&ids[0]).await;
+        assert_eq!(w["status"], "SIGNED", "{message}: still being retried, not SEND_FAILED: {w}");
+        flaky.set(Fault::Pass);
+        anvil.rpc("evm_mine", json!([])).await;
+        let done = eventually(Duration::from_secs(60), "mined and completed", || async {
+            anvil.rpc("evm_mine", json!([])).await;
+            let w = d.get(&ids[0]).await;
+            (w["status"] == "COMPLETED").then_some(w)
+        })
+        .await;
+        assert_eq!(done["status"], "COMPLETED");
+        assert_eq!(anvil.balance(&dest(46 + n as u8, 0)).await, wei("0.01"));
+    }
+}

@@ -125,6 +125,10 @@ impl Postgres {
     fn record_write_hold(_held: Duration) {}
 }
 
+/// The advisory lock key of the signing brake ("wdbrake" in ASCII); the migration lock uses
+/// another.
+const BRAKE_LOCK_KEY: i64 = 0x7764_6272_616b_65;
+
 impl crate::adapters::record_store::WriteTx for PgConnection {
     const LOCKS_ROWS: bool = true;
 
@@ -140,6 +144,14 @@ impl crate::adapters::record_store::WriteTx for PgConnection {
             .bind::<BigInt, _>(chain_id as i64)
             .bind::<Text, _>(wallet)
             .execute(self)?;
+        Ok(())
+    }
+
+    fn lock_brake(&mut self, exclusive: bool) -> Result<(), StoreError> {
+        // One transaction-scoped advisory lock stands for the brake: every signing write
+        // holds it shared, a pause change exclusively (released at commit or rollback).
+        let q = if exclusive { "SELECT pg_advisory_xact_lock($1)" } else { "SELECT pg_advisory_xact_lock_shared($1)" };
+        diesel::sql_query(q).bind::<BigInt, _>(BRAKE_LOCK_KEY).execute(self)?;
         Ok(())
     }
 

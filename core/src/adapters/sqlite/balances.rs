@@ -115,13 +115,18 @@ fn load_reservations(conn: &mut SqliteConnection, ids: &[&str]) -> Result<HashMa
 
 /// Settles reservations that are still `reserved`: commit moves them to spent, release back
 /// to available. Anything else (already settled, or never reserved) is left alone.
-fn settle(conn: &mut SqliteConnection, ids: &[WithdrawalId], commit: bool, now: i64) -> Result<(), StoreError> {
+/// Settles reservations still reserved; returns the ids with no reservation at all.
+fn settle(conn: &mut SqliteConnection, ids: &[WithdrawalId], commit: bool, now: i64) -> Result<Vec<WithdrawalId>, StoreError> {
     let keys: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
     let found = load_reservations(conn, &keys)?;
     let mut ledger = Ledger::new();
     let mut settled: Vec<&str> = Vec::new();
-    for id in &keys {
-        let Some((_, user, asset, amt, state)) = found.get(*id) else { continue };
+    let mut missing = Vec::new();
+    for (i, id) in keys.iter().enumerate() {
+        let Some((_, user, asset, amt, state)) = found.get(*id) else {
+            missing.push(ids[i].clone());
+            continue;
+        };
         if state != RESERVED || settled.contains(id) {
             continue;
         }
@@ -139,7 +144,7 @@ fn settle(conn: &mut SqliteConnection, ids: &[WithdrawalId], commit: bool, now: 
             .set((reservations::state.eq(if commit { COMMITTED } else { RELEASED }), reservations::updated_at.eq(now)))
             .execute(conn)?;
     }
-    Ok(())
+    Ok(missing)
 }
 
 impl Balances for SqliteBalances {
@@ -202,12 +207,12 @@ impl Balances for SqliteBalances {
             .map_err(to_balance_err)
     }
 
-    async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+    async fn commit(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, BalanceError> {
         let now = self.clock.now_ms();
         self.db.write(move |conn| conn.immediate_transaction(|conn| settle(conn, &ids, true, now))).await.map_err(to_balance_err)
     }
 
-    async fn release(&self, ids: Vec<WithdrawalId>) -> Result<(), BalanceError> {
+    async fn release(&self, ids: Vec<WithdrawalId>) -> Result<Vec<WithdrawalId>, BalanceError> {
         let now = self.clock.now_ms();
         self.db.write(move |conn| conn.immediate_transaction(|conn| settle(conn, &ids, false, now))).await.map_err(to_balance_err)
     }

@@ -266,6 +266,12 @@ impl crate::adapters::record_store::WriteTx for SqliteConnection {
     fn lock_withdrawals(&mut self, _ids: &[&str]) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// The one writer (an IMMEDIATE transaction) already orders every pause change against
+    /// every signing write.
+    fn lock_brake(&mut self, _exclusive: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl From<diesel::result::Error> for StoreError {

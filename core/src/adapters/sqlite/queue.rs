@@ -42,6 +42,8 @@ struct Received {
     body: String,
     #[diesel(sql_type = Integer)]
     receive_count: i32,
+    #[diesel(sql_type = BigInt)]
+    sent_at: i64,
 }
 
 fn to_queue_err(e: StoreError) -> QueueError {
@@ -127,7 +129,7 @@ impl Queue for SqliteQueue {
                         let rows: Vec<Received> = diesel::sql_query(
                             "UPDATE queue_messages SET visible_at = ?1 + ?2, receive_count = receive_count + 1 \
                              WHERE id IN (SELECT id FROM queue_messages WHERE queue = ?3 AND visible_at <= ?1 \
-                             ORDER BY id LIMIT ?4) RETURNING id, body, receive_count",
+                             ORDER BY id LIMIT ?4) RETURNING id, body, receive_count, sent_at",
                         )
                         .bind::<BigInt, _>(now)
                         .bind::<BigInt, _>(vis_ms)
@@ -148,7 +150,12 @@ impl Queue for SqliteQueue {
             if !got.is_empty() {
                 let mut out: Vec<Delivery> = got
                     .into_iter()
-                    .map(|r| Delivery { receipt: receipt(r.id, r.receive_count), body: r.body, receive_count: r.receive_count as u32 })
+                    .map(|r| Delivery {
+                        receipt: receipt(r.id, r.receive_count),
+                        body: r.body,
+                        receive_count: r.receive_count as u32,
+                        sent_at_ms: r.sent_at,
+                    })
                     .collect();
                 out.sort_by_key(|d| parse_receipt(&d.receipt).map(|(id, _)| id));
                 return Ok(out);

@@ -1,0 +1,3 @@
+DROP TABLE leases;
+DROP TABLE settlements;
+ALTER TABLE inclusions DROP COLUMN failure;
