@@ -65,6 +65,11 @@ pub fn describe() {
         "withdraw_token_transfer_unproven_total",
         "Token transfers mined with a successful receipt but no matching Transfer log: FAILED, funds released."
     );
+    describe_gauge!("withdraw_tracker_lease_held", "1 while this tracker holds the tracker lease (one tracker works at a time).");
+    describe_counter!(
+        "withdraw_tracker_lease_lost_total",
+        "Times this tracker lost the lease it held (another took it, or the database did not answer)."
+    );
     describe_counter!("withdraw_settlements_total", "Balance changes (commits, releases) carried out after their status change.");
     describe_counter!(
         "withdraw_reservation_missing_total",

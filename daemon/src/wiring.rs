@@ -292,7 +292,19 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         sup.spawn_critical("tracker", async move { tracker.run(cancel).await });
     }
 
-    let ops = Arc::new(Ops { ports: ports.clone(), metrics: metrics.clone() });
+    let ops = Arc::new(Ops::new(ports.clone(), metrics.clone()));
+    ops.probe().await;
+    {
+        let (ops, cancel) = (ops.clone(), sup.cancel.clone());
+        sup.spawn_critical("readiness", async move { ops.run_prober(Duration::from_secs(5), cancel).await });
+    }
+    let metrics_apart = cfg.http.metrics_listen.is_some();
+    if let Some(addr) = cfg.http.metrics_listen {
+        let listener = bind(addr, "metrics").await?;
+        let app = http::metrics_router(ops.clone());
+        let cancel = sup.cancel.clone();
+        sup.spawn_critical("metrics-http", async move { http::server::serve(listener, app, limits, "metrics", cancel).await });
+    }
     {
         let m = metrics.clone();
         let p = ports.clone();
@@ -320,7 +332,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             clients: http::auth::HmacClients::new(clients, cfg.intake.timestamp_window_secs),
         });
         let app = http::intake::router(state, cfg.intake.max_body_bytes)
-            .merge(http::ops_router(ops.clone()))
+            .merge(http::ops_router(ops.clone(), !metrics_apart))
             .layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.intake.listen, "intake").await?;
         endpoints.intake = Some(listener.local_addr()?.to_string());
@@ -348,8 +360,9 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             assets: assets.clone(),
             tokens: http::auth::AdminTokens::new(tokens),
         });
-        let app =
-            http::admin::router(state).merge(http::ops_router(ops.clone())).layer(axum::middleware::from_fn(crate::logging::with_trace));
+        let app = http::admin::router(state)
+            .merge(http::ops_router(ops.clone(), !metrics_apart))
+            .layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.admin.listen, "admin").await?;
         endpoints.admin = Some(listener.local_addr()?.to_string());
         let cancel = sup.cancel.clone();
@@ -358,7 +371,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
     if !roles.contains(&Role::Intake) && !roles.contains(&Role::Admin) {
         let listener = bind(cfg.health_listen, "health").await?;
         endpoints.health = Some(listener.local_addr()?.to_string());
-        let app = http::ops_router(ops.clone());
+        let app = http::ops_router(ops.clone(), !metrics_apart);
         let cancel = sup.cancel.clone();
         sup.spawn_critical("health-http", async move { http::server::serve(listener, app, limits, "health", cancel).await });
     }

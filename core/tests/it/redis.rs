@@ -254,3 +254,80 @@ async fn reconcile_rebuilds_lost_reservations_and_totals_from_the_journal() {
     b.commit(vec![wid(2)]).await.unwrap();
     assert_eq!(b.get("erin", "ETH").await.unwrap().spent, units("300"));
 }
+
+/// The status write and the release it owes are one promise (DESIGN §5, invariant 7): with
+/// Redis cut between them, the FAILED-side status is written with the release owed, not
+/// lost; the withdrawal cannot leave that status (a reprocess would reserve anew under a
+/// pending release); once Redis is back the reconciler's settler releases it, exactly once.
+#[tokio::test]
+async fn holes_a_redis_cut_between_the_status_write_and_the_release_settles_once_back() {
+    use std::collections::HashMap;
+    use withdraw_core::adapters::sqlite::{SqliteQueue, SqliteStore};
+    use withdraw_core::adapters::{AnyBalances, AnyQueue, AnyStore, Configured};
+    use withdraw_core::domain::{AssetRegistry, Status};
+    use withdraw_core::machine::Event;
+    use withdraw_core::stages::{Decision, Ports, Tracker, TrackerConfig, apply, reprocess};
+
+    let (mut server, b) = redis().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ports = Arc::new(Ports::<Configured> {
+        store: AnyStore::Sqlite(SqliteStore::new(db.clone(), clock.clone())),
+        queue: AnyQueue::Sqlite(SqliteQueue::new(db, clock.clone(), 5)),
+        balances: AnyBalances::Redis(b.clone()),
+        chains: HashMap::new(),
+        clock,
+    });
+    let new = NewWithdrawal {
+        id: wid(7),
+        client_id: "c".into(),
+        idempotency_key: "k7".into(),
+        request_hash: "h".into(),
+        user_id: "alice".into(),
+        asset: "ETH".into(),
+        chain_id: 31337,
+        to: alloy::primitives::Address::repeat_byte(7),
+        amount: units("400"),
+    };
+    ports.store.submit(vec![new]).await.unwrap();
+    b.credit("alice", "ETH", units("1000")).await.unwrap();
+    assert_eq!(b.reserve(vec![res(7, "alice", "400")]).await.unwrap(), vec![ReserveOutcome::Reserved]);
+
+    server.kill();
+    let decision = Decision { id: wid(7), from: Status::Received, event: Event::ValidationFailed, reason: Some("test".into()) };
+    let won = apply(&ports, "signer", vec![decision]).await.expect("the status write does not wait for Redis");
+    assert_eq!(won.len(), 1);
+    assert_eq!(ports.store.get(&wid(7)).await.unwrap().unwrap().withdrawal.status, Status::Invalid);
+    let owed = ports.store.pending_settlements(i64::MAX, None, 10).await.unwrap();
+    assert_eq!(owed.len(), 1, "the release is owed, written with the status");
+    // An operator acting now: the reprocess cannot reserve anew under a pending release.
+    assert!(reprocess(&ports, &wid(7), "operator:ann", "funded").await.is_err(), "refused while Redis is down");
+    assert_eq!(ports.store.get(&wid(7)).await.unwrap().unwrap().withdrawal.status, Status::Invalid);
+
+    server.start_again();
+    let tracker = Tracker::new(ports.clone(), Arc::new(AssetRegistry::new(vec![])), TrackerConfig::default());
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past the settler's grace
+    // The client reconnects on its own; the settler's next passes carry the release out.
+    for _ in 0..50 {
+        if tracker.reconcile().await.is_ok() && ports.store.pending_settlements(i64::MAX, None, 10).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bal = eventually_balance(&b, "alice").await;
+    assert_eq!((bal.reserved, bal.available()), (units("0"), units("1000")), "released once Redis is back");
+    assert!(ports.store.pending_settlements(i64::MAX, None, 10).await.unwrap().is_empty());
+    tracker.reconcile().await.unwrap();
+    assert_eq!(b.get("alice", "ETH").await.unwrap().available(), units("1000"), "exactly once");
+}
+
+async fn eventually_balance(b: &RedisBalances, user: &str) -> Balance {
+    for _ in 0..50 {
+        if let Ok(bal) = b.get(user, "ETH").await {
+            return bal;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.get(user, "ETH").await.expect("redis back")
+}

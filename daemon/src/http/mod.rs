@@ -24,26 +24,84 @@ use withdraw_core::wire::*;
 pub struct Ops<T: PortTypes> {
     pub ports: Arc<Ports<T>>,
     pub metrics: PrometheusHandle,
+    /// The last readiness probe's findings, refreshed in the background.
+    pub readiness: std::sync::RwLock<Readiness>,
 }
 
-pub fn ops_router<T: PortTypes>(ops: Arc<Ops<T>>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz::<T>))
-        .route("/metrics", get(metrics_text::<T>))
-        .with_state(ops)
+/// What the readiness prober last found: one line per dependency, None while fine.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Readiness {
+    pub probed: bool,
+    pub database: Option<String>,
+    pub queues: Option<String>,
+    pub balances: Option<String>,
+    /// Chains with no usable RPC endpoint (from the pool's own health loop).
+    pub chains_unavailable: Vec<u64>,
 }
 
-/// Ready when the database, the queues and the balance store answer and every chain's
-/// node gives a head.
-async fn readyz<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> Result<impl IntoResponse, Problem> {
-    ops.ports.store.counts().await.map_err(|e| Problem::unavailable(format!("database: {e}")))?;
-    ops.ports.queue.stats(QueueName::Requests).await.map_err(|e| Problem::unavailable(format!("queues: {e}")))?;
-    ops.ports.balances.get("readyz", "readyz").await.map_err(|e| Problem::unavailable(format!("balances: {e}")))?;
-    for (id, chain) in &ops.ports.chains {
-        chain.head().await.map_err(|e| Problem::unavailable(format!("chain {id}: {e}")))?;
+impl<T: PortTypes> Ops<T> {
+    pub fn new(ports: Arc<Ports<T>>, metrics: PrometheusHandle) -> Self {
+        Self { ports, metrics, readiness: std::sync::RwLock::new(Readiness::default()) }
     }
-    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+
+    /// Probes the dependencies once: the database, the queues and the balance store are
+    /// asked; chains are read from the pool's health, never with an RPC call.
+    pub async fn probe(&self) {
+        let r = Readiness {
+            probed: true,
+            database: self.ports.store.counts().await.err().map(|e| e.to_string()),
+            queues: self.ports.queue.stats(QueueName::Requests).await.err().map(|e| e.to_string()),
+            balances: self.ports.balances.get("readyz", "readyz").await.err().map(|e| e.to_string()),
+            chains_unavailable: self.ports.chains.iter().filter(|(_, c)| !c.available()).map(|(id, _)| *id).collect(),
+        };
+        *self.readiness.write().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// Probes every `every` until cancelled: however many probes hit `/readyz`, the
+    /// dependencies see one probe per period (DESIGN §6).
+    pub async fn run_prober(&self, every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
+        while !cancel.is_cancelled() {
+            self.probe().await;
+            tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(every) => {} }
+        }
+    }
+}
+
+/// `/healthz` and `/readyz`, plus `/metrics` unless it has a listener of its own.
+pub fn ops_router<T: PortTypes>(ops: Arc<Ops<T>>, with_metrics: bool) -> Router {
+    let r = Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz::<T>));
+    let r = if with_metrics { r.route("/metrics", get(metrics_text::<T>)) } else { r };
+    r.with_state(ops)
+}
+
+/// Only `/metrics`, for a listener of its own.
+pub fn metrics_router<T: PortTypes>(ops: Arc<Ops<T>>) -> Router {
+    Router::new().route("/metrics", get(metrics_text::<T>)).with_state(ops)
+}
+
+/// Ready while the database and the queues answered the last probe: what a role needs to
+/// take and record work. A chain without a usable endpoint or an unreachable balance store
+/// is reported, not fatal: the stages hold that work by themselves, and taking the admin
+/// API (the one that pauses signing) out of service for it would help nobody. Answered
+/// from the last probe, never by asking the dependencies per request.
+async fn readyz<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> Result<impl IntoResponse, Problem> {
+    let r = ops.readiness.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if !r.probed {
+        return Err(Problem::unavailable("starting: no readiness probe has run yet"));
+    }
+    if let Some(e) = &r.database {
+        return Err(Problem::unavailable(format!("database: {e}")));
+    }
+    if let Some(e) = &r.queues {
+        return Err(Problem::unavailable(format!("queues: {e}")));
+    }
+    Ok(axum::Json(serde_json::json!({
+        "status": "ready",
+        "balances": r.balances.as_deref().unwrap_or("ok"),
+        "chains_unavailable": r.chains_unavailable,
+    })))
 }
 
 async fn metrics_text<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> impl IntoResponse {

@@ -159,6 +159,8 @@ async fn a_dead_lettered_transfer_blocks_its_lane_until_discarded_and_cancelled(
     let (s, v) = act(&d, &eth, "reprocess", "changed my mind").await;
     assert_eq!(s, 409, "a cancelled transfer cannot be revived: {v}");
 
+    // SEND_FAILED counts as settled for wait_settled: wait for the cancel to finish it.
+    wait_all(&d, std::slice::from_ref(&eth), "the discarded one cancelled", |w| w["status"] != "SEND_FAILED").await;
     let done = d.wait_settled(&[eth.clone(), tok.clone()], Duration::from_secs(60)).await;
     assert_eq!(done[0]["status"], "CANCELLED", "{}", done[0]);
     let attempts = done[0]["attempts"].as_array().unwrap();

@@ -507,6 +507,91 @@ async fn erc20_and_native_withdrawals_share_one_wallet() {
     assert_eq!((b["spent"].as_str(), b["reserved"].as_str()), (Some("123.45678"), Some("0")), "{b}");
 }
 
+/// A token whose `transfer` returns false without reverting: the receipt succeeds, nothing
+/// moves. The withdrawal must end FAILED with a reason naming the missing Transfer log, the
+/// user's reservation released (nothing spent), the destination unpaid, the alert's counter
+/// moved; and a real token beside it still completes.
+#[tokio::test]
+async fn holes_a_token_whose_transfer_returns_false_is_failed_not_completed() {
+    use alloy::primitives::U256;
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let liar = anvil.deploy_false_token(DEV_ADDRESS, U256::from(1_000_000_000_000u64)).await;
+    let cfg = dir.path().join("withdrawd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[assets]]\nsymbol = \"ETH\"\nchain_id = 31337\ndecimals = 18\n\n\
+             [[assets]]\nsymbol = \"FUSD\"\nchain_id = 31337\ncontract = \"{liar}\"\ndecimals = 6\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&anvil, &dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    let (s, v) = d.admin_post("/admin/v1/balances/credit", &json!({"user_id": "f", "asset": "FUSD", "amount": "100"}), TOKEN).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.submit("false-1", &json!({"user_id": "f", "asset": "FUSD", "chain_id": 31337, "to": dest(42, 0), "amount": "25"})).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let w = d.wait_settled(std::slice::from_ref(&id), Duration::from_secs(60)).await.remove(0);
+    assert_eq!(w["status"], "FAILED", "a successful receipt without a Transfer log is no payment: {w}");
+    assert!(w["reason"].as_str().unwrap().contains("token transfer not proven"), "{w}");
+    assert!(w["inclusion"]["success"] == false, "{w}");
+    assert_eq!(anvil.token_balance(&liar, &dest(42, 0)).await, U256::ZERO, "nothing was paid");
+    let b = eventually(Duration::from_secs(10), "the reservation released", || async {
+        let b = d.admin_get("/admin/v1/balances/f/FUSD").await;
+        (b["reserved"] == "0").then_some(b)
+    })
+    .await;
+    assert_eq!((b["available"].as_str(), b["spent"].as_str()), (Some("100"), Some("0")), "the user was not charged: {b}");
+    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("withdraw_token_transfer_unproven_total{") && l.ends_with(" 1")),
+        "the alert's counter moved: {metrics}"
+    );
+}
+
+/// Half a request line, then silence (the slow-client attack held both ports for 75 s): each
+/// listener closes the connection once its header deadline passes.
+#[tokio::test]
+async fn holes_a_silent_client_is_disconnected_by_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = fast_env();
+    env.push(("WITHDRAW__HTTP__HEADER_TIMEOUT_MS".into(), "1500".into()));
+    let d = Daemon::start(&anvil, dir.path(), &env, &[]).await;
+    for base in [&d.intake, &d.admin] {
+        let addr = base.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"POST /v1/withdr").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        // The server either answers 408 and closes or just closes; it must not hold on.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{base}: a silent connection still open after 10 s");
+        assert!(started.elapsed() >= Duration::from_millis(1000), "{base}: closed by the deadline, not at once");
+        // A kept-alive connection left idle is closed the same way.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{base}: served first");
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), async { while !matches!(idle.read(&mut buf).await, Ok(0) | Err(_)) {} }).await;
+        assert!(closed.is_ok(), "{base}: an idle kept-alive connection still open after 10 s");
+    }
+    // And the ports still serve.
+    let (s, v) = d.submit("after-slow", &body("nobody", &dest(43, 0), "0.01")).await;
+    assert_eq!(s, 202, "{v}");
+}
+
 #[tokio::test]
 async fn the_readme_curl_example_works() {
     let anvil = Anvil::start(&[]);
