@@ -11,9 +11,10 @@ SECRET="${WITHDRAW_DEV_HMAC_SECRET:-dev-secret}"
 TOKEN="${WITHDRAW_DEV_ADMIN_TOKEN:-dev-admin-token}"
 KEY="${1:-order-$(date +%s%N)}"
 
-# Give the user something to withdraw (admin API, operator token).
+# Give the user something to withdraw (admin API, operator token; idempotent per key).
 curl -sf -X POST "$ADMIN/admin/v1/balances/credit" -H "authorization: Bearer $TOKEN" \
-  -H 'content-type: application/json' -d '{"user_id":"alice","asset":"ETH","amount":"1"}' >/dev/null
+  -H 'content-type: application/json' -H "idempotency-key: credit-$KEY" \
+  -d '{"user_id":"alice","asset":"ETH","amount":"1","reason":"example deposit"}' >/dev/null
 
 BODY='{"user_id":"alice","asset":"ETH","chain_id":31337,"to":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","amount":"0.25"}'
 TS=$(date +%s)

@@ -79,7 +79,16 @@ pub struct WithdrawalV1 {
     pub cancel: Option<CancelV1>,
 }
 
-/// `POST /admin/v1/balances/credit` body.
+/// `POST /admin/v1/balances/credit` answered 202: the credit waits for a second person
+/// (`POST /admin/v1/credits/{key}/approve`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreditPendingV1 {
+    pub credit: String,
+    pub state: String,
+    pub requested_by: String,
+}
+
+/// `POST /admin/v1/balances/credit` body (with an `Idempotency-Key` header).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreditRequestV1 {

@@ -256,6 +256,9 @@ pub struct AssetConfig {
     /// Withdrawals above this (whole units) wait for an approver.
     #[serde(default)]
     pub approval_threshold: Option<String>,
+    /// Operator credits above this (whole units) need a second person's approval.
+    #[serde(default)]
+    pub credit_approval_threshold: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -448,6 +451,7 @@ impl Config {
                 max_amount: Some("100".into()),
                 gas_limit: None,
                 approval_threshold: Some("10".into()),
+                credit_approval_threshold: Some("1000".into()),
             }],
             intake: IntakeConfig {
                 listen: "127.0.0.1:8080".parse().expect("static address"),
@@ -614,6 +618,7 @@ impl Config {
             bail!("signer.nonce_check_secs must be at least 1");
         }
         self.asset_registry()?;
+        self.credit_thresholds()?;
         Ok(())
     }
 
@@ -623,6 +628,18 @@ impl Config {
         } else {
             self.data_dir.join(&self.database.sqlite_path)
         }
+    }
+
+    /// Per asset symbol, the amount above which an operator credit needs a second person.
+    pub fn credit_thresholds(&self) -> Result<std::collections::HashMap<String, Amount>> {
+        let mut out = std::collections::HashMap::new();
+        for a in &self.assets {
+            if let Some(t) = &a.credit_approval_threshold {
+                let t = Amount::parse_positive(t, a.decimals).with_context(|| format!("asset {}: credit_approval_threshold", a.symbol))?;
+                out.insert(a.symbol.clone(), t);
+            }
+        }
+        Ok(out)
     }
 
     pub fn asset_registry(&self) -> Result<AssetRegistry> {

@@ -292,7 +292,8 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         sup.spawn_critical("tracker", async move { tracker.run(cancel).await });
     }
 
-    let ops = Arc::new(Ops::new(ports.clone(), metrics.clone()));
+    let needs_balances = roles.contains(&Role::Signer) || roles.contains(&Role::Tracker);
+    let ops = Arc::new(Ops::new(ports.clone(), metrics.clone(), needs_balances));
     ops.probe().await;
     {
         let (ops, cancel) = (ops.clone(), sup.cancel.clone());
@@ -359,6 +360,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             ports: ports.clone(),
             assets: assets.clone(),
             tokens: http::auth::AdminTokens::new(tokens),
+            credit_thresholds: cfg.credit_thresholds()?,
         });
         let app = http::admin::router(state)
             .merge(http::ops_router(ops.clone(), !metrics_apart))

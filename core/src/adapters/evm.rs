@@ -60,7 +60,14 @@ fn receipt(v: &Value) -> Result<TxReceipt, ChainError> {
         block_number: hex_u64(&v["blockNumber"])?,
         block_hash: parse(&v["blockHash"], "blockHash")?,
         success: hex_u64(&v["status"])? == 1,
-        transfers: v["logs"].as_array().map(|logs| logs.iter().filter_map(transfer_log).collect()).unwrap_or_default(),
+        // A receipt without its logs proves nothing either way: refused, never read as "no
+        // Transfer happened".
+        transfers: v["logs"]
+            .as_array()
+            .ok_or_else(|| ChainError::Malformed("receipt without logs".into()))?
+            .iter()
+            .filter_map(transfer_log)
+            .collect(),
     })
 }
 

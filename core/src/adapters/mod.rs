@@ -200,6 +200,22 @@ mod dispatch {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.audit(entry).await)
         }
 
+        async fn record_credit(&self, credit: CreditRecord, audit: AuditEntry) -> Result<CreditOutcome, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.record_credit(credit, audit).await)
+        }
+
+        async fn approve_credit(&self, key: &str, approver: &str, audit: AuditEntry) -> Result<ApproveCreditOutcome, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.approve_credit(key, approver, audit).await)
+        }
+
+        async fn credits_to_apply(&self, limit: i64) -> Result<Vec<CreditRecord>, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.credits_to_apply(limit).await)
+        }
+
+        async fn credit_applied(&self, key: &str) -> Result<(), StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.credit_applied(key).await)
+        }
+
         async fn attempts_of(&self, ids: Vec<WithdrawalId>) -> Result<Vec<Attempt>, StoreError> {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.attempts_of(ids).await)
         }
@@ -242,8 +258,8 @@ mod dispatch {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.nonce_checks().await)
         }
 
-        async fn request_cancel(&self, req: CancelRequest) -> Result<bool, StoreError> {
-            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.request_cancel(req).await)
+        async fn request_cancel(&self, req: CancelRequest, audit: AuditEntry) -> Result<bool, StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.request_cancel(req, audit).await)
         }
 
         async fn pending_cancels(&self, chain_id: u64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
@@ -270,8 +286,8 @@ mod dispatch {
             dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.signing_controls().await)
         }
 
-        async fn set_signing_control(&self, control: SigningControl) -> Result<(), StoreError> {
-            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.set_signing_control(control).await)
+        async fn set_signing_control(&self, control: SigningControl, audit: AuditEntry) -> Result<(), StoreError> {
+            dispatch!(self, AnyStore::Sqlite | AnyStore::Postgres, s => s.set_signing_control(control, audit).await)
         }
 
         async fn audit_log(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
@@ -314,8 +330,8 @@ mod dispatch {
     }
 
     impl Balances for AnyBalances {
-        async fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
-            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.credit(user_id, asset, amount).await)
+        async fn credit(&self, credit_id: &str, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
+            dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.credit(credit_id, user_id, asset, amount).await)
         }
         async fn reserve(&self, batch: Vec<Reservation>) -> Result<Vec<ReserveOutcome>, BalanceError> {
             dispatch!(self, AnyBalances::Sqlite | AnyBalances::Redis, b => b.reserve(batch).await)

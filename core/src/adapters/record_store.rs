@@ -202,6 +202,57 @@ fn brake_on(conn: &mut $Conn, chain_id: u64) -> Result<bool, StoreError> {
     Ok(paused > 0)
 }
 
+fn insert_audit(conn: &mut $Conn, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
+    diesel::insert_into(audit_log::table)
+        .values((
+            audit_log::at.eq(now),
+            audit_log::actor.eq(&entry.actor),
+            audit_log::action.eq(&entry.action),
+            audit_log::target.eq(&entry.target),
+            audit_log::reason.eq(&entry.reason),
+            audit_log::detail.eq(&entry.detail),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn load_credit(conn: &mut $Conn, key: &str) -> Result<Option<CreditRecord>, StoreError> {
+    type Row = (String, String, String, String, String, String, String, Option<String>, String, i64);
+    let row: Option<Row> = credits::table
+        .filter(credits::idempotency_key.eq(key))
+        .select((
+            credits::idempotency_key,
+            credits::request_hash,
+            credits::user_id,
+            credits::asset,
+            credits::amount,
+            credits::reason,
+            credits::requested_by,
+            credits::approved_by,
+            credits::state,
+            credits::created_at,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((idempotency_key, request_hash, user_id, asset, amount, reason, requested_by, approved_by, state, created_at_ms)) = row
+    else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("credit {idempotency_key}: bad {what}"));
+    Ok(Some(CreditRecord {
+        amount: Amount::from_base_units(&amount).ok_or_else(|| corrupt("amount"))?,
+        state: CreditState::parse(&state).ok_or_else(|| corrupt("state"))?,
+        idempotency_key,
+        request_hash,
+        user_id,
+        asset,
+        reason,
+        requested_by,
+        approved_by,
+        created_at_ms,
+    }))
+}
+
 fn transition_many(conn: &mut $Conn, batch: &[Transition], now: i64) -> Result<Vec<bool>, StoreError> {
     conn.lock_withdrawals(&batch.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())?;
     let mut applied = vec![false; batch.len()];
@@ -249,6 +300,13 @@ fn transition_many(conn: &mut $Conn, batch: &[Transition], now: i64) -> Result<V
                 })
                 .collect();
             diesel::insert_into(history::table).values(&history).execute(conn)?;
+            for &i in chunk {
+                if let Some(a) = &batch[i].audit
+                    && movable.contains(batch[i].id.as_str())
+                {
+                    insert_audit(conn, a, now)?;
+                }
+            }
             if let Some(settle) = settle {
                 let owed: Vec<_> = moving
                     .iter()
@@ -1056,17 +1114,98 @@ impl Store for $Store {
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
+        self.db.write(move |conn| insert_audit(conn, &entry, now)).await
+    }
+
+    async fn record_credit(&self, c: CreditRecord, audit: AuditEntry) -> Result<CreditOutcome, StoreError> {
+        let now = self.clock.now_ms();
         self.db
             .write(move |conn| {
-                diesel::insert_into(audit_log::table)
-                    .values((
-                        audit_log::at.eq(now),
-                        audit_log::actor.eq(entry.actor),
-                        audit_log::action.eq(entry.action),
-                        audit_log::target.eq(entry.target),
-                        audit_log::reason.eq(entry.reason),
-                        audit_log::detail.eq(entry.detail),
-                    ))
+                conn.write_tx(|conn| {
+                    let inserted = diesel::insert_into(credits::table)
+                        .values((
+                            credits::idempotency_key.eq(&c.idempotency_key),
+                            credits::request_hash.eq(&c.request_hash),
+                            credits::user_id.eq(&c.user_id),
+                            credits::asset.eq(&c.asset),
+                            credits::amount.eq(c.amount.base_units()),
+                            credits::reason.eq(&c.reason),
+                            credits::requested_by.eq(&c.requested_by),
+                            credits::approved_by.eq(&c.approved_by),
+                            credits::state.eq(c.state.as_str()),
+                            credits::created_at.eq(now),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(conn)?;
+                    let stored = load_credit(conn, &c.idempotency_key)?
+                        .ok_or_else(|| StoreError::Query(format!("credit {} vanished", c.idempotency_key)))?;
+                    if inserted == 1 {
+                        insert_audit(conn, &audit, now)?;
+                        Ok(CreditOutcome::Created(stored))
+                    } else if stored.request_hash == c.request_hash {
+                        Ok(CreditOutcome::Existing(stored))
+                    } else {
+                        Ok(CreditOutcome::Conflict(stored))
+                    }
+                })
+            })
+            .await
+    }
+
+    async fn approve_credit(&self, key: &str, approver: &str, audit: AuditEntry) -> Result<ApproveCreditOutcome, StoreError> {
+        let (key, approver) = (key.to_owned(), approver.to_owned());
+        let now = self.clock.now_ms();
+        self.db
+            .write(move |conn| {
+                conn.write_tx(|conn| {
+                    let Some(c) = load_credit(conn, &key)? else { return Ok(ApproveCreditOutcome::NotFound) };
+                    if c.requested_by == approver {
+                        return Ok(ApproveCreditOutcome::SamePerson);
+                    }
+                    let n = diesel::update(
+                        credits::table
+                            .filter(credits::idempotency_key.eq(&key))
+                            .filter(credits::state.eq(CreditState::PendingApproval.as_str())),
+                    )
+                    .set((credits::state.eq(CreditState::Approved.as_str()), credits::approved_by.eq(&approver)))
+                    .execute(conn)?;
+                    let now_c = load_credit(conn, &key)?.ok_or_else(|| StoreError::Query(format!("credit {key} vanished")))?;
+                    if n == 1 {
+                        insert_audit(conn, &audit, now)?;
+                        Ok(ApproveCreditOutcome::Approved(now_c))
+                    } else {
+                        Ok(ApproveCreditOutcome::NotPending(now_c))
+                    }
+                })
+            })
+            .await
+    }
+
+    async fn credits_to_apply(&self, limit: i64) -> Result<Vec<CreditRecord>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let keys: Vec<String> = credits::table
+                    .filter(credits::state.eq(CreditState::Approved.as_str()))
+                    .order(credits::created_at.asc())
+                    .limit(limit)
+                    .select(credits::idempotency_key)
+                    .load(conn)?;
+                let mut out = Vec::with_capacity(keys.len());
+                for k in keys {
+                    out.extend(load_credit(conn, &k)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn credit_applied(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        let now = self.clock.now_ms();
+        self.db
+            .write(move |conn| {
+                diesel::update(credits::table.filter(credits::idempotency_key.eq(&key)))
+                    .set((credits::state.eq(CreditState::Applied.as_str()), credits::applied_at.eq(now)))
                     .execute(conn)?;
                 Ok(())
             })
@@ -1388,9 +1527,9 @@ impl Store for $Store {
             .await
     }
 
-    async fn request_cancel(&self, req: CancelRequest) -> Result<bool, StoreError> {
+    async fn request_cancel(&self, req: CancelRequest, audit: AuditEntry) -> Result<bool, StoreError> {
         self.db
-            .write(move |conn| {
+            .write(move |conn| conn.write_tx(|conn| {
                 let n = diesel::insert_into(cancel_requests::table)
                     .values((
                         cancel_requests::withdrawal_id.eq(req.withdrawal_id.as_str()),
@@ -1400,8 +1539,11 @@ impl Store for $Store {
                     ))
                     .on_conflict_do_nothing()
                     .execute(conn)?;
+                if n == 1 {
+                    insert_audit(conn, &audit, req.requested_at_ms)?;
+                }
                 Ok(n == 1)
-            })
+            }))
             .await
     }
 
@@ -1532,7 +1674,7 @@ impl Store for $Store {
             .await
     }
 
-    async fn set_signing_control(&self, c: SigningControl) -> Result<(), StoreError> {
+    async fn set_signing_control(&self, c: SigningControl, audit: AuditEntry) -> Result<(), StoreError> {
         self.db
             .write(move |conn| {
                 let scope = c.chain_id.map_or_else(|| "all".to_owned(), |id| id.to_string());
@@ -1550,6 +1692,7 @@ impl Store for $Store {
                             signing_controls::updated_at.eq(c.updated_at_ms),
                         ))
                         .execute(conn)?;
+                    insert_audit(conn, &audit, c.updated_at_ms)?;
                     Ok(())
                 })
             })

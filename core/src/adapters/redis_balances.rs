@@ -123,9 +123,18 @@ end
 return missing
 "#;
 
-/// KEYS[1]: balance key. ARGV[1]: field, ARGV[2]: amount. Adds to one field.
+/// KEYS[1]: balance key, KEYS[2]: the credit's marker key. ARGV[1]: field, ARGV[2]: amount.
+/// Adds to one field once per marker: a repeated credit id changes nothing.
 const LUA_ADD: &str = r#"
-redis.call("HSET", KEYS[1], ARGV[1], checked(add(field(KEYS[1], ARGV[1]), ARGV[2])))
+if redis.call("SET", KEYS[2], "1", "NX") then
+  local ok, err = pcall(function()
+    redis.call("HSET", KEYS[1], ARGV[1], checked(add(field(KEYS[1], ARGV[1]), ARGV[2])))
+  end)
+  if not ok then
+    redis.call("DEL", KEYS[2])
+    error(err)
+  end
+end
 return redis.call("HMGET", KEYS[1], "credited", "reserved", "spent")
 "#;
 
@@ -446,12 +455,13 @@ impl BalanceField {
 }
 
 impl Balances for RedisBalances {
-    async fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
+    async fn credit(&self, credit_id: &str, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
         let mut conn = self.conn.clone();
         let v: Vec<Option<String>> = self
             .scripts
             .add
             .key(balance_key(user_id, asset))
+            .key(format!("wd:credit:{credit_id}"))
             .arg("credited")
             .arg(amount.base_units())
             .invoke_async(&mut conn)

@@ -95,6 +95,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    credits (idempotency_key) {
+        idempotency_key -> Text,
+        request_hash -> Text,
+        user_id -> Text,
+        asset -> Text,
+        amount -> Text,
+        reason -> Text,
+        requested_by -> Text,
+        approved_by -> Nullable<Text>,
+        state -> Text,
+        created_at -> BigInt,
+        applied_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    balance_credits (credit_id) {
+        credit_id -> Text,
+        applied_at -> BigInt,
+    }
+}
+
+diesel::table! {
     leases (name) {
         name -> Text,
         holder -> Text,

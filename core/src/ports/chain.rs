@@ -89,7 +89,6 @@ impl ChainError {
 const PERMANENT_REFUSALS: &[&str] = &[
     "invalid sender",
     "invalid signature",
-    "invalid transaction",
     "invalid chain id",
     "chain id mismatch",
     "intrinsic gas too low",
@@ -128,7 +127,8 @@ impl SendResult {
     /// Classifies a node's JSON-RPC error message. Node implementations word these
     /// differently (geth, anvil, erigon, nethermind); match on the stable fragments.
     pub fn classify(message: &str) -> SendResult {
-        let m = message.to_ascii_lowercase();
+        // Lower case, and "NONCE_TOO_LOW" (Besu) read as "nonce too low".
+        let m = message.to_ascii_lowercase().replace('_', " ");
         if m.contains("already known") || m.contains("already imported") || m.contains("known transaction") || m.contains("already exists")
         {
             SendResult::AlreadyKnown
@@ -310,6 +310,8 @@ mod tests {
         check("intrinsic gas too low", SendResult::Rejected("intrinsic gas too low".into()));
         // Unknown refusals are retried, never dead-lettered on first sight.
         check("txpool is full", SendResult::Unknown("txpool is full".into()));
+        check("NONCE_TOO_LOW", SendResult::NonceTooLow);
+        check("invalid transaction: nonce too high", SendResult::Unknown("invalid transaction: nonce too high".into()));
         check("limit exceeded", SendResult::Unknown("limit exceeded".into()));
         assert!(SendResult::classify("txpool is full").is_retryable());
         assert!(SendResult::NonceTooLow.is_sent());

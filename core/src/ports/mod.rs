@@ -147,6 +147,23 @@ pub trait Store: Send + Sync + 'static {
 
     fn audit(&self, entry: AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Journals a credit with its audit row in one transaction, idempotently per key.
+    fn record_credit(&self, credit: CreditRecord, audit: AuditEntry) -> impl Future<Output = Result<CreditOutcome, StoreError>> + Send;
+
+    /// A second person approves a pending credit (audit row in the same transaction).
+    fn approve_credit(
+        &self,
+        key: &str,
+        approver: &str,
+        audit: AuditEntry,
+    ) -> impl Future<Output = Result<ApproveCreditOutcome, StoreError>> + Send;
+
+    /// Approved credits not yet in the balance store.
+    fn credits_to_apply(&self, limit: i64) -> impl Future<Output = Result<Vec<CreditRecord>, StoreError>> + Send;
+
+    /// Marks a credit as applied to the balance store.
+    fn credit_applied(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Every attempt of these withdrawals.
     fn attempts_of(&self, ids: Vec<WithdrawalId>) -> impl Future<Output = Result<Vec<Attempt>, StoreError>> + Send;
 
@@ -187,7 +204,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records an operator's discard of a signed withdrawal. Returns false if one was
     /// already recorded (the first stands).
-    fn request_cancel(&self, req: CancelRequest) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn request_cancel(&self, req: CancelRequest, audit: AuditEntry) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Withdrawals on `chain_id` with a cancel request, still open and unmined, whose
     /// newest attempt is still a transfer: the cancels to sign.
@@ -208,7 +225,8 @@ pub trait Store: Send + Sync + 'static {
 
     fn signing_controls(&self) -> impl Future<Output = Result<Vec<SigningControl>, StoreError>> + Send;
 
-    fn set_signing_control(&self, control: SigningControl) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sets a pause or resume, with its audit row, in one transaction.
+    fn set_signing_control(&self, control: SigningControl, audit: AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The audit log, newest first, before entry `before` if given.
     fn audit_log(&self, limit: i64, before: Option<i64>) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
@@ -349,7 +367,15 @@ pub enum BalanceError {
 /// User balances: credited, reserved and spent per (user, asset). Reserve, commit and
 /// release are atomic and idempotent per withdrawal id, so redeliveries never double-count.
 pub trait Balances: Send + Sync + 'static {
-    fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> impl Future<Output = Result<Balance, BalanceError>> + Send;
+    /// Adds `amount` to the user's credited total, once per `credit_id`: a repeat of the
+    /// same id changes nothing and returns the balance.
+    fn credit(
+        &self,
+        credit_id: &str,
+        user_id: &str,
+        asset: &str,
+        amount: Amount,
+    ) -> impl Future<Output = Result<Balance, BalanceError>> + Send;
     fn reserve(&self, batch: Vec<Reservation>) -> impl Future<Output = Result<Vec<ReserveOutcome>, BalanceError>> + Send;
     /// Commits reservations (reserved -> spent); idempotent. Returns the ids that have no
     /// reservation at all (never taken, or lost by the store).

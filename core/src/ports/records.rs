@@ -59,6 +59,8 @@ pub struct Transition {
     /// The balance change this status owes, recorded in the same transaction (so a crash
     /// after the status write cannot lose it) and carried out by the settler.
     pub settle: Option<Settle>,
+    /// An operator's audit row, written in the same transaction if the change applies.
+    pub audit: Option<AuditEntry>,
 }
 
 /// What a status change does to the withdrawal's reservation.
@@ -216,6 +218,71 @@ pub struct AuditEntry {
     pub target: String,
     pub reason: Option<String>,
     pub detail: String,
+}
+
+/// An operator's credit of a user's balance, journaled in the database (with its audit row,
+/// in one transaction) before the balance store is changed; idempotent per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditRecord {
+    pub idempotency_key: String,
+    /// Hash of (user, asset, amount, reason): the same key with another request conflicts.
+    pub request_hash: String,
+    pub user_id: String,
+    pub asset: String,
+    pub amount: Amount,
+    pub reason: String,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    pub state: CreditState,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditState {
+    /// Above the asset's credit threshold: waits for a second person.
+    PendingApproval,
+    /// To be applied to the balance store (the settler retries until it is).
+    Approved,
+    /// In the balance store.
+    Applied,
+}
+
+impl CreditState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditState::PendingApproval => "pending_approval",
+            CreditState::Approved => "approved",
+            CreditState::Applied => "applied",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CreditState> {
+        Some(match s {
+            "pending_approval" => CreditState::PendingApproval,
+            "approved" => CreditState::Approved,
+            "applied" => CreditState::Applied,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditOutcome {
+    Created(CreditRecord),
+    /// The same key and request again: the first one, as it stands now.
+    Existing(CreditRecord),
+    /// The same key with another request.
+    Conflict(CreditRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApproveCreditOutcome {
+    Approved(CreditRecord),
+    /// Not waiting for approval (already approved or applied).
+    NotPending(CreditRecord),
+    /// The approver is the one who asked for it.
+    SamePerson,
+    NotFound,
 }
 
 /// One unmined transfer's claim on its wallet: the asset amount and the worst-case gas.

@@ -12,7 +12,9 @@ mod track;
 pub use bump::{Bumper, BumperConfig};
 pub use intake::{FieldError, Intake, IntakeConfig, ValidRequest, WithdrawalRequest, request_hash, validate};
 pub use nonces::{NonceKeeper, NonceKeeperConfig};
-pub use operator::{ActionError, ActionOutcome, approve, discard, reject, reprocess, set_signing};
+pub use operator::{
+    ActionError, ActionOutcome, CreditAnswer, apply_credits, approve, approve_credit, credit, discard, reject, reprocess, set_signing,
+};
 pub use send::{Sender, SenderConfig};
 pub use sign::{Signer, SignerConfig};
 pub use track::{Tracker, TrackerConfig};
@@ -97,6 +99,20 @@ pub async fn apply<T: PortTypes>(
     actor: &str,
     decisions: Vec<Decision>,
 ) -> Result<Vec<(WithdrawalId, Status)>, StageError> {
+    apply_audited(ports, actor, decisions, None).await
+}
+
+/// Builds an operator's audit row for a decision and the status it reaches.
+pub(crate) type AuditOf<'a> = dyn Fn(&Decision, Status) -> AuditEntry + Sync + 'a;
+
+/// `apply` for one operator's decisions, with the audit row written in the same
+/// transaction as each status change that applies (DESIGN §6: audited with the change).
+pub(crate) async fn apply_audited<T: PortTypes>(
+    ports: &Ports<T>,
+    actor: &str,
+    decisions: Vec<Decision>,
+    audit: Option<&AuditOf<'_>>,
+) -> Result<Vec<(WithdrawalId, Status)>, StageError> {
     let mut steps = Vec::with_capacity(decisions.len());
     for d in decisions {
         match machine::step(d.from, d.event) {
@@ -123,15 +139,24 @@ pub async fn apply<T: PortTypes>(
             reason: d.reason.clone(),
             actor: actor.to_owned(),
             settle: settle_of(s),
+            audit: audit.map(|f| f(d, s.to)),
         })
         .collect();
     let applied = ports.store.transition(transitions).await?;
     let mut applied = applied.into_iter();
     let mut won = Vec::new();
+    // The balance changes owed by the writes that won, and only by those: two decisions for
+    // one withdrawal in a batch move it once, and only the winner's settlement is carried out.
+    let mut owed: Vec<PendingSettlement> = Vec::new();
     for (d, s) in &steps {
         // Self-transitions write nothing and always "win".
         let ok = if s.to == d.from { true } else { applied.next().unwrap_or(false) };
         if ok {
+            if s.to != d.from
+                && let Some(settle) = settle_of(s)
+            {
+                owed.push(PendingSettlement { withdrawal_id: d.id.clone(), settle, from: d.from, created_at_ms: 0 });
+            }
             won.push((d.id.clone(), s));
         } else {
             tracing::debug!(withdrawal.id = %d.id, from = %d.from, "status moved on meanwhile; decision dropped");
@@ -139,14 +164,6 @@ pub async fn apply<T: PortTypes>(
     }
     let ids_with =
         |e: Effect| -> Vec<WithdrawalId> { won.iter().filter(|(_, s)| s.effects.contains(&e)).map(|(id, _)| id.clone()).collect() };
-    let moved: std::collections::HashSet<&WithdrawalId> = won.iter().map(|(id, _)| id).collect();
-    let owed: Vec<PendingSettlement> = steps
-        .iter()
-        .filter(|(d, s)| s.to != d.from && moved.contains(&d.id))
-        .filter_map(|(d, s)| {
-            settle_of(s).map(|settle| PendingSettlement { withdrawal_id: d.id.clone(), settle, from: d.from, created_at_ms: 0 })
-        })
-        .collect();
     if let Err(e) = settle(ports, owed).await {
         // Written with the status: the reconciler's settler carries it out later.
         tracing::warn!(error = %e, "settling balances after a status change failed; the settler will retry");
@@ -182,9 +199,19 @@ pub async fn settle<T: PortTypes>(ports: &Ports<T>, owed: Vec<PendingSettlement>
     if owed.is_empty() {
         return Ok(0);
     }
+    // A withdrawal does not move while it owes a settlement, so one whose status no longer
+    // owes this one was settled by someone else (an operator's reprocess settles first) and
+    // has moved on: its row is gone, and a release now could free a newer reservation.
+    let current: HashMap<WithdrawalId, Status> =
+        ports.store.load(owed.iter().map(|o| o.withdrawal_id.clone()).collect()).await?.into_iter().map(|w| (w.id, w.status)).collect();
+    let still_owed = |o: &PendingSettlement| match (o.settle, current.get(&o.withdrawal_id)) {
+        (Settle::Commit, Some(Status::Completed)) => true,
+        (Settle::Release, Some(s)) => matches!(s, Status::Invalid | Status::Rejected | Status::Failed | Status::Cancelled),
+        _ => false,
+    };
     let mut done = Vec::with_capacity(owed.len());
     for kind in [Settle::Commit, Settle::Release] {
-        let items: Vec<&PendingSettlement> = owed.iter().filter(|o| o.settle == kind).collect();
+        let items: Vec<&PendingSettlement> = owed.iter().filter(|o| o.settle == kind && still_owed(o)).collect();
         if items.is_empty() {
             continue;
         }

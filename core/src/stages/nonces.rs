@@ -304,7 +304,13 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let mut lost: Vec<&&NonceOwner> = Vec::new();
         for o in displaced.iter().filter(|o| !o.hashes.iter().any(|h| mined.contains(h))).take(MAX_PROOFS) {
             let ours: HashSet<B256> = o.hashes.iter().copied().collect();
-            match nonce_taken_by_another(chain, wallet, o.nonce, settled_block, &ours).await? {
+            // A node that cannot answer (a pruned one asked for an old block's count) gives
+            // no evidence for this suspect; it must not stall the whole lane's check.
+            let proof = nonce_taken_by_another(chain, wallet, o.nonce, settled_block, &ours).await.unwrap_or_else(|e| {
+                tracing::debug!(nonce = o.nonce, error = %e, "reading the chain for a displacement proof failed");
+                Proof::None("the chain could not be read for a proof")
+            });
+            match proof {
                 Proof::Foreign { block } => {
                     tracing::warn!(withdrawal.id = %o.withdrawal_id, nonce = o.nonce, block, "the transaction that took this nonce is on chain and is none of this withdrawal's");
                     lost.push(o);

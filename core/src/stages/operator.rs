@@ -4,7 +4,7 @@
 //! (its nonce is spent and the bytes may still be mined): it records a cancel request that
 //! the signer turns into a 0-value self-transfer at the same nonce.
 
-use super::{Decision, PortTypes, Ports, StageError, apply};
+use super::{Decision, PortTypes, Ports, StageError};
 use crate::domain::{Status, WithdrawalId};
 use crate::machine::{self, Effect, Event};
 use crate::ports::*;
@@ -56,20 +56,6 @@ impl From<StoreError> for ActionError {
     }
 }
 
-async fn audit<T: PortTypes>(ports: &Ports<T>, actor: &str, action: &str, id: &WithdrawalId, reason: &str, detail: String) {
-    let entry = AuditEntry {
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        target: format!("withdrawal/{id}"),
-        reason: Some(reason.to_owned()),
-        detail,
-    };
-    if let Err(e) = ports.store.audit(entry).await {
-        // The action is done; losing its audit row must be loud.
-        tracing::error!(error = %e, operator = actor, action, withdrawal.id = %id, "audit log write failed after an operator action");
-    }
-}
-
 fn check_reason(reason: &str) -> Result<&str, ActionError> {
     let r = reason.trim();
     if r.is_empty() { Err(ActionError::MissingReason) } else { Ok(r) }
@@ -86,11 +72,17 @@ async fn act<T: PortTypes>(
     (verb, action): (&str, &str),
 ) -> Result<ActionOutcome, ActionError> {
     let decision = Decision { id: id.clone(), from, event, reason: Some(format!("{verb} by {actor}: {reason}")) };
-    let won = apply(ports, actor, vec![decision]).await?;
+    let entry = |d: &Decision, to: Status| AuditEntry {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: format!("withdrawal/{}", d.id),
+        reason: Some(reason.to_owned()),
+        detail: format!("{} -> {to}", d.from),
+    };
+    let won = super::apply_audited(ports, actor, vec![decision], Some(&entry)).await?;
     let Some((_, to)) = won.first() else {
         return Err(ActionError::Conflict(format!("withdrawal {id} left {from} meanwhile; look again")));
     };
-    audit(ports, actor, action, id, reason, format!("{from} -> {to}")).await;
     Ok(ActionOutcome::Moved(*to))
 }
 
@@ -121,6 +113,10 @@ pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &
     let from = d.withdrawal.status;
     let step =
         machine::step(from, Event::Discard).map_err(|_| ActionError::Conflict(format!("a {from} withdrawal cannot be discarded")))?;
+    // A release still owed from its dead-lettering goes first (the store refuses to move
+    // it until then).
+    let owed = ports.store.pending_settlements(i64::MAX, Some(vec![id.clone()]), 10).await?;
+    super::settle(ports, owed).await?;
     if step.effects.contains(&Effect::SignCancel) {
         if d.inclusion.is_some() {
             return Err(ActionError::Conflict(format!("withdrawal {id} is already mined; it will finish on its own")));
@@ -131,11 +127,17 @@ pub async fn discard<T: PortTypes>(ports: &Ports<T>, id: &WithdrawalId, actor: &
             reason: reason.to_owned(),
             requested_at_ms: ports.clock.now_ms(),
         };
-        if !ports.store.request_cancel(req).await? {
+        let nonce = d.attempts.last().map(|a| a.nonce);
+        let entry = AuditEntry {
+            actor: actor.to_owned(),
+            action: "withdrawal.discard".to_owned(),
+            target: format!("withdrawal/{id}"),
+            reason: Some(reason.to_owned()),
+            detail: format!("{from}: cancel requested at nonce {nonce:?}"),
+        };
+        if !ports.store.request_cancel(req, entry).await? {
             return Ok(ActionOutcome::AlreadyCancelling(from));
         }
-        let nonce = d.attempts.last().map(|a| a.nonce);
-        audit(ports, actor, "withdrawal.discard", id, reason, format!("{from}: cancel requested at nonce {nonce:?}")).await;
         tracing::warn!(withdrawal.id = %id, operator = actor, "discard requested: the signer will cancel the transfer at its nonce");
         return Ok(ActionOutcome::CancelRequested(from));
     }
@@ -199,7 +201,6 @@ pub async fn set_signing<T: PortTypes>(
     }
     let control =
         SigningControl { chain_id, paused, actor: actor.to_owned(), reason: reason.to_owned(), updated_at_ms: ports.clock.now_ms() };
-    ports.store.set_signing_control(control).await?;
     let scope = chain_id.map_or_else(|| "all chains".to_owned(), |c| format!("chain {c}"));
     let entry = AuditEntry {
         actor: actor.to_owned(),
@@ -208,9 +209,129 @@ pub async fn set_signing<T: PortTypes>(
         reason: Some(reason.to_owned()),
         detail: format!("signing {} for {scope}", if paused { "paused" } else { "resumed" }),
     };
-    if let Err(e) = ports.store.audit(entry).await {
-        tracing::error!(error = %e, operator = actor, "audit log write failed after a signing pause change");
-    }
+    ports.store.set_signing_control(control, entry).await?;
     tracing::warn!(operator = actor, scope, paused, reason, "signing pause changed");
     Ok(())
+}
+
+/// What a credit call ends with: the journal entry as it stands, and the balance once it is
+/// applied (None while it waits for a second person).
+#[derive(Debug)]
+pub struct CreditAnswer {
+    pub credit: CreditRecord,
+    pub balance: Option<Balance>,
+    /// A repeat of an earlier call with the same key.
+    pub repeated: bool,
+}
+
+/// An operator credits a user's balance. Journaled first, with its audit row, in one
+/// transaction, idempotently per `key` (a retry after a timeout credits once; the same key
+/// for another request is a conflict); at or below `needs_second_above` it is applied at
+/// once, above it a second person must approve it (`approve_credit`).
+#[allow(clippy::too_many_arguments)]
+pub async fn credit<T: PortTypes>(
+    ports: &Ports<T>,
+    key: &str,
+    user_id: &str,
+    asset: &str,
+    amount: crate::domain::Amount,
+    reason: &str,
+    actor: &str,
+    needs_second_above: Option<crate::domain::Amount>,
+) -> Result<CreditAnswer, ActionError> {
+    let reason = check_reason(reason)?;
+    let canonical = format!("v1\n{user_id}\n{asset}\n{}\n{reason}", amount.base_units());
+    let request_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()));
+    let needs_second = needs_second_above.is_some_and(|t| amount > t);
+    let record = CreditRecord {
+        idempotency_key: key.to_owned(),
+        request_hash,
+        user_id: user_id.to_owned(),
+        asset: asset.to_owned(),
+        amount,
+        reason: reason.to_owned(),
+        requested_by: actor.to_owned(),
+        approved_by: None,
+        state: if needs_second { CreditState::PendingApproval } else { CreditState::Approved },
+        created_at_ms: ports.clock.now_ms(),
+    };
+    let audit = AuditEntry {
+        actor: actor.to_owned(),
+        action: if needs_second { "balance.credit.request" } else { "balance.credit" }.to_owned(),
+        target: format!("user/{user_id}/{asset}"),
+        reason: Some(reason.to_owned()),
+        detail: format!(
+            "credit {key}: {} base units{}",
+            amount.base_units(),
+            if needs_second { ", waits for a second approver" } else { "" }
+        ),
+    };
+    let (stored, repeated) = match ports.store.record_credit(record, audit).await? {
+        CreditOutcome::Created(c) => (c, false),
+        CreditOutcome::Existing(c) => (c, true),
+        CreditOutcome::Conflict(c) => {
+            return Err(ActionError::Conflict(format!(
+                "Idempotency-Key {} was already used for another credit (of {} to {})",
+                c.idempotency_key, c.asset, c.user_id
+            )));
+        }
+    };
+    let balance = apply_one_credit(ports, &stored).await?;
+    Ok(CreditAnswer { credit: stored, balance, repeated })
+}
+
+/// A second person approves a credit waiting above its threshold; it is then applied.
+pub async fn approve_credit<T: PortTypes>(ports: &Ports<T>, key: &str, approver: &str, reason: &str) -> Result<CreditAnswer, ActionError> {
+    let reason = check_reason(reason)?;
+    let audit = AuditEntry {
+        actor: approver.to_owned(),
+        action: "balance.credit.approve".to_owned(),
+        target: format!("credit/{key}"),
+        reason: Some(reason.to_owned()),
+        detail: format!("credit {key} approved"),
+    };
+    let (stored, repeated) = match ports.store.approve_credit(key, approver, audit).await? {
+        ApproveCreditOutcome::Approved(c) => (c, false),
+        ApproveCreditOutcome::NotPending(c) => (c, true),
+        ApproveCreditOutcome::SamePerson => {
+            return Err(ActionError::Conflict("a credit is approved by someone other than the operator who asked for it".into()));
+        }
+        ApproveCreditOutcome::NotFound => return Err(ActionError::Conflict(format!("no credit {key}"))),
+    };
+    let balance = apply_one_credit(ports, &stored).await?;
+    Ok(CreditAnswer { credit: stored, balance, repeated })
+}
+
+/// Applies an approved credit to the balance store (once per key there) and marks it
+/// applied; a pending one is left alone.
+async fn apply_one_credit<T: PortTypes>(ports: &Ports<T>, c: &CreditRecord) -> Result<Option<Balance>, ActionError> {
+    match c.state {
+        CreditState::PendingApproval => Ok(None),
+        CreditState::Approved | CreditState::Applied => {
+            let b =
+                ports.balances.credit(&credit_id(&c.idempotency_key), &c.user_id, &c.asset, c.amount).await.map_err(StageError::from)?;
+            if c.state == CreditState::Approved {
+                ports.store.credit_applied(&c.idempotency_key).await?;
+            }
+            Ok(Some(b))
+        }
+    }
+}
+
+/// The balance store's id of an operator credit.
+fn credit_id(key: &str) -> String {
+    format!("admin:{}:{key}", key.len())
+}
+
+/// Applies approved credits a crash or a balance store outage left in the journal (the
+/// reconciler runs it). Returns how many it applied.
+pub async fn apply_credits<T: PortTypes>(ports: &Ports<T>) -> Result<usize, StageError> {
+    let todo = ports.store.credits_to_apply(200).await?;
+    let mut n = 0;
+    for c in &todo {
+        ports.balances.credit(&credit_id(&c.idempotency_key), &c.user_id, &c.asset, c.amount).await?;
+        ports.store.credit_applied(&c.idempotency_key).await?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -150,6 +150,10 @@ impl<T: PortTypes> Tracker<T> {
         let wallets: HashSet<Address> = self.ports.store.wallets(chain_id).await?.into_iter().collect();
         let mut from = cursor + 1;
         while from <= head {
+            // A long catch-up outlasts the lease: renew it between batches, stop if it is gone.
+            if !self.hold_lease().await {
+                return Ok(());
+            }
             let to = (from + self.cfg.blocks_per_batch - 1).min(head);
             let blocks = chain.block_receipts(from, to).await?;
             let Some(last) = blocks.last().map(|b| b.number) else { break };
@@ -219,9 +223,17 @@ impl<T: PortTypes> Tracker<T> {
         match asset.kind {
             AssetKind::Native => Some((true, None)),
             AssetKind::Erc20 { contract } => {
-                let paid = r.transfers.iter().any(|t| t.token == contract && t.from == a.wallet && t.to == w.to && t.amount == w.amount.0);
-                if paid {
+                let to_them: Vec<&TransferLog> =
+                    r.transfers.iter().filter(|t| t.token == contract && t.from == a.wallet && t.to == w.to).collect();
+                if to_them.iter().any(|t| t.amount == w.amount.0) {
                     Some((true, None))
+                } else if !to_them.is_empty() {
+                    // Something was paid, not the amount asked (a fee-on-transfer token): not
+                    // proven, and not nothing either. Releasing the funds could pay twice;
+                    // completing would misstate it. Left SENT for an operator, loudly.
+                    metrics::counter!("withdraw_token_transfer_unproven_total", "chain_id" => w.chain_id.to_string()).increment(1);
+                    tracing::error!(withdrawal.id = %w.id, tx_hash = %r.tx_hash, token = %contract, asked = %w.amount.base_units(), paid = ?to_them.iter().map(|t| t.amount.to_string()).collect::<Vec<_>>(), "token paid another amount than asked; left SENT for an operator");
+                    None
                 } else {
                     Some((
                         false,
@@ -315,6 +327,12 @@ impl<T: PortTypes> Tracker<T> {
         if !owed.is_empty() {
             let n = super::settle(&self.ports, owed).await?;
             tracing::warn!(count = n, "settled balance changes left owed after their status change");
+        }
+        // Credits journaled but not yet in the balance store (crash, store outage); racing
+        // the call applying one right now is harmless: the store applies a credit id once.
+        let credits = super::apply_credits(&self.ports).await?;
+        if credits > 0 {
+            tracing::warn!(count = credits, "applied credits left journaled");
         }
         let stale_before = self.ports.clock.now_ms() - self.cfg.stale_after.as_millis() as i64;
         for (status, queue) in [(Status::Received, QueueName::Requests), (Status::Signed, QueueName::Signed)] {

@@ -87,7 +87,7 @@ const TO: &str = "0x1000000000000000000000000000000000000001";
 #[tokio::test]
 async fn duplicated_and_redelivered_messages_pay_once() {
     let r = rig(None).await;
-    r.ports.balances.credit("u1", "ETH", Amount::parse_positive("10", 18).unwrap()).await.unwrap();
+    r.ports.balances.credit("t1", "u1", "ETH", Amount::parse_positive("10", 18).unwrap()).await.unwrap();
     let nonce_before = r.anvil.nonce(DEV_ADDRESS).await;
     let id = r.submit("k1", TO, "1.5").await;
     // The intake queued one message; a confused producer (or the reconciler) adds two more.
@@ -132,7 +132,7 @@ async fn duplicated_and_redelivered_messages_pay_once() {
 #[tokio::test]
 async fn signer_dead_letters_insufficient_balance_and_over_limit() {
     let r = rig(Some("2")).await;
-    r.ports.balances.credit("u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
+    r.ports.balances.credit("t2", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
     let poor = r.submit("k-poor", TO, "1.5").await;
     let big = r.submit("k-big", TO, "3").await;
     let d = r.receive(QueueName::Requests).await;
@@ -157,7 +157,7 @@ async fn reconciler_recovers_lost_messages() {
         r.assets.clone(),
         TrackerConfig { stale_after: Duration::from_millis(300), ..TrackerConfig::default() },
     );
-    r.ports.balances.credit("u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
+    r.ports.balances.credit("t3", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
     let id = r.submit("k-lost", TO, "0.25").await;
     // Lose the request message.
     let d = r.receive(QueueName::Requests).await;

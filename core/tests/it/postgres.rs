@@ -2,7 +2,8 @@
 //! only a multi-writer database needs: signer replicas allocating nonces at once.
 
 use super::sqlite::{
-    approvals_stand_once_and_can_be_revoked, fake_sign, new_w, nonce_lane_repairs_are_guarded, submit_is_idempotent_per_client_key, wid,
+    approvals_stand_once_and_can_be_revoked, brake_cursor_lease_and_credits_hold, fake_sign, new_w, nonce_lane_repairs_are_guarded,
+    submit_is_idempotent_per_client_key, wid,
 };
 use alloy::primitives::Address;
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ async fn postgres_store_contract() {
     submit_is_idempotent_per_client_key(store(&database(&pg, "a"))).await;
     nonce_lane_repairs_are_guarded(store(&database(&pg, "b"))).await;
     approvals_stand_once_and_can_be_revoked(store(&database(&pg, "c"))).await;
+    brake_cursor_lease_and_credits_hold(store(&database(&pg, "d"))).await;
 }
 
 /// Four signer replicas (each its own pool) sign batches from one wallet at once; the
@@ -103,6 +105,7 @@ async fn racing_transitions_apply_once() {
                     reason: Some(format!("replica {r}")),
                     actor: "t".into(),
                     settle: Some(Settle::Release),
+                    audit: None,
                 })
                 .collect();
             s.transition(batch).await.unwrap().into_iter().filter(|a| *a).count()

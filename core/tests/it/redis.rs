@@ -37,7 +37,7 @@ fn sqlite() -> (tempfile::TempDir, SqliteBalances) {
 /// Many callers at once, each reserving 1/10 of the balance: exactly ten win.
 async fn concurrent_callers_cannot_overdraw<B: Balances + Clone>(b: B) {
     let big = "1000000000000000000000000000000"; // 10^30: far past 2^64
-    b.credit("alice", "ETH", units(big)).await.unwrap();
+    b.credit("t1", "alice", "ETH", units(big)).await.unwrap();
     let mut tasks = Vec::new();
     for n in 0..40u32 {
         let b = b.clone();
@@ -69,7 +69,9 @@ async fn concurrent_callers_cannot_overdraw<B: Balances + Clone>(b: B) {
 }
 
 async fn reserve_commit_release_are_idempotent<B: Balances>(b: B) {
-    b.credit("bob", "ETH", units("1000")).await.unwrap();
+    b.credit("t2", "bob", "ETH", units("1000")).await.unwrap();
+    let again = b.credit("t2", "bob", "ETH", units("1000")).await.unwrap();
+    assert_eq!(again.credited, units("1000"), "a credit id applies once, however often it is retried");
     assert_eq!(
         b.reserve(vec![res(1, "bob", "300"), res(2, "bob", "300")]).await.unwrap(),
         [ReserveOutcome::Reserved, ReserveOutcome::Reserved]
@@ -94,11 +96,11 @@ async fn reserve_commit_release_are_idempotent<B: Balances>(b: B) {
 }
 
 async fn credit_past_u256_is_refused_and_changes_nothing<B: Balances>(b: B) {
-    b.credit("carol", "ETH", Amount(U256::MAX - U256::from(5u8))).await.unwrap();
-    let err = b.credit("carol", "ETH", units("6")).await.expect_err("overflow");
+    b.credit("t3", "carol", "ETH", Amount(U256::MAX - U256::from(5u8))).await.unwrap();
+    let err = b.credit("t4", "carol", "ETH", units("6")).await.expect_err("overflow");
     assert!(matches!(err, BalanceError::Overflow(_) | BalanceError::Failed(_)), "{err}");
     assert_eq!(b.get("carol", "ETH").await.unwrap().credited, Amount(U256::MAX - U256::from(5u8)));
-    b.credit("carol", "ETH", units("5")).await.unwrap();
+    b.credit("t5", "carol", "ETH", units("5")).await.unwrap();
     assert_eq!(b.get("carol", "ETH").await.unwrap().credited, Amount(U256::MAX));
 }
 
@@ -133,7 +135,7 @@ async fn lua_decimal_arithmetic_matches_u256() {
             let c: String = (0..digits).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect();
             let c = U256::from_str_radix(&c, 10).unwrap();
             credit += c;
-            b.credit(&user, "ETH", Amount(c)).await.unwrap();
+            b.credit(&format!("t6-{user}-{credit}"), &user, "ETH", Amount(c)).await.unwrap();
         }
         let (mut reserved, mut spent) = (U256::ZERO, U256::ZERO);
         for _ in 0..6 {
@@ -164,7 +166,7 @@ async fn lua_decimal_arithmetic_matches_u256() {
 #[tokio::test]
 async fn a_restart_keeps_reservations_and_an_outage_is_unavailable() {
     let (mut server, b) = redis().await;
-    b.credit("dave", "ETH", units("100")).await.unwrap();
+    b.credit("t7", "dave", "ETH", units("100")).await.unwrap();
     assert_eq!(b.reserve(vec![res(1, "dave", "60")]).await.unwrap(), [ReserveOutcome::Reserved]);
 
     server.kill();
@@ -201,7 +203,7 @@ async fn reconcile_rebuilds_lost_reservations_and_totals_from_the_journal() {
     use withdraw_core::adapters::redis_balances::{BalanceField, Drift, JournalEntry};
     use withdraw_core::domain::Status;
     let (server, b) = redis().await;
-    b.credit("erin", "ETH", units("1000")).await.unwrap();
+    b.credit("t8", "erin", "ETH", units("1000")).await.unwrap();
     b.reserve(vec![res(1, "erin", "100"), res(2, "erin", "200"), res(3, "erin", "300")]).await.unwrap();
     b.commit(vec![wid(1)]).await.unwrap();
     b.release(vec![wid(3)]).await.unwrap();
@@ -291,7 +293,7 @@ async fn holes_a_redis_cut_between_the_status_write_and_the_release_settles_once
         amount: units("400"),
     };
     ports.store.submit(vec![new]).await.unwrap();
-    b.credit("alice", "ETH", units("1000")).await.unwrap();
+    b.credit("t9", "alice", "ETH", units("1000")).await.unwrap();
     assert_eq!(b.reserve(vec![res(7, "alice", "400")]).await.unwrap(), vec![ReserveOutcome::Reserved]);
 
     server.kill();

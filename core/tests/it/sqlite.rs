@@ -1,7 +1,7 @@
 //! The SQLite adapters: queue semantics, balance atomicity, idempotent submission.
 
 use super::ManualClock;
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use std::sync::Arc;
 use std::time::Duration;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteQueue, SqliteStore};
@@ -176,8 +176,21 @@ pub async fn nonce_lane_repairs_are_guarded<S: Store>(s: S) {
 
     // One cancel request per withdrawal; the first stands.
     let cancel = |actor: &str| CancelRequest { withdrawal_id: wid(2), actor: actor.into(), reason: "r".into(), requested_at_ms: 1 };
-    assert!(s.request_cancel(cancel("ann")).await.unwrap());
-    assert!(!s.request_cancel(cancel("bob")).await.unwrap());
+    let audit = |actor: &str| AuditEntry {
+        actor: actor.into(),
+        action: "withdrawal.discard".into(),
+        target: "withdrawal/2".into(),
+        reason: Some("r".into()),
+        detail: "d".into(),
+    };
+    assert!(s.request_cancel(cancel("ann"), audit("ann")).await.unwrap());
+    assert!(!s.request_cancel(cancel("bob"), audit("bob")).await.unwrap());
+    let log = s.audit_log(10, None).await.unwrap();
+    assert_eq!(
+        log.iter().filter(|a| a.action == "withdrawal.discard").map(|a| a.actor.as_str()).collect::<Vec<_>>(),
+        ["ann"],
+        "audited with the change, once"
+    );
     assert_eq!(s.get(&wid(2)).await.unwrap().unwrap().cancel.unwrap().actor, "ann");
     let pending = s.pending_cancels(31337, 10).await.unwrap();
     assert_eq!(pending.iter().map(|(w, a)| (w.id.clone(), a.nonce)).collect::<Vec<_>>(), [(wid(2), 11)]);
@@ -241,6 +254,107 @@ pub async fn approvals_stand_once_and_can_be_revoked<S: Store>(s: S) {
     assert!(s.record_approval(approval("eve")).await.unwrap(), "and a new one can be given");
 }
 
+/// Part of the store contract: the brake read inside every signing write, the cursor's
+/// compare-and-set, the tracker lease, and the credit journal.
+pub async fn brake_cursor_lease_and_credits_hold<S: Store>(s: S) {
+    use withdraw_core::domain::{Amount, Status};
+    let wallet = Address::repeat_byte(0xcc);
+    s.submit(vec![new_w(1, "a", "h1"), new_w(2, "b", "h2")]).await.unwrap();
+    s.init_nonce(wallet, 31337, 0).await.unwrap();
+    let audit = |action: &str| AuditEntry {
+        actor: "ann".into(),
+        action: action.into(),
+        target: "t".into(),
+        reason: Some("r".into()),
+        detail: "d".into(),
+    };
+    let pause = |paused: bool| SigningControl { chain_id: None, paused, actor: "ann".into(), reason: "r".into(), updated_at_ms: 1 };
+    s.set_signing_control(pause(true), audit("signing.pause")).await.unwrap();
+    let out = s.sign_first_attempts(wallet, 31337, vec![wid(1)], fake_sign()).await.unwrap();
+    assert!(matches!(&out[0], SignOutcome::Paused { .. }), "paused: nothing signed: {out:?}");
+    assert_eq!(s.next_nonce(wallet, 31337).await.unwrap(), Some(0), "no nonce taken while paused");
+    let fill = NonceFill {
+        chain_id: 31337,
+        wallet,
+        nonce: 0,
+        tx_hash: B256::repeat_byte(1),
+        raw: Default::default(),
+        max_fee_per_gas: 1,
+        created_at_ms: 1,
+    };
+    assert!(!s.record_fill(fill.clone()).await.unwrap(), "no fill recorded while paused");
+    assert!(matches!(&s.resign_displaced(wallet, 31337, vec![(wid(1), 0)], fake_sign()).await.unwrap()[0], SignOutcome::Paused { .. }));
+    s.set_signing_control(pause(false), audit("signing.resume")).await.unwrap();
+    assert!(matches!(
+        &s.sign_first_attempts(wallet, 31337, vec![wid(1)], fake_sign()).await.unwrap()[0],
+        SignOutcome::Signed { nonce: 0, .. }
+    ));
+    assert_eq!(s.get(&wid(1)).await.unwrap().unwrap().withdrawal.status, Status::Signed);
+    let actions: Vec<String> = s.audit_log(10, None).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert!(actions.contains(&"signing.pause".to_owned()) && actions.contains(&"signing.resume".to_owned()), "{actions:?}");
+
+    // The cursor moves only from where the writer saw it: a stale forward write loses.
+    assert!(s.set_cursor(31337, None, 100).await.unwrap());
+    assert!(!s.set_cursor(31337, None, 5).await.unwrap(), "already set");
+    assert!(s.set_cursor(31337, Some(100), 90).await.unwrap(), "a rewind");
+    assert!(!s.set_cursor(31337, Some(100), 150).await.unwrap(), "a forward write over the rewind loses");
+    assert_eq!(s.cursor(31337).await.unwrap(), Some(90));
+
+    // One lease holder at a time; it expires.
+    assert!(s.acquire_lease("tracker", "a", 60_000).await.unwrap());
+    assert!(!s.acquire_lease("tracker", "b", 60_000).await.unwrap());
+    assert!(s.acquire_lease("tracker", "a", 1).await.unwrap(), "renewed by its holder");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(s.acquire_lease("tracker", "b", 60_000).await.unwrap(), "expired: taken over");
+    assert!(!s.acquire_lease("tracker", "a", 60_000).await.unwrap());
+
+    // Settlements are owed with the status, and block the next move until settled.
+    let t = |from, to, settle| Transition { id: wid(2), from, to, reason: None, actor: "t".into(), settle, audit: None };
+    assert_eq!(s.transition(vec![t(Status::Received, Status::Invalid, Some(Settle::Release))]).await.unwrap(), [true]);
+    assert_eq!(s.transition(vec![t(Status::Invalid, Status::Received, None)]).await.unwrap(), [false], "a release is owed");
+    let owed = s.pending_settlements(i64::MAX, Some(vec![wid(2)]), 10).await.unwrap();
+    assert_eq!(owed.iter().map(|o| (o.settle, o.from)).collect::<Vec<_>>(), [(Settle::Release, Status::Received)]);
+    s.settled(vec![wid(2)]).await.unwrap();
+    assert_eq!(s.transition(vec![t(Status::Invalid, Status::Received, None)]).await.unwrap(), [true]);
+
+    // Credits: journaled once per key, a second person to approve, audited with each step.
+    let credit = |amount: &str, hash: &str, state| CreditRecord {
+        idempotency_key: "k".into(),
+        request_hash: hash.into(),
+        user_id: "u".into(),
+        asset: "ETH".into(),
+        amount: Amount::from_base_units(amount).unwrap(),
+        reason: "r".into(),
+        requested_by: "ann".into(),
+        approved_by: None,
+        state,
+        created_at_ms: 1,
+    };
+    assert!(matches!(
+        s.record_credit(credit("5", "h", CreditState::PendingApproval), audit("balance.credit.request")).await.unwrap(),
+        CreditOutcome::Created(_)
+    ));
+    assert!(matches!(
+        s.record_credit(credit("5", "h", CreditState::PendingApproval), audit("x")).await.unwrap(),
+        CreditOutcome::Existing(_)
+    ));
+    assert!(matches!(
+        s.record_credit(credit("6", "h2", CreditState::PendingApproval), audit("x")).await.unwrap(),
+        CreditOutcome::Conflict(_)
+    ));
+    assert!(s.credits_to_apply(10).await.unwrap().is_empty(), "pending is not to apply");
+    assert_eq!(s.approve_credit("k", "ann", audit("x")).await.unwrap(), ApproveCreditOutcome::SamePerson);
+    assert!(
+        matches!(s.approve_credit("k", "bob", audit("balance.credit.approve")).await.unwrap(), ApproveCreditOutcome::Approved(c) if c.approved_by.as_deref() == Some("bob"))
+    );
+    assert!(matches!(s.approve_credit("k", "eve", audit("x")).await.unwrap(), ApproveCreditOutcome::NotPending(_)));
+    assert_eq!(s.credits_to_apply(10).await.unwrap().len(), 1);
+    s.credit_applied("k").await.unwrap();
+    assert!(s.credits_to_apply(10).await.unwrap().is_empty());
+    let log = s.audit_log(50, None).await.unwrap();
+    assert!(!log.iter().any(|a| a.action == "x"), "refused steps leave no audit row");
+}
+
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let (d, db) = db();
     (d, SqliteStore::new(db, Arc::new(SystemClock)))
@@ -254,4 +368,6 @@ async fn sqlite_store_contract() {
     nonce_lane_repairs_are_guarded(s).await;
     let (_c, s) = store();
     approvals_stand_once_and_can_be_revoked(s).await;
+    let (_d, s) = store();
+    brake_cursor_lease_and_credits_hold(s).await;
 }

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use withdraw_core::domain::Status;
 use withdraw_core::domain::{Amount, AssetRegistry, WithdrawalId};
 use withdraw_core::ports::{AlertRecord, SearchFilter, Withdrawal};
-use withdraw_core::ports::{AuditEntry, Balance, Balances, Chain, Queue, QueueName, Store};
+use withdraw_core::ports::{Balance, Balances, Chain, Queue, QueueName, Store};
+use withdraw_core::stages::{self, PortTypes, Ports};
 use withdraw_core::stages::{ActionError, ActionOutcome};
-use withdraw_core::stages::{PortTypes, Ports};
 use withdraw_core::wire::{
-    ActionRequestV1, ActionResultV1, BalanceV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, RpcEndpointV1, StatsV1,
-    WalletAssetV1,
+    ActionRequestV1, ActionResultV1, BalanceV1, CreditPendingV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, RpcEndpointV1,
+    StatsV1, WalletAssetV1,
 };
 use withdraw_core::wire::{
     AlertV1, AlertmanagerWebhookV4, AuditEntryV1, BulkActionRequestV1, BulkActionResultV1, BulkItemV1, MeV1, PauseRequestV1,
@@ -30,11 +30,14 @@ pub struct AdminState<T: PortTypes> {
     pub ports: Arc<Ports<T>>,
     pub assets: Arc<AssetRegistry>,
     pub tokens: AdminTokens,
+    /// Per asset symbol: operator credits above this need a second person.
+    pub credit_thresholds: HashMap<String, Amount>,
 }
 
 pub fn router<T: PortTypes>(state: Arc<AdminState<T>>) -> Router {
     Router::new()
         .route("/admin/v1/balances/credit", post(credit::<T>))
+        .route("/admin/v1/credits/{key}/approve", post(approve_credit::<T>))
         .route("/admin/v1/balances/{user_id}/{asset}", get(balance::<T>))
         .route("/admin/v1/withdrawals/{id}", get(withdrawal::<T>))
         .route("/admin/v1/withdrawals/{id}/reprocess", post(reprocess::<T>))
@@ -67,12 +70,16 @@ fn balance_v1(user_id: &str, asset: &str, decimals: u8, b: &Balance) -> BalanceV
     }
 }
 
+/// Credits a user (operator role), idempotently under the `Idempotency-Key` header, with a
+/// reason; above the asset's `credit_approval_threshold` it waits (202) for an approver who
+/// is not the requester. Journal and audit row are one transaction.
 async fn credit<T: PortTypes>(
     State(s): State<Arc<AdminState<T>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<impl IntoResponse, Problem> {
+) -> Result<axum::response::Response, Problem> {
     let op = s.tokens.verify(&headers, Role::Operator)?;
+    let key = idempotency_key(&headers)?;
     let req: CreditRequestV1 =
         serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("body is not a credit request: {e}")))?;
     let asset = s.assets.find_symbol(&req.asset).ok_or_else(|| Problem::bad_request(format!("unknown asset {:?}", req.asset)))?;
@@ -80,19 +87,56 @@ async fn credit<T: PortTypes>(
         return Err(Problem::bad_request("user_id must be 1-128 characters"));
     }
     let amount = Amount::parse_positive(&req.amount, asset.decimals).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let b = s.ports.balances.credit(&req.user_id, &asset.symbol, amount).await.map_err(|e| Problem::unavailable(e.to_string()))?;
-    let audit = AuditEntry {
-        actor: op.name.clone(),
-        action: "balance.credit".into(),
-        target: format!("user/{}/{}", req.user_id, asset.symbol),
-        reason: req.reason.clone(),
-        detail: format!("credited {} {}", amount.to_decimal(asset.decimals), asset.symbol),
-    };
-    if let Err(e) = s.ports.store.audit(audit).await {
-        // The credit is done; losing its audit row must be loud.
-        tracing::error!(error = %e, operator = op.name, "audit log write failed after a credit");
-    }
-    Ok(axum::Json(balance_v1(&req.user_id, &asset.symbol, asset.decimals, &b)))
+    let reason = req.reason.as_deref().unwrap_or("");
+    let threshold = s.credit_thresholds.get(&asset.symbol).copied();
+    let answer =
+        stages::credit(&s.ports, key, &req.user_id, &asset.symbol, amount, reason, &op.name, threshold).await.map_err(action_problem)?;
+    credit_response(answer, asset.decimals)
+}
+
+/// A second person approves a waiting credit (approver role); it is then applied.
+async fn approve_credit<T: PortTypes>(
+    State(s): State<Arc<AdminState<T>>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, Problem> {
+    let op = s.tokens.verify(&headers, Role::Approver)?;
+    let req: ActionRequestV1 =
+        serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("body is not an action request: {e}")))?;
+    let answer = stages::approve_credit(&s.ports, &key, &op.name, &req.reason).await.map_err(action_problem)?;
+    let decimals = s.assets.find_symbol(&answer.credit.asset).map(|a| a.decimals).unwrap_or(0);
+    credit_response(answer, decimals)
+}
+
+fn credit_response(answer: stages::CreditAnswer, decimals: u8) -> Result<axum::response::Response, Problem> {
+    let c = &answer.credit;
+    Ok(match &answer.balance {
+        Some(b) => axum::Json(balance_v1(&c.user_id, &c.asset, decimals, b)).into_response(),
+        None => (
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(CreditPendingV1 {
+                credit: c.idempotency_key.clone(),
+                state: c.state.as_str().to_owned(),
+                requested_by: c.requested_by.clone(),
+            }),
+        )
+            .into_response(),
+    })
+}
+
+/// The `Idempotency-Key` header a mutating money call must carry.
+fn idempotency_key(headers: &HeaderMap) -> Result<&str, Problem> {
+    headers
+        .get("idempotency-key")
+        .ok_or_else(|| {
+            Problem::new(axum::http::StatusCode::BAD_REQUEST, "idempotency-key-missing", "Idempotency-Key header is required")
+                .detail("a credit retried after a timeout must not credit twice: send a key unique to this credit")
+        })?
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| Problem::bad_request("Idempotency-Key must be 1-255 visible ASCII characters"))
 }
 
 async fn balance<T: PortTypes>(

@@ -26,12 +26,18 @@ pub struct Ops<T: PortTypes> {
     pub metrics: PrometheusHandle,
     /// The last readiness probe's findings, refreshed in the background.
     pub readiness: std::sync::RwLock<Readiness>,
+    /// Whether this process's work needs the balance store (the signer reserves, the
+    /// tracker settles); the APIs and the sender do not wait on it.
+    pub needs_balances: bool,
 }
 
 /// What the readiness prober last found: one line per dependency, None while fine.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Readiness {
     pub probed: bool,
+    /// When the last probe finished: a prober that stopped answering makes this stale.
+    #[serde(skip)]
+    pub at: Option<std::time::Instant>,
     pub database: Option<String>,
     pub queues: Option<String>,
     pub balances: Option<String>,
@@ -40,18 +46,27 @@ pub struct Readiness {
 }
 
 impl<T: PortTypes> Ops<T> {
-    pub fn new(ports: Arc<Ports<T>>, metrics: PrometheusHandle) -> Self {
-        Self { ports, metrics, readiness: std::sync::RwLock::new(Readiness::default()) }
+    pub fn new(ports: Arc<Ports<T>>, metrics: PrometheusHandle, needs_balances: bool) -> Self {
+        Self { ports, metrics, readiness: std::sync::RwLock::new(Readiness::default()), needs_balances }
     }
 
     /// Probes the dependencies once: the database, the queues and the balance store are
     /// asked; chains are read from the pool's health, never with an RPC call.
     pub async fn probe(&self) {
+        // Each dependency gets a deadline: one that hangs is reported, not waited on.
+        async fn within<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Option<String> {
+            match tokio::time::timeout(PROBE_TIMEOUT, f).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
+            }
+        }
         let r = Readiness {
             probed: true,
-            database: self.ports.store.counts().await.err().map(|e| e.to_string()),
-            queues: self.ports.queue.stats(QueueName::Requests).await.err().map(|e| e.to_string()),
-            balances: self.ports.balances.get("readyz", "readyz").await.err().map(|e| e.to_string()),
+            at: Some(std::time::Instant::now()),
+            database: within(self.ports.store.counts()).await,
+            queues: within(self.ports.queue.stats(QueueName::Requests)).await,
+            balances: within(self.ports.balances.get("readyz", "readyz")).await,
             chains_unavailable: self.ports.chains.iter().filter(|(_, c)| !c.available()).map(|(id, _)| *id).collect(),
         };
         *self.readiness.write().unwrap_or_else(|p| p.into_inner()) = r;
@@ -67,6 +82,10 @@ impl<T: PortTypes> Ops<T> {
     }
 }
 
+/// How long one dependency may take to answer a probe, and how old the last probe may be.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const PROBE_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `/healthz` and `/readyz`, plus `/metrics` unless it has a listener of its own.
 pub fn ops_router<T: PortTypes>(ops: Arc<Ops<T>>, with_metrics: bool) -> Router {
     let r = Router::new()
@@ -81,21 +100,30 @@ pub fn metrics_router<T: PortTypes>(ops: Arc<Ops<T>>) -> Router {
     Router::new().route("/metrics", get(metrics_text::<T>)).with_state(ops)
 }
 
-/// Ready while the database and the queues answered the last probe: what a role needs to
-/// take and record work. A chain without a usable endpoint or an unreachable balance store
-/// is reported, not fatal: the stages hold that work by themselves, and taking the admin
-/// API (the one that pauses signing) out of service for it would help nobody. Answered
+/// Ready while the database and the queues answered the last probe (and the balance store,
+/// for the roles whose work needs it: signer, tracker). A chain without a usable endpoint,
+/// or the balance store for the others, is reported, not fatal: the stages hold that work
+/// by themselves, and taking the admin API (the one that pauses signing) out of service for
+/// it would help nobody. Answered
 /// from the last probe, never by asking the dependencies per request.
 async fn readyz<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> Result<impl IntoResponse, Problem> {
     let r = ops.readiness.read().unwrap_or_else(|p| p.into_inner()).clone();
     if !r.probed {
         return Err(Problem::unavailable("starting: no readiness probe has run yet"));
     }
+    if r.at.is_none_or(|t| t.elapsed() > PROBE_STALE_AFTER) {
+        return Err(Problem::unavailable("the readiness probe has not finished for too long"));
+    }
     if let Some(e) = &r.database {
         return Err(Problem::unavailable(format!("database: {e}")));
     }
     if let Some(e) = &r.queues {
         return Err(Problem::unavailable(format!("queues: {e}")));
+    }
+    if ops.needs_balances
+        && let Some(e) = &r.balances
+    {
+        return Err(Problem::unavailable(format!("balances: {e}")));
     }
     Ok(axum::Json(serde_json::json!({
         "status": "ready",

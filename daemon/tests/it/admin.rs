@@ -24,6 +24,8 @@ chain_id = 31337
 decimals = 18
 approval_threshold = "1"
 
+credit_approval_threshold = "50"
+
 [[admin.tokens]]
 name = "dev-admin"
 roles = ["viewer", "operator", "approver", "alerts"]
@@ -201,6 +203,69 @@ async fn holes_pause_holds_once_answered_and_the_sweep_leaves_a_reprocess_alone(
     for (i, id) in ids.iter().enumerate() {
         settle(&d, id, "COMPLETED").await;
         assert_eq!(anvil.balance(&dest(52, i)).await, wei("0.1"));
+    }
+}
+
+/// Operator credits: a reason and an `Idempotency-Key` are required; a retry after a timeout
+/// (the same key and body) credits once; the same key for another credit is refused; above
+/// the asset's credit threshold a second person approves it (not the requester, not a
+/// viewer); every step is in the audit log.
+#[tokio::test]
+async fn holes_credits_are_idempotent_reasoned_and_four_eyed_above_the_threshold() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&anvil, dir.path()).await;
+    let post = |body: Value, token: &'static str, key: Option<&'static str>| {
+        let d = &d;
+        async move {
+            match key {
+                Some(k) => d.admin_post_keyed("/admin/v1/balances/credit", &body, token, k).await,
+                None => d.admin_post("/admin/v1/balances/credit", &body, token).await,
+            }
+        }
+    };
+    let small = json!({"user_id": "cr", "asset": "ETH", "amount": "5", "reason": "deposit 991"});
+    let (s, v) = post(small.clone(), ANN, None).await;
+    assert_eq!((s, v["type"].as_str()), (400, Some("urn:withdrawd:problem:idempotency-key-missing")), "{v}");
+    let (s, v) = post(json!({"user_id": "cr", "asset": "ETH", "amount": "5"}), ANN, Some("c-1")).await;
+    assert_eq!(s, 400, "a reason is required: {v}");
+    let (s, v) = post(small.clone(), VIC, Some("c-1")).await;
+    assert_eq!(s, 403, "a viewer cannot credit: {v}");
+    for _ in 0..3 {
+        let (s, v) = post(small.clone(), ANN, Some("c-1")).await;
+        assert_eq!((s, v["credited"].as_str()), (200, Some("5")), "retried, credited once: {v}");
+    }
+    let (s, v) = post(json!({"user_id": "cr", "asset": "ETH", "amount": "6", "reason": "deposit 991"}), ANN, Some("c-1")).await;
+    assert_eq!(s, 409, "the same key for another credit: {v}");
+
+    let big = json!({"user_id": "cr", "asset": "ETH", "amount": "500", "reason": "treasury top-up"});
+    let (s, v) = post(big.clone(), ANN, Some("c-2")).await;
+    assert_eq!((s, v["state"].as_str()), (202, Some("pending_approval")), "{v}");
+    assert_eq!(d.admin_get("/admin/v1/balances/cr/ETH").await["credited"], "5", "nothing credited before the second person");
+    let approve = |token: &'static str| {
+        let d = &d;
+        async move { d.admin_post("/admin/v1/credits/c-2/approve", &json!({"reason": "checked the ledger"}), token).await }
+    };
+    let (s, v) = approve(ANN).await;
+    assert_eq!(s, 409, "not by the requester: {v}");
+    let (s, v) = approve(VIC).await;
+    assert_eq!(s, 403, "not by a viewer: {v}");
+    let (s, v) = approve(BOB).await;
+    assert_eq!((s, v["credited"].as_str()), (200, Some("505")), "{v}");
+    let (s, v) = approve(BOB).await;
+    assert_eq!((s, v["credited"].as_str()), (200, Some("505")), "approving twice credits once: {v}");
+    let (s, v) = post(big, ANN, Some("c-2")).await;
+    assert_eq!((s, v["credited"].as_str()), (200, Some("505")), "the request repeated after approval: {v}");
+
+    let audit = d.admin_get("/admin/v1/audit").await;
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["actor"].as_str().unwrap().to_owned(), a["action"].as_str().unwrap().to_owned()))
+        .collect();
+    for want in [("ann", "balance.credit"), ("ann", "balance.credit.request"), ("bob", "balance.credit.approve")] {
+        assert_eq!(actions.iter().filter(|a| a.0 == want.0 && a.1 == want.1).count(), 1, "{want:?} once in {actions:?}");
     }
 }
 

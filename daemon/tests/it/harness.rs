@@ -157,9 +157,32 @@ impl Daemon {
         (s, v)
     }
 
-    pub async fn credit(&self, user: &str, amount: &str) {
-        let (s, v) = self.admin_post("/admin/v1/balances/credit", &json!({"user_id": user, "asset": "ETH", "amount": amount}), TOKEN).await;
+    /// A mutating admin call with an `Idempotency-Key`.
+    pub async fn admin_post_keyed(&self, path: &str, body: &Value, token: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{}", self.admin, path))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("admin request");
+        let (s, _, v) = decode(r).await;
+        (s, v)
+    }
+
+    /// Credits `amount` of `asset` to `user` under a fresh key (the all-roles token).
+    pub async fn credit_asset(&self, user: &str, asset: &str, amount: &str) -> Value {
+        let key = format!("credit-{}", uuid::Uuid::now_v7());
+        let body = json!({"user_id": user, "asset": asset, "amount": amount, "reason": "test funding"});
+        let (s, v) = self.admin_post_keyed("/admin/v1/balances/credit", &body, TOKEN, &key).await;
         assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn credit(&self, user: &str, amount: &str) {
+        self.credit_asset(user, "ETH", amount).await;
     }
 
     pub async fn admin_get_as(&self, path: &str, token: &str) -> (u16, Value) {

@@ -120,8 +120,7 @@ async fn a_dead_lettered_transfer_blocks_its_lane_until_discarded_and_cancelled(
     .unwrap();
     let d = Daemon::start(&anvil, &dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
     d.credit("c", "1").await;
-    let (s, v) = d.admin_post("/admin/v1/balances/credit", &json!({"user_id": "c", "asset": "TUSD", "amount": "100"}), TOKEN).await;
-    assert_eq!(s, 200, "{v}");
+    d.credit_asset("c", "TUSD", "100").await;
     let start_nonce = anvil.nonce(DEV_ADDRESS).await;
 
     let (_, v) = d.submit("dlq-eth", &body("c", &dest(32, 0), "0.5")).await;

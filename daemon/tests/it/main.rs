@@ -469,8 +469,8 @@ async fn erc20_and_native_withdrawals_share_one_wallet() {
     )
     .unwrap();
     let d = Daemon::start(&anvil, &dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
-    let (s, v) = d.admin_post("/admin/v1/balances/credit", &json!({"user_id": "t", "asset": "TUSD", "amount": "1000"}), TOKEN).await;
-    assert_eq!((s, v["available"].as_str()), (200, Some("1000")), "{v}");
+    let v = d.credit_asset("t", "TUSD", "1000").await;
+    assert_eq!(v["available"].as_str(), Some("1000"), "{v}");
     d.credit("t", "1").await;
     let tusd = |to: &str, amount: &str| json!({"user_id": "t", "asset": "TUSD", "chain_id": 31337, "to": to, "amount": amount});
 
@@ -527,8 +527,7 @@ async fn holes_a_token_whose_transfer_returns_false_is_failed_not_completed() {
     )
     .unwrap();
     let d = Daemon::start(&anvil, &dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
-    let (s, v) = d.admin_post("/admin/v1/balances/credit", &json!({"user_id": "f", "asset": "FUSD", "amount": "100"}), TOKEN).await;
-    assert_eq!(s, 200, "{v}");
+    d.credit_asset("f", "FUSD", "100").await;
     let (s, v) = d.submit("false-1", &json!({"user_id": "f", "asset": "FUSD", "chain_id": 31337, "to": dest(42, 0), "amount": "25"})).await;
     assert_eq!(s, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();

@@ -364,8 +364,12 @@ async fn readyz_reports_a_lost_dependency() {
     let env = aws_env(&redis);
     let cfg = config(root.path(), &anvil, &moto, false, "");
     ensure_queues(&cfg, &env);
+    // The tracker settles balances: it needs Redis. The sender does not: it stays ready and
+    // reports the loss.
+    let tracker = Proc::start(&cfg, &["tracker"], &root.path().join("tracker"), &env).await;
     let sender = Proc::start(&cfg, &["sender"], &root.path().join("sender"), &env).await;
-    let ready = format!("{}/readyz", sender.url("health"));
+    let ready = format!("{}/readyz", tracker.url("health"));
+    let sender_ready = format!("{}/readyz", sender.url("health"));
     let http = reqwest::Client::new();
     assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);
     redis.kill();
@@ -376,6 +380,14 @@ async fn readyz_reports_a_lost_dependency() {
     })
     .await;
     assert!(body.contains("balances"), "{body}");
+    // Each process probes on its own period: wait for the sender's to see it too.
+    eventually(Duration::from_secs(20), "the sender to report the loss and stay ready", || async {
+        let r = http.get(&sender_ready).send().await.ok()?;
+        assert_eq!(r.status(), 200, "the sender's work does not need Redis");
+        let v: serde_json::Value = r.json().await.ok()?;
+        (v["balances"].is_string() && v["balances"] != "ok").then_some(())
+    })
+    .await;
     redis.start_again();
     eventually(Duration::from_secs(20), "readyz to recover", || async {
         (http.get(&ready).send().await.ok()?.status() == 200).then_some(())

@@ -18,3 +18,26 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+
+-- Operators' credits, journaled (with their audit row, in one transaction) before the
+-- balance store is changed; the key makes a retried credit land once.
+CREATE TABLE credits (
+    idempotency_key TEXT PRIMARY KEY NOT NULL,
+    request_hash TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    approved_by TEXT,
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    applied_at BIGINT
+);
+CREATE INDEX credits_state ON credits (state);
+
+-- Credits the embedded balance store has applied (Redis keeps the same marker as a key).
+CREATE TABLE balance_credits (
+    credit_id TEXT PRIMARY KEY NOT NULL,
+    applied_at BIGINT NOT NULL
+);

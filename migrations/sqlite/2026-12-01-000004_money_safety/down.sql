@@ -1,3 +1,5 @@
+DROP TABLE balance_credits;
+DROP TABLE credits;
 DROP TABLE leases;
 DROP TABLE settlements;
 ALTER TABLE inclusions DROP COLUMN failure;

@@ -127,7 +127,7 @@ impl Postgres {
 
 /// The advisory lock key of the signing brake ("wdbrake" in ASCII); the migration lock uses
 /// another.
-const BRAKE_LOCK_KEY: i64 = 0x7764_6272_616b_65;
+const BRAKE_LOCK_KEY: i64 = 0x0077_6462_7261_6b65;
 
 impl crate::adapters::record_store::WriteTx for PgConnection {
     const LOCKS_ROWS: bool = true;

@@ -3,7 +3,7 @@
 //! request's: concurrent withdrawals cannot overdraw (DESIGN.md §5.2).
 
 use super::Sqlite;
-use crate::adapters::schema::{balances, reservations};
+use crate::adapters::schema::{balance_credits, balances, reservations};
 use crate::domain::{Amount, WithdrawalId};
 use crate::ports::{Balance, BalanceError, Balances, Clock, Reservation, ReserveOutcome, StoreError};
 use diesel::prelude::*;
@@ -148,12 +148,20 @@ fn settle(conn: &mut SqliteConnection, ids: &[WithdrawalId], commit: bool, now: 
 }
 
 impl Balances for SqliteBalances {
-    async fn credit(&self, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
-        let (user, asset) = (user_id.to_owned(), asset.to_owned());
+    async fn credit(&self, credit_id: &str, user_id: &str, asset: &str, amount: Amount) -> Result<Balance, BalanceError> {
+        let (id, user, asset) = (credit_id.to_owned(), user_id.to_owned(), asset.to_owned());
+        let now = self.clock.now_ms();
         self.db
             .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let mut b = read(conn, &user, &asset)?;
+                    let fresh = diesel::insert_into(balance_credits::table)
+                        .values((balance_credits::credit_id.eq(&id), balance_credits::applied_at.eq(now)))
+                        .on_conflict_do_nothing()
+                        .execute(conn)?;
+                    if fresh == 0 {
+                        return Ok(b);
+                    }
                     b.credited = b.credited.checked_add(amount).ok_or_else(|| overflow(&user))?;
                     write(conn, &user, &asset, &b)?;
                     Ok(b)

@@ -3,7 +3,7 @@
 use super::Sqlite;
 use crate::adapters::record_store::{WriteTx, record_store};
 use crate::adapters::schema::{
-    alerts, approvals, attempts, audit_log, cancel_requests, chain_cursors, history, hot_wallets, inclusions, leases, nonce_fills,
+    alerts, approvals, attempts, audit_log, cancel_requests, chain_cursors, credits, history, hot_wallets, inclusions, leases, nonce_fills,
     settlements, signing_controls, wallet_nonces, withdrawals,
 };
 use crate::domain::{Amount, Status, WithdrawalId};
