@@ -35,6 +35,8 @@ pub enum Fault {
 
 struct Inner {
     upstream: String,
+    /// JSON-RPC calls received (each call of a batch counts).
+    calls: std::sync::atomic::AtomicU64,
     fault: Mutex<(Fault, Option<u64>)>,
     http: reqwest::Client,
 }
@@ -47,7 +49,12 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub async fn start(upstream: &str) -> FaultProxy {
-        let inner = Arc::new(Inner { upstream: upstream.to_owned(), fault: Mutex::new((Fault::Pass, None)), http: reqwest::Client::new() });
+        let inner = Arc::new(Inner {
+            upstream: upstream.to_owned(),
+            calls: Default::default(),
+            fault: Mutex::new((Fault::Pass, None)),
+            http: reqwest::Client::new(),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let p = inner.clone();
@@ -57,6 +64,11 @@ impl FaultProxy {
             }
         });
         FaultProxy { url, inner, task }
+    }
+
+    /// JSON-RPC calls received so far.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set(&self, fault: Fault) {
@@ -119,6 +131,8 @@ async fn answer(p: &Inner, body: Vec<u8>) -> Option<(String, Vec<u8>)> {
         _ => {}
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = req.as_array().map_or(1, |a| a.len() as u64);
+    p.calls.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     let upstream = match p.http.post(&p.upstream).header("content-type", "application/json").body(body).send().await {
         Ok(r) => r,
         Err(_) => return Some(("502 Bad Gateway".into(), Vec::new())),

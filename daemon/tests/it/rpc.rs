@@ -312,3 +312,40 @@ async fn holes_unknown_send_errors_are_retried_not_dead_lettered() {
         assert_eq!(anvil.balance(&dest(46 + n as u8, 0)).await, wei("0.01"));
     }
 }
+
+/// Probes answer from state already held: with the only RPC endpoint rate-limiting (429),
+/// the admin API stays ready (it is the one that pauses signing), reports the chain, and a
+/// flood of probes adds no RPC traffic that could keep the endpoint's circuit open.
+#[tokio::test]
+async fn holes_readiness_is_cached_and_an_rpc_outage_keeps_the_admin_api_ready() {
+    let anvil = Anvil::start(&[]);
+    let only = FaultProxy::start(&anvil.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pool_config(dir.path(), &[("only", &only.url, "primary")], "");
+    let d = Daemon::start_on_config(&dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    only.set(Fault::Status(429));
+    until_states(&d, &[("only", "down")], Duration::from_secs(10)).await;
+    let http = reqwest::Client::new();
+    let v = eventually(Duration::from_secs(15), "readiness to report the chain", || async {
+        let r = http.get(format!("{}/readyz", d.admin)).send().await.ok()?;
+        assert_eq!(r.status(), 200, "an RPC outage does not take the admin API out of service");
+        let v: Value = r.json().await.ok()?;
+        (v["chains_unavailable"] == json!([31337])).then_some(v)
+    })
+    .await;
+    assert_eq!(v["status"], "ready");
+
+    // Healthy again: a flood of 300 probes adds only the health loop's own calls.
+    only.set(Fault::Pass);
+    until_states(&d, &[("only", "healthy")], Duration::from_secs(10)).await;
+    let before = only.calls();
+    let started = Instant::now();
+    let flood: Vec<_> = (0..300).map(|_| http.get(format!("{}/readyz", d.intake)).send()).collect();
+    for r in futures::future::join_all(flood).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let (calls, took) = (only.calls() - before, started.elapsed());
+    // The pipeline and the health loop (every 200 ms) call on their own: a few dozen a
+    // second at most here; 300 probes answered by RPC would be 300 more.
+    assert!(calls < 100 + 40 * took.as_secs(), "{calls} RPC calls during 300 probes in {took:?}");
+}
