@@ -303,6 +303,41 @@ async fn a_transfer_reorged_away_after_completing_is_broadcast_again_never_fille
     lane_is_whole(&d, &anvil, DEV_ADDRESS).await;
 }
 
+/// A FAILED withdrawal (its transfer reverted, its funds released) whose block a deep reorg
+/// takes away: its nonce gets a 0-value fill, never the reverted transaction again. Broadcast
+/// again after the cause of the revert is gone, it would pay what nobody holds any more.
+#[tokio::test]
+async fn holes_a_failed_transfer_reorged_away_is_filled_never_broadcast_again() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    d.credit("c", "1").await;
+    let to = dest(38, 0);
+    // The destination refuses ETH (its code reverts): the transfer is mined and reverts.
+    anvil.rpc("anvil_setCode", json!([to, "0x60006000fd"])).await;
+    let ids = submit_n(&d, 38, 1, "0.3").await;
+    let w = d.wait_settled(&ids, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(w["status"], "FAILED", "{w}");
+    let b = eventually(Duration::from_secs(10), "the funds released", || async {
+        let b = d.admin_get("/admin/v1/balances/c/ETH").await;
+        (b["reserved"] == "0").then_some(b)
+    })
+    .await;
+    assert_eq!(b["available"], "1", "{b}");
+
+    // The block goes, and the cause with it.
+    anvil.rpc("anvil_reorg", json!([1, []])).await;
+    anvil.rpc("anvil_setCode", json!([to, "0x"])).await;
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 0);
+    eventually(Duration::from_secs(30), "the nonce filled", || async { (anvil.nonce(DEV_ADDRESS).await == 1).then_some(()) }).await;
+    assert!(anvil.balance(&to).await.is_zero(), "the reverted transfer was never sent again");
+    assert!(metric(&d, "withdraw_nonce_fills_total").await >= 1.0);
+    assert_eq!(metric(&d, "withdraw_nonce_restored_total").await, 0.0);
+    assert_eq!(d.get(&ids[0]).await["status"], "FAILED");
+    assert_eq!(d.admin_get("/admin/v1/balances/c/ETH").await["available"], "1", "the user was never charged");
+    lane_is_whole(&d, &anvil, DEV_ADDRESS).await;
+}
+
 #[tokio::test]
 async fn a_discarded_transfer_whose_nonce_is_taken_elsewhere_ends_cancelled() {
     let anvil = Anvil::start(&["--no-mining"]);
