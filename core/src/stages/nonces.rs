@@ -404,8 +404,11 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             // Only a COMPLETED one: its user was charged for this very transaction. A FAILED
             // one's transfer reverted and its funds were released; broadcast again after
             // the cause is gone, it would pay what nobody holds. Its nonce gets a fill.
-            let mined =
-                at.iter().find(|a| a.attempt.nonce == n && (a.status == Status::Completed || (std::env::var("MUTANT").is_ok() && a.status.is_terminal())) && a.mined_hash == Some(a.attempt.tx_hash));
+            let mined = at.iter().find(|a| {
+                a.attempt.nonce == n
+                    && (a.status == Status::Completed || (std::env::var("MUTANT").is_ok() && a.status.is_terminal()))
+                    && a.mined_hash == Some(a.attempt.tx_hash)
+            });
             match mined {
                 Some(a) if !on_chain.contains(&n) => restore.push(a),
                 _ => still.push(n),

@@ -188,3 +188,49 @@ async fn keys_never_print_their_secret() {
     let err = LocalKeys::from_hex(&[Zeroizing::new("zz-not-a-key-but-secret-material".into())]).unwrap_err().to_string();
     assert!(!err.contains("secret-material"), "{err}");
 }
+
+/// A stale SENT withdrawal whose older (pre-bump) attempt was mined in a block the tracker
+/// never scanned: the reconciler looks up every attempt, not only the newest, finds the
+/// mined one, and the withdrawal completes and settles instead of waiting forever.
+#[tokio::test]
+async fn holes_the_reconciler_finds_an_older_attempt_mined_outside_the_scan() {
+    let mut r = rig(None).await;
+    r.tracker = Tracker::new(
+        r.ports.clone(),
+        r.assets.clone(),
+        TrackerConfig { stale_after: Duration::from_millis(300), ..TrackerConfig::default() },
+    );
+    r.ports.balances.credit("t-old", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
+    let id = r.submit("k-old", TO, "0.25").await;
+    let d = r.receive(QueueName::Requests).await;
+    r.signer.process(d).await.unwrap();
+    let d = r.receive(QueueName::Signed).await;
+    r.sender.process(d).await.unwrap(); // anvil mines it at once
+    assert_eq!(r.status(&id).await, Status::Sent);
+    // The tracker starts after that block (as on a first start past its look-back)...
+    let head = r.anvil.rpc("eth_blockNumber", serde_json::json!([])).await;
+    let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(r.ports.store.set_cursor(31337, None, head).await.unwrap());
+    // ...and a fee bump was recorded before the mined one was seen: the newest attempt is
+    // one that never reached a node.
+    let old = r.ports.store.latest_attempts(vec![id.clone()]).await.unwrap().remove(0);
+    let bumped = Attempt {
+        tx_hash: alloy::primitives::B256::repeat_byte(0x42),
+        raw: alloy::primitives::Bytes::from_static(b"never sent"),
+        max_fee_per_gas: old.max_fee_per_gas * 2,
+        max_priority_fee_per_gas: old.max_priority_fee_per_gas * 2,
+        created_at_ms: old.created_at_ms + 1,
+        sent_at_ms: None,
+        ..old.clone()
+    };
+    assert_eq!(r.ports.store.record_replacements(vec![Replacement { replaces: old.tx_hash, attempt: bumped }]).await.unwrap(), [true]);
+
+    r.tracker.follow().await.unwrap();
+    assert_eq!(r.status(&id).await, Status::Sent, "the scan starts after the block: nothing found yet");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    r.tracker.reconcile().await.unwrap();
+    r.tracker.follow().await.unwrap();
+    assert_eq!(r.status(&id).await, Status::Completed, "found by its older attempt's receipt");
+    let bal = r.ports.balances.get("u1", "ETH").await.unwrap();
+    assert_eq!((bal.spent, bal.reserved), (Amount::parse_positive("0.25", 18).unwrap(), Amount::ZERO));
+}

@@ -142,3 +142,21 @@ async fn logs_are_ecs_json_lines_with_trace_and_withdrawal_ids() {
     assert!(saw_withdrawal, "a stage logged the withdrawal by its id");
     assert!(saw_trace);
 }
+
+/// `/metrics` moved to a listener of its own (`http.metrics_listen`): served there, and no
+/// longer on the intake and admin ports that face clients and operators.
+#[tokio::test]
+async fn metrics_can_move_to_their_own_listener() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = withdraw_core::testing::servers::free_port();
+    let mut env = fast_env();
+    env.push(("WITHDRAW__HTTP__METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let d = Daemon::start(&anvil, dir.path(), &env, &[]).await;
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("withdraw_transitions_total") || text.contains("withdraw_signer_paused"), "{text}");
+    for base in [&d.intake, &d.admin] {
+        assert_eq!(reqwest::get(format!("{base}/metrics")).await.unwrap().status(), 404, "{base}");
+        assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200, "{base}");
+    }
+}
