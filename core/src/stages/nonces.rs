@@ -204,38 +204,27 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
 
         let settled_block = head.saturating_sub(self.cfg.settle_depth.max(1) - 1);
         let settled = if self.cfg.settle_depth <= 1 { latest } else { chain.nonce_at(wallet, settled_block).await? };
-        if self.resign_displaced(chain_id, chain, wallet, &owners, settled, settled_block).await? > 0 {
-            // The lane changed under this read: look for gaps on the next check, from a
-            // fresh read, rather than from owners that no longer hold.
-            let check = NonceCheck {
-                chain_id,
-                wallet,
-                next_nonce: next,
-                chain_latest: latest,
-                chain_pending: pending,
-                gaps: Vec::new(),
-                blocked: Vec::new(),
-                checked_at_ms: self.ports.clock.now_ms(),
-            };
-            return Ok(check);
-        }
-
-        let owned: HashMap<u64, &NonceOwner> = owners.iter().map(|o| (o.nonce, o)).collect();
-        let fills = self.ports.store.fills(chain_id, wallet, latest).await?;
-        let filled: HashSet<u64> = fills.iter().map(|f| f.nonce).collect();
+        // After a re-sign the lane changed under this read: gaps are looked for on the next
+        // check, from a fresh read, never from owners that no longer hold.
+        let resigned = self.resign_displaced(chain_id, chain, wallet, &owners, settled, settled_block).await? > 0;
         let (mut gaps, mut blocked) = (Vec::new(), Vec::new());
-        for n in latest..next {
-            match owned.get(&n) {
-                Some(o) if o.status == Status::SendFailed && o.kind == AttemptKind::Transfer => blocked.push(n),
-                Some(_) => {}
-                // The node holds a transaction at n (ours or not): it will be mined.
-                None if n < pending => {}
-                None => gaps.push(n),
+        if !resigned {
+            let owned: HashMap<u64, &NonceOwner> = owners.iter().map(|o| (o.nonce, o)).collect();
+            let fills = self.ports.store.fills(chain_id, wallet, latest).await?;
+            let filled: HashSet<u64> = fills.iter().map(|f| f.nonce).collect();
+            for n in latest..next {
+                match owned.get(&n) {
+                    Some(o) if o.status == Status::SendFailed && o.kind == AttemptKind::Transfer => blocked.push(n),
+                    Some(_) => {}
+                    // The node holds a transaction at n (ours or not): it will be mined.
+                    None if n < pending => {}
+                    None => gaps.push(n),
+                }
             }
+            let new_gaps: Vec<u64> = gaps.iter().copied().filter(|n| !filled.contains(n)).collect();
+            let new_gaps = self.restore_reorged(chain_id, chain, wallet, new_gaps).await?;
+            self.fill(chain_id, chain, wallet, &new_gaps, fills).await?;
         }
-        let new_gaps: Vec<u64> = gaps.iter().copied().filter(|n| !filled.contains(n)).collect();
-        let new_gaps = self.restore_reorged(chain_id, chain, wallet, new_gaps).await?;
-        self.fill(chain_id, chain, wallet, &new_gaps, fills).await?;
 
         let check = NonceCheck {
             chain_id,
