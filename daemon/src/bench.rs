@@ -65,10 +65,14 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         let r = http
             .post(format!("{}/admin/v1/balances/credit", a.admin))
             .bearer_auth(&a.admin_token)
-            .json(&serde_json::json!({"user_id": format!("bench-{run_id}-{u}"), "asset": "ETH", "amount": per_user}))
+            .header("idempotency-key", format!("bench-credit-{run_id}-{u}"))
+            .json(&serde_json::json!({"user_id": format!("bench-{run_id}-{u}"), "asset": "ETH", "amount": per_user, "reason": "bench"}))
             .send()
             .await
             .context("crediting bench users through the admin API")?;
+        if r.status() == reqwest::StatusCode::ACCEPTED {
+            bail!("crediting {per_user} ETH per user needs a second approver (credit_approval_threshold): use more --users");
+        }
         if !r.status().is_success() {
             bail!("credit failed: {} {}", r.status(), r.text().await.unwrap_or_default());
         }
