@@ -221,9 +221,9 @@ pub async fn settle<T: PortTypes>(ports: &Ports<T>, owed: Vec<PendingSettlement>
             Settle::Release => ports.balances.release(ids.clone()).await?,
         };
         for o in items.iter().filter(|o| missing.contains(&o.withdrawal_id)) {
-            // Refused before a reservation was taken (insufficient balance, unknown asset):
-            // nothing to release, as expected.
-            if o.settle == Settle::Release && o.from == Status::Received {
+            // Refused before a reservation was taken (insufficient balance, unknown asset),
+            // or rejected from the invalid DLQ after that: nothing to release, as expected.
+            if o.settle == Settle::Release && matches!(o.from, Status::Received | Status::Invalid) {
                 continue;
             }
             metrics::counter!("withdraw_reservation_missing_total", "action" => kind.as_str()).increment(1);

@@ -323,6 +323,10 @@ async fn search_and_dead_letter_queues_in_bulk() {
         assert_eq!(ids_of(&d.admin_get(&format!("/admin/v1/withdrawals?q={tx}")).await), vec![id.clone()], "search by tx hash");
     }
     assert_eq!(d.admin_get("/admin/v1/dlq/invalid").await, json!([]));
+    // Rejecting an INVALID one that never reserved (insufficient balance) is no lost write.
+    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let missing: Vec<&str> = metrics.lines().filter(|l| l.starts_with("withdraw_reservation_missing_total{")).collect();
+    assert!(!missing.is_empty() && missing.iter().all(|l| l.ends_with(" 0")), "{missing:?}");
     let (s, me) = d.admin_get_as("/admin/v1/me", VIC).await;
     assert_eq!((s, me["name"].as_str(), me["roles"].clone()), (200, Some("vic"), json!(["viewer"])));
 }
