@@ -1,5 +1,6 @@
 //! Integration tests of withdraw-core's adapters and stages against real servers.
 
+mod nonce_race;
 mod pipeline;
 mod postgres;
 mod redis;

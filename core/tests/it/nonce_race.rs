@@ -1,0 +1,136 @@
+//! The nonce check racing a signer: transfers signed between the check's read of the
+//! owners and its raise of the next nonce past a foreign one must not look like gaps (the
+//! "money safety under attack" issue, item 4). A chain wrapper runs the signer's commit at
+//! exactly that moment, on the real store and a real anvil.
+
+use super::sqlite::{fake_sign, new_w, wid};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
+use withdraw_core::adapters::pool::{EndpointSpec, PoolConfig};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::domain::AssetRegistry;
+use withdraw_core::ports::*;
+use withdraw_core::stages::{NonceKeeper, NonceKeeperConfig, PortTypes, Ports};
+use withdraw_core::testing::{Anvil, DEV_ADDRESS, DEV_KEY};
+use zeroize::Zeroizing;
+
+type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// The real chain, with a hook run once, just before the first pending-count read.
+struct HookChain {
+    inner: EvmChain,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl Chain for HookChain {
+    fn chain_id(&self) -> u64 {
+        self.inner.chain_id()
+    }
+    fn available(&self) -> bool {
+        self.inner.available()
+    }
+    fn endpoints(&self) -> Vec<EndpointHealth> {
+        self.inner.endpoints()
+    }
+    fn max_fee_cap(&self) -> u128 {
+        self.inner.max_fee_cap()
+    }
+    async fn head(&self) -> Result<u64, ChainError> {
+        self.inner.head().await
+    }
+    async fn fees(&self) -> Result<Fees, ChainError> {
+        self.inner.fees().await
+    }
+    async fn send_raw(&self, raws: Vec<Bytes>) -> Result<Vec<SendResult>, ChainError> {
+        self.inner.send_raw(raws).await
+    }
+    async fn block_receipts(&self, from: u64, to: u64) -> Result<Vec<BlockReceipts>, ChainError> {
+        self.inner.block_receipts(from, to).await
+    }
+    async fn block_hashes(&self, numbers: Vec<u64>) -> Result<Vec<Option<B256>>, ChainError> {
+        self.inner.block_hashes(numbers).await
+    }
+    async fn receipts(&self, hashes: Vec<B256>) -> Result<Vec<Option<TxReceipt>>, ChainError> {
+        self.inner.receipts(hashes).await
+    }
+    async fn nonce(&self, address: Address, pending: bool) -> Result<u64, ChainError> {
+        let hook = if pending { self.hook.lock().unwrap().take() } else { None };
+        if let Some(h) = hook {
+            h().await;
+        }
+        self.inner.nonce(address, pending).await
+    }
+    async fn nonce_at(&self, address: Address, block: u64) -> Result<u64, ChainError> {
+        self.inner.nonce_at(address, block).await
+    }
+    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+        self.inner.balance(address).await
+    }
+    async fn token_balance(&self, token: Address, holder: Address) -> Result<U256, ChainError> {
+        self.inner.token_balance(token, holder).await
+    }
+}
+
+struct Hooked;
+
+impl PortTypes for Hooked {
+    type Store = SqliteStore;
+    type Queue = SqliteQueue;
+    type Balances = SqliteBalances;
+    type Chain = HookChain;
+}
+
+#[tokio::test]
+async fn holes_transfers_signed_during_a_nonce_check_are_not_gaps() {
+    let anvil = Anvil::start(&["--no-mining"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pool = PoolConfig {
+        chain_id: 31337,
+        timeout: Duration::from_secs(10),
+        health_every: Duration::from_secs(1),
+        max_lag: 5,
+        fail_threshold: 3,
+    };
+    let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
+    let inner = EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap();
+    let store = SqliteStore::new(db.clone(), clock.clone());
+    let wallet: Address = DEV_ADDRESS.parse().unwrap();
+    store.init_nonce(wallet, 31337, 0).await.unwrap();
+    store.submit((1..=3).map(|n| new_w(n, &format!("k{n}"), &format!("h{n}"))).collect()).await.unwrap();
+
+    // Someone else's transaction waits in the pool at nonce 0: the chain's pending count (1)
+    // is past the store's next nonce (0), so the check will raise it.
+    let foreign =
+        json!({"from": DEV_ADDRESS, "to": "0x000000000000000000000000000000000000dEaD", "value": "0x1", "gas": "0x5208", "nonce": "0x0"});
+    assert!(anvil.rpc("eth_sendTransaction", json!([foreign])).await.is_string());
+
+    // Between the check's owners read and that raise, the signer commits three transfers.
+    let signer_store = store.clone();
+    let hook: Hook = Box::new(move || {
+        Box::pin(async move {
+            let out = signer_store.sign_first_attempts(wallet, 31337, vec![wid(1), wid(2), wid(3)], fake_sign()).await.unwrap();
+            assert!(out.iter().all(|o| matches!(o, SignOutcome::Signed { .. })), "{out:?}");
+        })
+    });
+    let chain = HookChain { inner, hook: Mutex::new(Some(hook)) };
+    let ports = Arc::new(Ports::<Hooked> {
+        store: store.clone(),
+        queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
+        balances: SqliteBalances::new(db, clock.clone()),
+        chains: HashMap::from([(31337, chain)]),
+        clock,
+    });
+    let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
+    let keeper = NonceKeeper::new(ports.clone(), keys, Arc::new(AssetRegistry::new(vec![])), NonceKeeperConfig::default());
+    let check = keeper.check_wallet(31337, &ports.chains[&31337], wallet).await.unwrap();
+
+    assert!(check.gaps.is_empty(), "nonces our signer took during the check are not gaps: {check:?}");
+    assert!(store.fills(31337, wallet, 0).await.unwrap().is_empty(), "no 0-value fill fights our transfers");
+    assert_eq!(check.next_nonce, 3, "{check:?}");
+}
