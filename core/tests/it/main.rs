@@ -1,7 +1,7 @@
 //! Integration tests of withdraw-core's adapters and stages against real servers.
 
 mod nonce_race;
-mod pipeline;
+pub mod pipeline;
 mod postgres;
 mod redis;
 mod secrets;

@@ -8,9 +8,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
-use withdraw_core::adapters::pool::{EndpointSpec, PoolConfig};
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::*;
@@ -90,15 +88,7 @@ async fn holes_transfers_signed_during_a_nonce_check_are_not_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let pool = PoolConfig {
-        chain_id: 31337,
-        timeout: Duration::from_secs(10),
-        health_every: Duration::from_secs(1),
-        max_lag: 5,
-        fail_threshold: 3,
-    };
-    let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
-    let inner = EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap();
+    let inner = super::pipeline::anvil_chain(&anvil).await;
     let store = SqliteStore::new(db.clone(), clock.clone());
     let wallet: Address = DEV_ADDRESS.parse().unwrap();
     store.init_nonce(wallet, 31337, 0).await.unwrap();

@@ -25,11 +25,8 @@ struct Rig {
     tracker: Tracker<Embedded>,
 }
 
-async fn rig(max_amount: Option<&str>) -> Rig {
-    let anvil = Anvil::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+/// The real chain port on one anvil endpoint.
+pub async fn anvil_chain(anvil: &Anvil) -> EvmChain {
     let pool = PoolConfig {
         chain_id: 31337,
         timeout: Duration::from_secs(10),
@@ -38,7 +35,15 @@ async fn rig(max_amount: Option<&str>) -> Rig {
         fail_threshold: 3,
     };
     let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
-    let chain = EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap();
+    EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap()
+}
+
+async fn rig(max_amount: Option<&str>) -> Rig {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let chain = anvil_chain(&anvil).await;
     let ports = Arc::new(Ports::<Embedded> {
         store: SqliteStore::new(db.clone(), clock.clone()),
         queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
