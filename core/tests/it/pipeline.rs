@@ -71,11 +71,16 @@ impl Rig {
     async fn submit(&self, key: &str, to: &str, amount: &str) -> WithdrawalId {
         let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: to.into(), amount: amount.into() };
         let v = validate(&req, &self.assets).unwrap();
-        let (intake, _h) = Intake::spawn(self.ports.clone(), IntakeConfig::default());
-        match intake.submit("c", key, &v).await.unwrap() {
+        let (intake, writer) = Intake::spawn(self.ports.clone(), IntakeConfig::default());
+        let id = match intake.submit("c", key, &v).await.unwrap() {
             SubmitOutcome::Created { id } | SubmitOutcome::Existing { id, .. } => id,
             other => panic!("{other:?}"),
-        }
+        };
+        // The answer comes at commit; the request message is sent beside the next batch.
+        // Stopping the writer lets it land, so a test's next receive finds it.
+        drop(intake);
+        writer.await.unwrap();
+        id
     }
 
     async fn receive(&self, q: QueueName) -> Vec<Delivery> {
