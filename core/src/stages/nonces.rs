@@ -197,9 +197,6 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
                     metrics::counter!("withdraw_nonce_foreign_total", &labels).increment(after - before);
                     tracing::error!(chain_id, %wallet, store_next = before, chain_latest = latest, chain_pending = pending, "nonces of this hot wallet were used outside withdrawd; skipping past them");
                 }
-                if std::env::var("MUTANT").is_ok() {
-                    break (after, owners, head, latest, pending);
-                }
                 continue;
             }
             break (next, owners, head, latest, pending);
@@ -396,11 +393,8 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             // Only a COMPLETED one: its user was charged for this very transaction. A FAILED
             // one's transfer reverted and its funds were released; broadcast again after
             // the cause is gone, it would pay what nobody holds. Its nonce gets a fill.
-            let mined = at.iter().find(|a| {
-                a.attempt.nonce == n
-                    && (a.status == Status::Completed || (std::env::var("MUTANT").is_ok() && a.status.is_terminal()))
-                    && a.mined_hash == Some(a.attempt.tx_hash)
-            });
+            let mined =
+                at.iter().find(|a| a.attempt.nonce == n && a.status == Status::Completed && a.mined_hash == Some(a.attempt.tx_hash));
             match mined {
                 Some(a) if !on_chain.contains(&n) => restore.push(a),
                 _ => still.push(n),

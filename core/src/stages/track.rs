@@ -346,11 +346,7 @@ impl<T: PortTypes> Tracker<T> {
         if !stale_sent.is_empty() {
             // Every attempt, not only the newest: an older (pre-bump) one may be the one
             // mined, in a block the scan never read (before its first cursor, or skipped).
-            let attempts = if std::env::var("MUTANT").is_ok() {
-                self.ports.store.latest_attempts(stale_sent.iter().map(|w| w.id.clone()).collect()).await?
-            } else {
-                self.ports.store.attempts_of(stale_sent.iter().map(|w| w.id.clone()).collect()).await?
-            };
+            let attempts = self.ports.store.attempts_of(stale_sent.iter().map(|w| w.id.clone()).collect()).await?;
             let mut by_chain: HashMap<u64, Vec<Attempt>> = HashMap::new();
             for a in attempts {
                 by_chain.entry(a.chain_id).or_default().push(a);
@@ -402,13 +398,12 @@ impl<T: PortTypes> Tracker<T> {
                 for (id, receipts) in &items {
                     let newest = receipts.iter().filter_map(|r| sent_at.get(r)).copied().max().unwrap_or(0);
                     match current.get(id) {
-                        Some(&(s, updated_at)) if s == stuck && (std::env::var("MUTANT").is_ok() || updated_at <= newest) => decisions
-                            .push(Decision {
-                                id: id.clone(),
-                                from: s,
-                                event,
-                                reason: Some("redriven to the dead-letter queue after repeated failed deliveries".into()),
-                            }),
+                        Some(&(s, updated_at)) if s == stuck && updated_at <= newest => decisions.push(Decision {
+                            id: id.clone(),
+                            from: s,
+                            event,
+                            reason: Some("redriven to the dead-letter queue after repeated failed deliveries".into()),
+                        }),
                         Some(&(s, _)) if s == stuck => stale += 1,
                         _ => {}
                     }
