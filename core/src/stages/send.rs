@@ -31,6 +31,8 @@ pub struct Sender<T: PortTypes> {
     /// Withdrawals of chains with no usable endpoint: acked (so no delivery counts toward
     /// the dead-letter queue) and offered again by `run`.
     parked: std::sync::Mutex<Vec<String>>,
+    /// When parked withdrawals were last offered again.
+    last_recheck: std::sync::Mutex<tokio::time::Instant>,
 }
 
 /// How often parked withdrawals are offered again.
@@ -38,24 +40,13 @@ const PARK_RECHECK: Duration = Duration::from_secs(2);
 
 impl<T: PortTypes> Sender<T> {
     pub fn new(ports: Arc<Ports<T>>, cfg: SenderConfig) -> Self {
-        Self { ports, cfg, parked: std::sync::Mutex::new(Vec::new()) }
+        Self { ports, cfg, parked: std::sync::Mutex::new(Vec::new()), last_recheck: std::sync::Mutex::new(tokio::time::Instant::now()) }
     }
 
     pub async fn run(&self, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
-        let mut last_recheck = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
-            if last_recheck.elapsed() >= PARK_RECHECK {
-                last_recheck = tokio::time::Instant::now();
-                let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|p| p.into_inner()));
-                if !parked.is_empty()
-                    && let Err(e) = self.ports.queue.send(QueueName::Signed, parked).await
-                {
-                    // They stay SIGNED/SENT; the reconciler re-enqueues them.
-                    tracing::warn!(error = %e, "re-offering parked broadcasts failed");
-                }
-            }
-            if !self.ports.chains.values().any(|c| c.available()) {
+            if !self.ready().await {
                 tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => continue }
             }
             let got = tokio::select! {
@@ -64,10 +55,7 @@ impl<T: PortTypes> Sender<T> {
             };
             let result = match got {
                 Ok(d) if d.is_empty() => continue,
-                Ok(d) => {
-                    let receipts = d.iter().map(|m| m.receipt.clone()).collect();
-                    super::with_heartbeat(&self.ports, QueueName::Signed, receipts, self.cfg.visibility, self.process(d)).await
-                }
+                Ok(d) => self.work(d).await,
                 Err(e) => Err(e.into()),
             };
             match result {
@@ -81,6 +69,35 @@ impl<T: PortTypes> Sender<T> {
                 }
             }
         }
+    }
+
+    /// The loop's step before a receive: offers parked broadcasts again when due; false
+    /// while no chain can be read.
+    pub async fn ready(&self) -> bool {
+        let due = {
+            let mut last = self.last_recheck.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= PARK_RECHECK;
+            if due {
+                *last = tokio::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|p| p.into_inner()));
+            if !parked.is_empty()
+                && let Err(e) = self.ports.queue.send(QueueName::Signed, parked).await
+            {
+                // They stay SIGNED/SENT; the reconciler re-enqueues them.
+                tracing::warn!(error = %e, "re-offering parked broadcasts failed");
+            }
+        }
+        self.ports.chains.values().any(|c| c.available())
+    }
+
+    /// The loop's step after a receive: the batch, its messages kept hidden meanwhile.
+    pub async fn work(&self, d: Vec<Delivery>) -> Result<bool, StageError> {
+        let receipts = d.iter().map(|m| m.receipt.clone()).collect();
+        super::with_heartbeat(&self.ports, QueueName::Signed, receipts, self.cfg.visibility, self.process(d)).await
     }
 
     /// Broadcasts one batch. Returns false when some broadcasts had an unknown outcome

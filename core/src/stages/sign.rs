@@ -48,6 +48,8 @@ pub struct Signer<T: PortTypes, K: Keys> {
     /// Per chain: when the wallet's funds were last read, and what is left to spend per
     /// asset since (reads are an RPC and a scan of in-flight work; at most one per second).
     funds: Mutex<FundsCache>,
+    /// When held withdrawals were last offered again.
+    last_recheck: Mutex<tokio::time::Instant>,
 }
 
 /// Per (chain, wallet): when the funds were read, and per asset what is left to spend.
@@ -89,21 +91,16 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             held: Mutex::new(HashMap::new()),
             short: Mutex::new(HashMap::new()),
             funds: Mutex::new(HashMap::new()),
+            last_recheck: Mutex::new(tokio::time::Instant::now()),
         })
     }
 
     pub async fn run(&self, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
-        let mut last_recheck = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
-            if last_recheck.elapsed() >= HOLD_RECHECK {
-                last_recheck = tokio::time::Instant::now();
-                self.offer_held_again().await;
-            }
-            self.refresh_controls().await;
             // Paused, or no chain has a usable RPC endpoint: leave the messages queued
             // (receiving them would only count deliveries toward the dead-letter queue).
-            if self.paused_for(None) || !self.ports.chains.values().any(|c| c.available()) {
+            if !self.ready().await {
                 tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => continue }
             }
             let got = tokio::select! {
@@ -112,13 +109,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
             };
             let result = match got {
                 Ok(d) if d.is_empty() => continue,
-                Ok(d) => {
-                    // A long poll (SQS: up to 20 s) can outlast the view of signing pauses
-                    // read before it; read it again (at most once a second) before signing.
-                    self.refresh_controls().await;
-                    let receipts = d.iter().map(|m| m.receipt.clone()).collect();
-                    super::with_heartbeat(&self.ports, QueueName::Requests, receipts, self.cfg.visibility, self.process(d)).await
-                }
+                Ok(d) => self.work(d).await,
                 Err(e) => Err(e.into()),
             };
             match result {
@@ -130,6 +121,33 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 }
             }
         }
+    }
+
+    /// The loop's step before a receive: offers held withdrawals again when due, re-reads
+    /// the pauses; false while signing is paused everywhere or no chain can be read.
+    pub async fn ready(&self) -> bool {
+        let due = {
+            let mut last = self.last_recheck.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= HOLD_RECHECK;
+            if due {
+                *last = tokio::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            self.offer_held_again().await;
+        }
+        self.refresh_controls().await;
+        !self.paused_for(None) && self.ports.chains.values().any(|c| c.available())
+    }
+
+    /// The loop's step after a receive: the batch, its messages kept hidden meanwhile.
+    pub async fn work(&self, d: Vec<Delivery>) -> Result<(), StageError> {
+        // A long poll (SQS: up to 20 s) can outlast the view of signing pauses read before
+        // it; read it again (at most once a second) before signing.
+        self.refresh_controls().await;
+        let receipts = d.iter().map(|m| m.receipt.clone()).collect();
+        super::with_heartbeat(&self.ports, QueueName::Requests, receipts, self.cfg.visibility, self.process(d)).await
     }
 
     /// Splits candidates (in order) into those the hot wallet can fund now and those to hold:

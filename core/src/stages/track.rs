@@ -70,7 +70,7 @@ impl<T: PortTypes> Tracker<T> {
     /// One tracker at a time (the Deployment, a `--once` CronJob, a rolling update's surge):
     /// whoever holds the lease follows the chains and reconciles; the others wait. Renewed
     /// at a third of its time to live, so a holder that dies is replaced within it.
-    async fn hold_lease(&self) -> bool {
+    pub async fn hold_lease(&self) -> bool {
         let renew_every = self.cfg.lease_ttl / 3;
         let (last, held) = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
         if held && last.is_some_and(|t| t.elapsed() < renew_every) {

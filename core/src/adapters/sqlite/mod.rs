@@ -47,6 +47,27 @@ pub struct Sqlite {
     /// Who gets the writer next: client-facing writes (recording a request someone is
     /// waiting on) go before background stage writes.
     gate: Arc<WriteGate>,
+    /// Every call runs on the calling task, after one yield, instead of on the blocking
+    /// pool: what a deterministic simulation needs (one thread, the order of calls decided
+    /// by its scheduler, a crash possible between any two calls). Never in a deployment: a
+    /// call blocks its runtime thread for its whole duration.
+    inline: bool,
+}
+
+/// Returns `Pending` once (waking itself at once), then `Ready`: an await point that a
+/// simulation's scheduler can interleave or crash at.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// A two-level admission gate in front of the write connection. An urgent writer waits only
@@ -118,6 +139,16 @@ impl std::fmt::Debug for Sqlite {
 impl Sqlite {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens the database for a deterministic simulation: every call runs inline on the
+    /// caller's task after one yield (see the `inline` field), and no checkpoint thread runs.
+    pub fn open_inline(path: &Path) -> Result<Sqlite, StoreError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, inline: bool) -> Result<Sqlite, StoreError> {
         let url = path.to_str().ok_or_else(|| StoreError::Unavailable(format!("non-UTF-8 path {}", path.display())))?;
         // WAL is a property of the file: switch it once, on one connection, before the pool
         // opens several at once (concurrent switches fail with "database is locked").
@@ -151,8 +182,10 @@ impl Sqlite {
             .batch_execute("PRAGMA wal_autocheckpoint = 20000;")
             .map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
         let writer = Arc::new(Mutex::new(writer));
-        spawn_checkpointer(pool.clone(), Arc::downgrade(&writer));
-        let db = Sqlite { pool, writer, gate: Arc::new(WriteGate::default()) };
+        if !inline {
+            spawn_checkpointer(pool.clone(), Arc::downgrade(&writer));
+        }
+        let db = Sqlite { pool, writer, gate: Arc::new(WriteGate::default()), inline };
         let mut conn = db.conn()?;
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Unavailable(format!("migrations failed on {}: {e}", path.display())))?;
@@ -187,7 +220,7 @@ impl Sqlite {
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             let asked = std::time::Instant::now();
             let mut conn = db.lock_writer_with(urgent);
             let got = std::time::Instant::now();
@@ -199,9 +232,12 @@ impl Sqlite {
                 tracing::warn!(op = operation::<F>(), held_ms = held.as_millis() as u64, "slow database write");
             }
             r
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
+        };
+        if self.inline {
+            YieldOnce(false).await;
+            return work();
+        }
+        tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
     }
 
     /// Runs blocking work that needs both a reader and the writer (plan on a reader, then
@@ -211,6 +247,10 @@ impl Sqlite {
         T: Send + 'static,
         F: FnOnce(&Sqlite) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.inline {
+            YieldOnce(false).await;
+            return f(self);
+        }
         let db = self.clone();
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
     }
@@ -238,12 +278,15 @@ impl Sqlite {
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
             f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
+        };
+        if self.inline {
+            YieldOnce(false).await;
+            return work();
+        }
+        tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
     }
 }
 
