@@ -102,6 +102,9 @@ pub struct View {
     pub old_fork: bool,
 }
 
+/// How far off the head an endpoint may be and still serve reads (the pool's `max_lag`).
+pub const MAX_LAG: u64 = 5;
+
 pub const SELECTOR_TRANSFER: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
 pub const NATIVE_GAS: u64 = 21_000;
 pub const TOKEN_GAS: u64 = 52_000;
@@ -151,24 +154,32 @@ impl ChainState {
         &self.canonical.last().expect("genesis").state
     }
 
-    /// The endpoint that serves the next read; transport failures move reads on.
+    /// The endpoint that serves the next read; transport failures move reads on. As the
+    /// real pool does, an endpoint more than `MAX_LAG` blocks off the head serves no reads.
     pub fn pick(&mut self) -> Result<View, ChainError> {
         let n = self.endpoints.len();
-        let e = self.endpoints[self.current % n];
-        let fail = |kind: TransportKind, what: &str| ChainError::Transport(kind, what.to_owned());
-        let out = match e {
-            Endpoint::Healthy => Ok(View::default()),
-            Endpoint::Lagging(k) => Ok(View { lag: k, ..View::default() }),
-            Endpoint::NullReceipts => Ok(View { null_receipts: true, ..View::default() }),
-            Endpoint::OldFork => Ok(View { old_fork: true, ..View::default() }),
-            Endpoint::Timeout => Err(fail(TransportKind::Timeout, "request timed out")),
-            Endpoint::RateLimited => Err(fail(TransportKind::RateLimited, "HTTP 429 Too Many Requests")),
-            Endpoint::Down => Err(fail(TransportKind::Other, "connection refused")),
-        };
-        if out.is_err() {
-            self.current = (self.current + 1) % n;
+        for _ in 0..n {
+            let e = self.endpoints[self.current % n];
+            let fail = |kind: TransportKind, what: &str| ChainError::Transport(kind, what.to_owned());
+            let out = match e {
+                Endpoint::Healthy => Ok(View::default()),
+                Endpoint::Lagging(k) => Ok(View { lag: k, ..View::default() }),
+                Endpoint::NullReceipts => Ok(View { null_receipts: true, ..View::default() }),
+                Endpoint::OldFork => Ok(View { old_fork: true, ..View::default() }),
+                Endpoint::Timeout => Err(fail(TransportKind::Timeout, "request timed out")),
+                Endpoint::RateLimited => Err(fail(TransportKind::RateLimited, "HTTP 429 Too Many Requests")),
+                Endpoint::Down => Err(fail(TransportKind::Other, "connection refused")),
+            };
+            match out {
+                Ok(v) if self.view_head(v) + MAX_LAG < self.head() => self.current = (self.current + 1) % n,
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.current = (self.current + 1) % n;
+                    return Err(e);
+                }
+            }
         }
-        out
+        Err(ChainError::Transport(TransportKind::Other, "no endpoint within the allowed lag".into()))
     }
 
     pub fn available(&self) -> bool {

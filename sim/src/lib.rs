@@ -47,17 +47,22 @@ pub struct Config {
     /// Steps with faults on; then the system is left to settle.
     pub steps: usize,
     pub faults: bool,
-    /// Deepest reorg the chain makes.
+    /// Deepest reorg the chain makes. The default stays within what the confirmations
+    /// absorb (depth below `confirmations`); deeper reorgs break the finality assumption
+    /// the tracker and the nonce check rely on, and are an experiment of their own.
     pub max_reorg: u64,
     /// The tracker's confirmations (and the nonce check's settle depth).
     pub confirmations: u64,
     /// Hot wallets (nonce lanes).
     pub wallets: usize,
+    /// At this step, the chain pays a paid destination a second time: a check of the
+    /// checks (a simulation whose invariants cannot fail finds nothing).
+    pub double_pay_at: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { seed: 1, withdrawals: 200, steps: 1500, faults: true, max_reorg: 4, confirmations: 3, wallets: 1 }
+        Config { seed: 1, withdrawals: 200, steps: 1500, faults: true, max_reorg: 2, confirmations: 3, wallets: 1, double_pay_at: None }
     }
 }
 
@@ -195,6 +200,8 @@ struct Model {
     credit_seq: u64,
     paused_all: bool,
     paused_chain: bool,
+    /// Operators' reprocesses that answered: (withdrawal, when).
+    reprocessed: Vec<(WithdrawalId, i64)>,
 }
 
 /// The simulated process: its ports and stages. Dropped whole on a crash.
@@ -332,6 +339,9 @@ impl Sim {
         self.initial_credits().await;
         while self.step < self.cfg.steps && !self.failed() {
             self.step += 1;
+            if self.cfg.double_pay_at == Some(self.step) {
+                self.double_pay();
+            }
             self.one_step().await;
             self.check_step().await;
         }
@@ -466,6 +476,26 @@ impl Sim {
         }
     }
 
+    /// Mines a copy of a mined native payment from another sender, as if paid twice.
+    fn double_pay(&mut self) {
+        let mut w = lock(&self.world);
+        let paid = w
+            .chain
+            .canonical
+            .iter()
+            .flat_map(|b| b.txs.iter().zip(&b.receipts))
+            .find(|(t, r)| r.success && !t.value.is_zero() && self.wallets.contains(&t.from))
+            .map(|(t, _)| t.clone());
+        if let Some(t) = paid {
+            let payer = Address::repeat_byte(0x5a);
+            let last = w.chain.canonical.last_mut().expect("head");
+            *last.state.eth.entry(payer).or_default() += U256::from(10u128.pow(21));
+            let again = Tx { hash: B256::repeat_byte(0x5a), from: payer, nonce: 0, max_fee: FEE_CAP, prio: GWEI, ..t };
+            w.chain.mempool.insert((payer, 0), again);
+            w.note("sabotage: a second payment to a paid destination enters the pool");
+        }
+    }
+
     fn maybe_mine(&mut self) {
         let capacity = self.rng.random_range(1..=30);
         let hash = B256::from(self.rng.random::<[u8; 32]>());
@@ -558,7 +588,7 @@ impl Sim {
                 w.count(if drain { "wallet_drained" } else { "foreign_use" });
                 w.note(format!("foreign transaction from {wallet} at nonce {nonce}{}", if drain { " draining the wallet" } else { "" }));
             }
-            38..=44 => {
+            38..=41 => {
                 let wallet = self.wallets[self.rng.random_range(0..self.wallets.len())];
                 if w.chain.latest().eth(wallet) < U256::from(50u128) * U256::from(10u128.pow(18)) {
                     let last = w.chain.canonical.last_mut().expect("head");
@@ -566,6 +596,24 @@ impl Sim {
                     w.count("wallet_topped_up");
                     w.note(format!("hot wallet {wallet} topped up"));
                 }
+                let tok = self.assets[1].token.expect("TOK is a token").0;
+                let full = U256::from(self.assets[1].unit) * U256::from(1_000_000u64);
+                if w.chain.latest().token(tok, wallet) < full / U256::from(2) {
+                    let last = w.chain.canonical.last_mut().expect("head");
+                    last.state.token.insert((tok, wallet), full);
+                    w.count("wallet_topped_up");
+                    w.note(format!("hot wallet {wallet} topped up with TOK"));
+                }
+            }
+            42..=44 => {
+                // The wallet's tokens leave (a sweep to cold storage): transfers revert until
+                // it is topped up.
+                let wallet = self.wallets[self.rng.random_range(0..self.wallets.len())];
+                let tok = self.assets[1].token.expect("TOK is a token").0;
+                let last = w.chain.canonical.last_mut().expect("head");
+                last.state.token.insert((tok, wallet), U256::from(self.assets[1].unit) * U256::from(100u64));
+                w.count("token_drained");
+                w.note(format!("hot wallet {wallet}'s TOK swept away"));
             }
             45..=52 => {
                 let f = self.rng.random_range(3..10u128);
@@ -716,6 +764,8 @@ impl Sim {
         }
         out.sort_unstable();
         out.dedup();
+        // Unanswered until an answer comes (the task may crash before it even starts).
+        m.unanswered.extend(out.iter().copied());
         out
     }
 
@@ -789,9 +839,40 @@ impl Sim {
             if self.step % 4 == 0 {
                 self.check_books(false).await;
             }
+            if self.step % 20 == 0 {
+                self.check_operator_actions_stand().await;
+            }
         }
         if let Some(leak) = self.logs.leak() {
             lock(&self.world).violation(format!("key material in the process's output: {leak}"));
+        }
+    }
+
+    /// An operator's reprocess is not undone by the dead-letter sweep acting on a message
+    /// from before it. After a reprocess, a withdrawal can be dead-lettered again only by a
+    /// message sent after it and received `max_receives` (5) times, each delivery hidden for
+    /// the visibility timeout: not sooner than four timeouts later.
+    async fn check_operator_actions_stand(&mut self) {
+        let Some(p) = &self.process else { return };
+        let reprocessed = self.model.borrow().reprocessed.clone();
+        let soonest = 4 * VISIBILITY.as_millis() as i64 - 5_000;
+        let mut bad = Vec::new();
+        for (id, at) in reprocessed {
+            let Ok(Some(d)) = p.ports.store.get(&id).await else { continue };
+            if let Some(h) = d.history.iter().find(|h| {
+                h.actor == "reconciler" && matches!(h.to, Status::Invalid | Status::SendFailed) && h.at_ms > at && h.at_ms < at + soonest
+            }) {
+                bad.push(format!(
+                    "the dead-letter sweep moved withdrawal {id} to {} {} ms after an operator reprocessed it",
+                    h.to,
+                    h.at_ms - at
+                ));
+            }
+        }
+        self.model.borrow_mut().reprocessed.retain(|(_, at)| *at + soonest > self.clock.now_ms());
+        let mut w = lock(&self.world);
+        for b in bad {
+            w.violation(b);
         }
     }
 
@@ -807,20 +888,34 @@ impl Sim {
             let token = self.assets[r.asset].token.map(|(t, _)| t);
             let (amount, count) = paid.get(&(token, r.to)).copied().unwrap_or_default();
             if amount > r.amount.0 || count > 1 {
-                bad.push(format!(
-                    "destination {} of withdrawal {} ({} {} base units) received {amount} in {count} transfers",
+                bad.push((
+                    format!(
+                        "destination {} of withdrawal {} ({} {} base units) received {amount} in {count} transfers",
+                        r.to,
+                        r.id.as_ref().map_or("?".into(), |i| i.to_string()),
+                        r.amount.0,
+                        self.assets[r.asset].symbol
+                    ),
                     r.to,
-                    r.id.as_ref().map_or("?".into(), |i| i.to_string()),
-                    r.amount.0,
-                    self.assets[r.asset].symbol
                 ));
             }
         }
         drop(m);
         let _ = final_check;
         let mut w = lock(&self.world);
-        for b in bad {
+        for (b, dest) in bad {
+            let lines: Vec<String> = w
+                .chain
+                .canonical
+                .iter()
+                .flat_map(|blk| blk.txs.iter().zip(&blk.receipts).map(move |(t, r)| (blk.number, t, r)))
+                .filter(|(_, t, r)| t.to == dest || r.transfers.iter().any(|l| l.to == dest))
+                .map(|(n, t, r)| format!("  paid in block {n} by {} at nonce {} (success {})", t.hash, t.nonce, r.success))
+                .collect();
             w.violation(b);
+            for l in lines {
+                w.note(l);
+            }
         }
     }
 
@@ -1011,6 +1106,12 @@ impl Sim {
         }
         self.check_payments(true);
         self.check_books(true).await;
+        self.check_operator_actions_stand().await;
+        let trace: Vec<String> = lock(&self.world).trace.iter().cloned().collect();
+        let secrets = self.logs.secrets();
+        if trace.iter().any(|t| secrets.iter().any(|s| t.to_ascii_lowercase().contains(&s[..16]))) {
+            lock(&self.world).violation("key material in the simulation's trace".into());
+        }
     }
 
     async fn report(&mut self) -> Report {
@@ -1026,6 +1127,43 @@ impl Sim {
                 if let Some(r) = &w.reason {
                     let short: String = r.chars().take_while(|c| !c.is_ascii_digit()).take(48).collect();
                     *reasons.entry(format!("{}: {}", w.status, short.trim_end())).or_insert(0) += 1;
+                }
+            }
+        }
+        let first = lock(&self.world).violations.first().cloned();
+        if let (Some(v), Some(p)) = (first, &self.process) {
+            let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
+            if let Some(id) = ids.iter().find(|i| v.contains(i.as_str()))
+                && let Ok(Some(d)) = p.ports.store.get(id).await
+            {
+                let mut w = lock(&self.world);
+                for a in &d.attempts {
+                    w.note(format!(
+                        "  attempt {} nonce {} {:?} max_fee {} signed at {}",
+                        a.tx_hash,
+                        a.nonce,
+                        a.kind,
+                        a.max_fee_per_gas,
+                        a.created_at_ms - self.clock.epoch_ms
+                    ));
+                    let taken = w
+                        .chain
+                        .canonical
+                        .iter()
+                        .flat_map(|b| b.txs.iter().map(move |t| (b.number, t)))
+                        .find(|(_, t)| t.from == a.wallet && t.nonce == a.nonce)
+                        .map(|(n, t)| (n, t.hash, t.to, w.chain.signed.contains_key(&t.hash)));
+                    w.note(format!("  nonce {} on the canonical chain: {taken:?} (block, hash, to, signed by our keys)", a.nonce));
+                }
+                for h in &d.history {
+                    w.note(format!(
+                        "  history {:?} -> {} by {} at {}: {}",
+                        h.from,
+                        h.to,
+                        h.actor,
+                        h.at_ms - self.clock.epoch_ms,
+                        h.reason.clone().unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -1107,7 +1245,15 @@ async fn operate(p: &Process, model: &RefCell<Model>, world: Shared, op: Op) {
     let scope = |chain: bool| chain.then_some(CHAIN_ID);
     let result: Result<String, String> = match &op {
         Op::Nothing => return,
-        Op::Reprocess(id) => stages::reprocess(ports, id, OPERATOR, "retry").await.map(|o| format!("{o:?}")).map_err(|e| e.to_string()),
+        Op::Reprocess(id) => match stages::reprocess(ports, id, OPERATOR, "retry").await {
+            Ok(o) => {
+                if matches!(o, ActionOutcome::Moved(_)) {
+                    model.borrow_mut().reprocessed.push((id.clone(), ports.clock.now_ms()));
+                }
+                Ok(format!("{o:?}"))
+            }
+            Err(e) => Err(e.to_string()),
+        },
         Op::Discard(id) => stages::discard(ports, id, OPERATOR, "give up").await.map(|o| format!("{o:?}")).map_err(|e| e.to_string()),
         Op::Approve(id) => stages::approve(ports, id, APPROVER, "looks fine").await.map(|o| format!("{o:?}")).map_err(|e| e.to_string()),
         Op::Reject(id) => stages::reject(ports, id, APPROVER, "suspicious").await.map(|o| format!("{o:?}")).map_err(|e| e.to_string()),
@@ -1209,7 +1355,14 @@ async fn submit(p: &Process, model: &RefCell<Model>, assets: &[SimAsset], which:
             })
             .collect()
     };
-    model.borrow_mut().unanswered.extend(which.iter().copied());
+    {
+        let mut m = model.borrow_mut();
+        for &i in &which {
+            if !m.unanswered.contains(&i) {
+                m.unanswered.push(i);
+            }
+        }
+    }
     let outcomes = match p.ports.store.submit(rows).await {
         Ok(o) => o,
         Err(_) => return,
@@ -1270,6 +1423,10 @@ impl LogSink {
 
     fn leak(&self) -> Option<String> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).leak.take()
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).secrets.clone()
     }
 
     fn tail(&self) -> Vec<String> {

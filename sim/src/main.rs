@@ -48,6 +48,7 @@ fn config(a: &Args, seed: u64) -> Config {
         max_reorg: a.max_reorg,
         confirmations: a.confirmations,
         wallets: a.wallets,
+        double_pay_at: None,
     }
 }
 

@@ -102,6 +102,11 @@ pub async fn apply<T: PortTypes>(
     apply_audited(ports, actor, decisions, None).await
 }
 
+/// The body prefix of a dead-letter notice: the pipeline announcing a withdrawal it moved
+/// to a dead-letter status, as opposed to a message redriven there after failed deliveries.
+/// The sweep only acknowledges notices.
+pub const DLQ_NOTICE: &str = "notice:";
+
 /// Builds an operator's audit row for a decision and the status it reaches.
 pub(crate) type AuditOf<'a> = dyn Fn(&Decision, Status) -> AuditEntry + Sync + 'a;
 
@@ -176,8 +181,15 @@ pub(crate) async fn apply_audited<T: PortTypes>(
     ] {
         let ids = ids_with(effect);
         if !ids.is_empty() {
+            // Into a dead-letter queue goes a notice, told apart from a redriven message: sent
+            // after the commit, it can land after an operator has already reprocessed the
+            // withdrawal, and the sweep must not take it for a poison message then.
+            let bodies = match queue {
+                QueueName::InvalidDlq | QueueName::TxDlq => ids.iter().map(|i| format!("{DLQ_NOTICE}{i}")).collect(),
+                _ => ids.iter().map(|i| i.to_string()).collect(),
+            };
             // A lost send is recovered by the reconciler (the status is already written).
-            if let Err(e) = ports.queue.send(queue, ids.iter().map(|i| i.to_string()).collect()).await {
+            if let Err(e) = ports.queue.send(queue, bodies).await {
                 tracing::warn!(queue = queue.as_str(), error = %e, "enqueue after transition failed; reconciler will retry");
             }
         }

@@ -389,8 +389,13 @@ impl<T: PortTypes> Tracker<T> {
                 if deliveries.is_empty() {
                     break;
                 }
+                // The pipeline's own notices: the status is already written; nothing to do.
+                let (notices, deliveries): (Vec<Delivery>, Vec<Delivery>) =
+                    deliveries.into_iter().partition(|d| d.body.starts_with(super::DLQ_NOTICE));
+                let mut ack: Vec<String> = notices.into_iter().map(|d| d.receipt).collect();
                 let sent_at: HashMap<String, i64> = deliveries.iter().map(|d| (d.receipt.clone(), d.sent_at_ms)).collect();
-                let (items, mut ack) = super::parse_deliveries(deliveries);
+                let (items, junk) = super::parse_deliveries(deliveries);
+                ack.extend(junk);
                 let loaded = self.ports.store.load(items.iter().map(|(id, _)| id.clone()).collect()).await?;
                 let current: HashMap<&WithdrawalId, (Status, i64)> = loaded.iter().map(|w| (&w.id, (w.status, w.updated_at_ms))).collect();
                 let mut decisions = Vec::new();

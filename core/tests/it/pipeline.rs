@@ -244,3 +244,99 @@ async fn holes_the_reconciler_finds_an_older_attempt_mined_outside_the_scan() {
     let bal = r.ports.balances.get("u1", "ETH").await.unwrap();
     assert_eq!((bal.spent, bal.reserved), (Amount::parse_positive("0.25", 18).unwrap(), Amount::ZERO));
 }
+
+/// The request queue of the embedded profile, holding back what the pipeline sends to the
+/// invalid DLQ until released: a send that lands late, after an operator acted.
+#[derive(Clone)]
+struct LateDlq {
+    inner: SqliteQueue,
+    held: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Queue for LateDlq {
+    async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<(), QueueError> {
+        if queue == QueueName::InvalidDlq {
+            self.held.lock().unwrap().extend(bodies);
+            return Ok(());
+        }
+        self.inner.send(queue, bodies).await
+    }
+    async fn receive(&self, queue: QueueName, max: usize, vis: Duration, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.receive(queue, max, vis, wait).await
+    }
+    async fn ack(&self, queue: QueueName, receipts: Vec<String>) -> Result<(), QueueError> {
+        self.inner.ack(queue, receipts).await
+    }
+    async fn extend(&self, queue: QueueName, receipts: Vec<String>, vis: Duration) -> Result<(), QueueError> {
+        self.inner.extend(queue, receipts, vis).await
+    }
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
+        self.inner.stats(queue).await
+    }
+}
+
+struct LateDlqPorts;
+
+impl PortTypes for LateDlqPorts {
+    type Store = SqliteStore;
+    type Queue = LateDlq;
+    type Balances = SqliteBalances;
+    type Chain = EvmChain;
+}
+
+/// Found by the simulation: the signer's dead-letter enqueue runs after its commit, so it
+/// can land after an operator has reprocessed the withdrawal; the sweep must not take that
+/// message for a poison one and undo the reprocess.
+#[tokio::test]
+async fn a_dead_letter_notice_landing_after_a_reprocess_does_not_undo_it() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ports = Arc::new(Ports::<LateDlqPorts> {
+        store: SqliteStore::new(db.clone(), clock.clone()),
+        queue: LateDlq { inner: SqliteQueue::new(db.clone(), clock.clone(), 5), held: held.clone() },
+        balances: SqliteBalances::new(db, clock.clone()),
+        chains: HashMap::from([(31337, anvil_chain(&anvil).await)]),
+        clock,
+    });
+    let assets = Arc::new(AssetRegistry::new(vec![Asset {
+        symbol: "ETH".into(),
+        chain_id: 31337,
+        kind: AssetKind::Native,
+        decimals: 18,
+        max_amount: None,
+        gas_limit: 21_000,
+        approval_threshold: None,
+    }]));
+    let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
+    let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
+    let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig::default());
+
+    let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: TO.into(), amount: "1".into() };
+    let v = validate(&req, &assets).unwrap();
+    let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
+    let SubmitOutcome::Created { id } = intake.submit("c", "k-late", &v).await.unwrap() else { panic!() };
+    drop(intake);
+    writer.await.unwrap();
+    // No balance: INVALID, and the dead-letter message is still on its way.
+    let d = ports.queue.receive(QueueName::Requests, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
+    signer.process(d).await.unwrap();
+    assert_eq!(ports.store.get(&id).await.unwrap().unwrap().withdrawal.status, Status::Invalid);
+    assert_eq!(held.lock().unwrap().len(), 1);
+
+    // The operator credits the user and reprocesses; then the message lands.
+    ports.balances.credit("late-1", "u1", "ETH", Amount::parse_positive("5", 18).unwrap()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(reprocess(&ports, &id, "alice", "credited").await.unwrap(), ActionOutcome::Moved(Status::Received));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let late: Vec<String> = std::mem::take(&mut *held.lock().unwrap());
+    ports.queue.inner.send(QueueName::InvalidDlq, late).await.unwrap();
+
+    tracker.reconcile().await.unwrap();
+    let w = ports.store.get(&id).await.unwrap().unwrap().withdrawal;
+    assert_eq!(w.status, Status::Received, "the sweep undid the reprocess: {:?}", w.reason);
+    let dlq = ports.queue.stats(QueueName::InvalidDlq).await.unwrap();
+    assert_eq!(dlq.visible + dlq.in_flight, 0, "the notice was acknowledged");
+}
