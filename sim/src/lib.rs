@@ -337,7 +337,11 @@ impl Sim {
     async fn run(&mut self) -> Report {
         self.start().await;
         self.initial_credits().await;
-        while self.step < self.cfg.steps && !self.failed() {
+        // The step budget, stretched (up to three times) until every request was sent.
+        while (self.step < self.cfg.steps || self.model.borrow().reqs.len() < self.cfg.withdrawals)
+            && self.step < self.cfg.steps * 3
+            && !self.failed()
+        {
             self.step += 1;
             if self.cfg.double_pay_at == Some(self.step) {
                 self.double_pay();
@@ -970,9 +974,15 @@ impl Sim {
                 *e = Endpoint::Healthy;
             }
             w.note("faults stop; the system settles");
+            // Operators fund the hot wallets: work held for lack of funds goes on.
+            let tokens: Vec<(Address, U256)> =
+                self.assets.iter().filter_map(|a| a.token.map(|(t, _)| (t, U256::from(a.unit) * U256::from(1_000_000u64)))).collect();
             for &wallet in &self.wallets {
                 let last = w.chain.canonical.last_mut().expect("head");
                 *last.state.eth.entry(wallet).or_default() += U256::from(1_000u128) * U256::from(10u128.pow(18));
+                for &(t, full) in &tokens {
+                    *last.state.token.entry((t, wallet)).or_default() += full;
+                }
             }
             w.chain.base_fee = w.chain.base_fee.min(20 * GWEI);
             let late = std::mem::take(&mut w.late);
@@ -988,15 +998,11 @@ impl Sim {
             let p = self.process.as_ref().expect("running");
             submit(p, &self.model, &self.assets, subs).await;
         }
-        let (paused_all, paused_chain) = {
-            let m = self.model.borrow();
-            (m.paused_all, m.paused_chain)
-        };
-        for (on, chain) in [(paused_all, false), (paused_chain, true)] {
-            if on {
-                let p = self.process.as_ref().expect("running");
-                operate(p, &self.model, self.world.clone(), Op::Resume(chain)).await;
-            }
+        // Whatever the operators believe (a pause whose answer a crash swallowed still
+        // holds), they resume both scopes.
+        for chain in [false, true] {
+            let p = self.process.as_ref().expect("running");
+            operate(p, &self.model, self.world.clone(), Op::Resume(chain)).await;
         }
         let mut quiet_rounds = 0;
         for round in 0..900 {
@@ -1085,6 +1091,15 @@ impl Sim {
                     bad.push(format!("withdrawal {id} is still {s} after the system settled"))
                 }
                 _ => {}
+            }
+        }
+        if !bad.is_empty() {
+            let controls = p.ports.store.signing_controls().await.unwrap_or_default();
+            let funds = p.ports.store.wallet_funds().await.unwrap_or_default();
+            let mut w = lock(&self.world);
+            w.note(format!("  signing controls: {:?}", controls.iter().map(|c| (c.chain_id, c.paused)).collect::<Vec<_>>()));
+            for f in funds {
+                w.note(format!("  wallet funds: {f:?}"));
             }
         }
         match p.ports.store.pending_settlements(i64::MAX, None, 5).await {

@@ -76,7 +76,10 @@ impl World {
     }
 
     pub fn violation(&mut self, what: String) {
-        self.note(format!("VIOLATION: {what}"));
+        // The first few only: the trace is for the events that led there.
+        if self.violations.len() < 5 {
+            self.note(format!("VIOLATION: {what}"));
+        }
         self.violations.push(what);
     }
 }

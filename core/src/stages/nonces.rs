@@ -313,9 +313,17 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         // A discarded withdrawal (its cancel signed) whose nonce went to someone else: neither
         // the transfer nor the cancel can ever be mined, which is what the operator asked
         // for. It ends CANCELLED, its reservation released; nothing is signed again.
+        // So is one whose cancel could not be signed (a replacement past the fee cap) and
+        // whose transfer lost the nonce: re-signing it would pay what the operator withdrew.
+        let mut cancel_requested = HashSet::new();
+        for o in lost.iter().filter(|o| o.kind == AttemptKind::Transfer) {
+            if self.ports.store.get(&o.withdrawal_id).await?.is_some_and(|d| d.cancel.is_some()) {
+                cancel_requested.insert(o.withdrawal_id.clone());
+            }
+        }
         let abandoned: Vec<Decision> = lost
             .iter()
-            .filter(|o| o.kind == AttemptKind::Cancel)
+            .filter(|o| o.kind == AttemptKind::Cancel || cancel_requested.contains(&o.withdrawal_id))
             .map(|o| Decision {
                 id: o.withdrawal_id.clone(),
                 from: o.status,
@@ -332,8 +340,11 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             }
             apply(&self.ports, "signer", abandoned).await?;
         }
-        let mut batch: Vec<(crate::domain::WithdrawalId, u64)> =
-            lost.iter().filter(|o| o.kind == AttemptKind::Transfer).map(|o| (o.withdrawal_id.clone(), o.nonce)).collect();
+        let mut batch: Vec<(crate::domain::WithdrawalId, u64)> = lost
+            .iter()
+            .filter(|o| o.kind == AttemptKind::Transfer && !cancel_requested.contains(&o.withdrawal_id))
+            .map(|o| (o.withdrawal_id.clone(), o.nonce))
+            .collect();
         if batch.is_empty() {
             return Ok(0);
         }

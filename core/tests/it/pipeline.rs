@@ -340,3 +340,85 @@ async fn a_dead_letter_notice_landing_after_a_reprocess_does_not_undo_it() {
     let dlq = ports.queue.stats(QueueName::InvalidDlq).await.unwrap();
     assert_eq!(dlq.visible + dlq.in_flight, 0, "the notice was acknowledged");
 }
+
+/// Found by the simulation: a discarded transfer priced at the fee cap gets no cancel (a
+/// replacement would pass the cap); when a foreign transaction then takes its nonce it can
+/// never be mined. It must end CANCELLED, not sit SENT forever (nor be re-signed: the
+/// operator withdrew it).
+#[tokio::test]
+async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled() {
+    let anvil = Anvil::start(&["--no-mining"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pool = PoolConfig {
+        chain_id: 31337,
+        timeout: Duration::from_secs(10),
+        health_every: Duration::from_secs(1),
+        max_lag: 5,
+        fail_threshold: 3,
+    };
+    let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
+    // Below what the node suggests: every transfer is signed at the cap itself.
+    let chain = EvmChain::connect(pool, vec![endpoint], 1_500_000_000).await.unwrap();
+    let ports = Arc::new(Ports::<Embedded> {
+        store: SqliteStore::new(db.clone(), clock.clone()),
+        queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
+        balances: SqliteBalances::new(db, clock.clone()),
+        chains: HashMap::from([(31337, chain)]),
+        clock,
+    });
+    let assets = Arc::new(AssetRegistry::new(vec![Asset {
+        symbol: "ETH".into(),
+        chain_id: 31337,
+        kind: AssetKind::Native,
+        decimals: 18,
+        max_amount: None,
+        gas_limit: 21_000,
+        approval_threshold: None,
+    }]));
+    let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
+    let signer = Signer::new(ports.clone(), keys.clone(), assets.clone(), SignerConfig::default()).await.unwrap();
+    let sender = Sender::new(ports.clone(), SenderConfig::default());
+    let bumper = Bumper::new(ports.clone(), keys.clone(), BumperConfig { stuck_after: Duration::ZERO, ..BumperConfig::default() });
+    let keeper = NonceKeeper::new(
+        ports.clone(),
+        keys,
+        assets.clone(),
+        NonceKeeperConfig { settle_depth: 1, displaced_after: Duration::ZERO, ..NonceKeeperConfig::default() },
+    );
+    ports.balances.credit("cap-1", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
+
+    let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: TO.into(), amount: "0.4".into() };
+    let v = validate(&req, &assets).unwrap();
+    let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
+    let SubmitOutcome::Created { id } = intake.submit("c", "k-cap", &v).await.unwrap() else { panic!() };
+    drop(intake);
+    writer.await.unwrap();
+    let d = ports.queue.receive(QueueName::Requests, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
+    signer.process(d).await.unwrap();
+    let d = ports.queue.receive(QueueName::Signed, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
+    sender.process(d).await.unwrap();
+    assert_eq!(ports.store.get(&id).await.unwrap().unwrap().withdrawal.status, Status::Sent);
+
+    assert_eq!(discard(&ports, &id, "alice", "customer cancelled").await.unwrap(), ActionOutcome::CancelRequested(Status::Sent));
+    bumper.tick().await.unwrap();
+    assert_eq!(ports.store.get(&id).await.unwrap().unwrap().attempts.len(), 1, "no cancel fits under the cap");
+
+    // Someone else uses the key at nonce 0, outbidding the transfer, and it is mined.
+    let tx = serde_json::json!({
+        "from": DEV_ADDRESS, "to": "0x000000000000000000000000000000000000dEaD", "value": "0x1", "gas": "0x5208",
+        "nonce": "0x0", "maxFeePerGas": "0x1d1a94a2000", "maxPriorityFeePerGas": "0xe8d4a51000",
+    });
+    assert!(anvil.rpc("eth_sendTransaction", serde_json::json!([tx])).await.is_string());
+    anvil.rpc("evm_mine", serde_json::json!([])).await;
+    anvil.rpc("evm_mine", serde_json::json!([])).await;
+
+    keeper.check_all().await.unwrap();
+    let d = ports.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(d.withdrawal.status, Status::Cancelled, "{:?}", d.withdrawal.reason);
+    assert_eq!(d.attempts.len(), 1, "nothing signed again");
+    let bal = ports.balances.get("u1", "ETH").await.unwrap();
+    assert_eq!((bal.reserved, bal.spent), (Amount::ZERO, Amount::ZERO), "the reservation is released");
+    assert!(anvil.balance(TO).await.is_zero());
+}
