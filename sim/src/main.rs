@@ -123,6 +123,10 @@ fn main() -> std::process::ExitCode {
         }
         bar.inc(1);
         bar.set_message(format!("{} failed", failures.len()));
+        if bar.is_hidden() && bar.position() % 100 == 0 {
+            // No terminal (CI, a log file): a line per hundred seeds instead of the bar.
+            eprintln!("{}/{} seeds, {} failed, {:.0}s", bar.position(), a.seeds, failures.len(), started.elapsed().as_secs_f64());
+        }
     }
     bar.finish();
     let wall = started.elapsed().as_secs_f64();
