@@ -218,6 +218,8 @@ const USERS: usize = 6;
 const OPERATOR: &str = "alice";
 const APPROVER: &str = "bob";
 const VISIBILITY: Duration = Duration::from_secs(30);
+/// Receives before a message is redriven to its dead-letter queue.
+const MAX_RECEIVES: u32 = 3;
 
 struct Sim {
     cfg: Config,
@@ -362,8 +364,16 @@ impl Sim {
         let clock: Arc<dyn Clock> = self.clock.clone();
         let ports = Arc::new(Ports::<SimPorts> {
             store: SqliteStore::new(db.clone(), clock.clone()),
-            queue: SimQueue { inner: SqliteQueue::new(db.clone(), clock.clone(), 5), world: self.world.clone(), clock: self.clock.clone() },
-            balances: FlakyBalances { inner: SqliteBalances::new(db.clone(), clock.clone()), world: self.world.clone() },
+            queue: SimQueue {
+                inner: SqliteQueue::new(db.clone(), clock.clone(), MAX_RECEIVES),
+                world: self.world.clone(),
+                clock: self.clock.clone(),
+            },
+            balances: FlakyBalances {
+                inner: SqliteBalances::new(db.clone(), clock.clone()),
+                world: self.world.clone(),
+                clock: self.clock.clone(),
+            },
             chains: HashMap::from([(CHAIN_ID, SimChain { world: self.world.clone(), chain_id: CHAIN_ID, cap: FEE_CAP })]),
             clock: clock.clone(),
         });
@@ -467,7 +477,12 @@ impl Sim {
                 self.start().await;
             }
             if self.process.is_none() {
-                self.maybe_mine();
+                // The world goes on while the process is down (endpoints recover or not).
+                if self.cfg.faults && self.rng.random_bool(0.3) {
+                    self.chain_fault();
+                } else {
+                    self.maybe_mine();
+                }
                 return;
             }
         }
@@ -538,9 +553,16 @@ impl Sim {
     }
 
     fn chain_fault(&mut self) {
-        let kind = self.rng.random_range(0..100u32);
+        let kind = self.rng.random_range(0..106u32);
         let mut w = lock(&self.world);
         match kind {
+            100.. => {
+                // The balance store goes down for a while (a Redis failover, a partition).
+                let secs = self.rng.random_range(30..240);
+                w.balances_down_until_ms = self.clock.now_ms() + secs * 1_000;
+                w.count("balance_outage");
+                w.note(format!("the balance store is down for {secs} s"));
+            }
             0..=14 => {
                 let depth = self.rng.random_range(1..=self.cfg.max_reorg.max(1));
                 let drop_p = 0.25;
@@ -854,12 +876,12 @@ impl Sim {
 
     /// An operator's reprocess is not undone by the dead-letter sweep acting on a message
     /// from before it. After a reprocess, a withdrawal can be dead-lettered again only by a
-    /// message sent after it and received `max_receives` (5) times, each delivery hidden for
-    /// the visibility timeout: not sooner than four timeouts later.
+    /// message sent after it and received `MAX_RECEIVES` times, each delivery hidden for
+    /// the visibility timeout: not sooner than that many timeouts, less one, later.
     async fn check_operator_actions_stand(&mut self) {
         let Some(p) = &self.process else { return };
         let reprocessed = self.model.borrow().reprocessed.clone();
-        let soonest = 4 * VISIBILITY.as_millis() as i64 - 5_000;
+        let soonest = (MAX_RECEIVES as i64 - 1) * VISIBILITY.as_millis() as i64 - 5_000;
         let mut bad = Vec::new();
         for (id, at) in reprocessed {
             let Ok(Some(d)) = p.ports.store.get(&id).await else { continue };
@@ -1003,6 +1025,17 @@ impl Sim {
         for chain in [false, true] {
             let p = self.process.as_ref().expect("running");
             operate(p, &self.model, self.world.clone(), Op::Resume(chain)).await;
+        }
+        // After the incident, operators send back what the outages dead-lettered.
+        {
+            let p = self.process.as_ref().expect("running");
+            let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
+            let rows = p.ports.store.load(ids).await.unwrap_or_default();
+            for w in rows.iter().filter(|w| {
+                matches!(w.status, Status::Invalid | Status::SendFailed) && w.reason.as_deref().is_some_and(|r| r.starts_with("redriven"))
+            }) {
+                operate(p, &self.model, self.world.clone(), Op::Reprocess(w.id.clone())).await;
+            }
         }
         let mut quiet_rounds = 0;
         for round in 0..900 {
@@ -1287,6 +1320,16 @@ async fn operate(p: &Process, model: &RefCell<Model>, world: Shared, op: Op) {
             r.map(|_| "paused".into()).map_err(|e| e.to_string())
         }
         Op::Resume(chain) => {
+            // What was signed during the pause must not have been recorded by now; signed
+            // during the pause and recorded after this resume is not a breach of it.
+            let during: Vec<B256> = lock(&world).signed_while_paused.clone();
+            if !during.is_empty()
+                && let Ok(found) = ports.store.find_attempts(during).await
+                && let Some(a) = found.first()
+            {
+                let what = format!("withdrawal {} recorded an attempt {} signed after a pause was answered", a.withdrawal_id, a.tx_hash);
+                lock(&world).violation(what);
+            }
             {
                 let mut m = model.borrow_mut();
                 if *chain {
@@ -1295,7 +1338,11 @@ async fn operate(p: &Process, model: &RefCell<Model>, world: Shared, op: Op) {
                     m.paused_all = false;
                 }
                 let still = m.paused_all || m.paused_chain;
-                lock(&world).paused = still;
+                let mut w = lock(&world);
+                w.paused = still;
+                if !still {
+                    w.signed_while_paused.clear();
+                }
             }
             stages::set_signing(ports, scope(*chain), false, OPERATOR, "resolved")
                 .await

@@ -279,6 +279,7 @@ impl Queue for SimQueue {
 pub struct FlakyBalances {
     pub inner: SqliteBalances,
     pub world: Shared,
+    pub clock: Arc<SimClock>,
 }
 
 enum Fail {
@@ -290,6 +291,9 @@ enum Fail {
 impl FlakyBalances {
     fn roll(&self) -> Fail {
         let mut w = lock(&self.world);
+        if w.faults_on && self.clock.now_ms() < w.balances_down_until_ms {
+            return Fail::Before;
+        }
         let p = w.rates.balance_fail;
         if !w.faults_on || !w.rng.random_bool(p) {
             return Fail::No;

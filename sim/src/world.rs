@@ -41,6 +41,8 @@ pub struct World {
     pub violations: Vec<String>,
     /// Simulated time of the current step, for the trace.
     pub now_ms: i64,
+    /// The balance store is down (every call fails) until then (ms since the epoch).
+    pub balances_down_until_ms: i64,
 }
 
 const TRACE_LEN: usize = 60;
@@ -60,6 +62,7 @@ impl World {
             signatures: 0,
             violations: Vec::new(),
             now_ms: 0,
+            balances_down_until_ms: 0,
         }
     }
 
