@@ -389,3 +389,109 @@ pub fn decode_token_transfer(input: &[u8]) -> Option<(Address, U256)> {
 pub fn raw_hash(raw: &[u8]) -> B256 {
     keccak256(raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Address = Address::repeat_byte(1);
+    const B: Address = Address::repeat_byte(2);
+    const TOKEN: Address = Address::repeat_byte(0xa1);
+
+    fn chain() -> ChainState {
+        let mut g = State::default();
+        g.eth.insert(A, U256::from(10u128.pow(20)));
+        g.token.insert((TOKEN, A), U256::from(1_000u64));
+        let mut c = ChainState::new(1, g);
+        c.tokens.insert(TOKEN, TokenKind::Pays);
+        c
+    }
+
+    fn tx(nonce: u64, fee: u128, value: u64, seed: u8) -> Tx {
+        Tx {
+            hash: B256::repeat_byte(seed),
+            from: A,
+            nonce,
+            to: B,
+            value: U256::from(value),
+            input: Bytes::new(),
+            gas_limit: NATIVE_GAS,
+            max_fee: fee,
+            prio: fee / 10,
+        }
+    }
+
+    fn token_transfer(nonce: u64, amount: u64, seed: u8) -> Tx {
+        let mut input = SELECTOR_TRANSFER.to_vec();
+        input.extend_from_slice(&[0u8; 12]);
+        input.extend_from_slice(B.as_slice());
+        input.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        Tx { to: TOKEN, input: input.into(), gas_limit: 65_000, value: U256::ZERO, ..tx(nonce, 50_000_000_000, 0, seed) }
+    }
+
+    #[test]
+    fn a_replacement_needs_ten_percent_more_on_both_fees() {
+        let mut c = chain();
+        assert_eq!(c.admit(tx(0, 20_000_000_000, 1, 1)), SendResult::Accepted);
+        assert_eq!(c.admit(tx(0, 20_000_000_000, 1, 1)), SendResult::AlreadyKnown);
+        assert_eq!(c.admit(tx(0, 21_000_000_000, 1, 2)), SendResult::ReplacementUnderpriced);
+        assert_eq!(c.admit(tx(0, 22_000_000_000, 1, 3)), SendResult::Accepted);
+        c.mine(B256::repeat_byte(9), 10, c.base_fee);
+        assert_eq!(c.canonical[1].txs[0].hash, B256::repeat_byte(3), "the replacement is mined");
+        assert_eq!(c.admit(tx(0, 40_000_000_000, 1, 4)), SendResult::NonceTooLow);
+    }
+
+    #[test]
+    fn blocks_mine_in_nonce_order_above_the_base_fee_and_a_reorg_unwinds_them() {
+        let mut c = chain();
+        c.admit(tx(1, 20_000_000_000, 5, 2));
+        c.mine(B256::repeat_byte(9), 10, c.base_fee);
+        assert!(c.canonical[1].txs.is_empty(), "nonce 1 waits for nonce 0");
+        c.admit(tx(0, 5_000_000_000, 7, 1));
+        c.mine(B256::repeat_byte(10), 10, c.base_fee);
+        assert!(c.canonical[2].txs.is_empty(), "below the base fee: not mined");
+        c.base_fee = 1_000_000_000;
+        c.mine(B256::repeat_byte(11), 10, c.base_fee);
+        assert_eq!(c.canonical[3].txs.iter().map(|t| t.nonce).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(c.paid(None, B), (U256::from(12), 2));
+        let back = c.unwind(1, |_| true);
+        assert_eq!((back, c.head(), c.latest().nonce(A)), (2, 2, 0));
+        assert_eq!(c.paid(None, B), (U256::ZERO, 0));
+        let old = View { old_fork: true, ..View::default() };
+        assert!(c.receipt(old, &B256::repeat_byte(1)).is_some(), "the old fork still shows it");
+        assert!(c.receipt(View::default(), &B256::repeat_byte(1)).is_none());
+    }
+
+    #[test]
+    fn tokens_pay_revert_or_return_false() {
+        for (kind, paid, success) in [(TokenKind::Pays, 40u64, true), (TokenKind::Reverts, 0, false), (TokenKind::ReturnsFalse, 0, true)] {
+            let mut c = chain();
+            c.tokens.insert(TOKEN, kind);
+            c.admit(token_transfer(0, 40, 1));
+            c.mine(B256::repeat_byte(9), 10, c.base_fee);
+            let r = &c.canonical[1].receipts[0];
+            assert_eq!(r.success, success, "{kind:?}");
+            assert_eq!(r.transfers.len(), usize::from(paid > 0), "{kind:?}");
+            assert_eq!(c.latest().token(TOKEN, B), U256::from(paid), "{kind:?}");
+        }
+        let mut c = chain();
+        c.admit(token_transfer(0, 4_000, 1));
+        c.mine(B256::repeat_byte(9), 10, c.base_fee);
+        assert!(!c.canonical[1].receipts[0].success, "more than the wallet holds reverts");
+    }
+
+    #[test]
+    fn an_endpoint_past_the_allowed_lag_serves_no_reads() {
+        let mut c = chain();
+        for i in 0..10 {
+            c.mine(B256::repeat_byte(i), 1, c.base_fee);
+        }
+        c.endpoints = vec![Endpoint::Lagging(MAX_LAG + 1), Endpoint::Down, Endpoint::Lagging(2)];
+        // The first is skipped (too far behind), the second fails the call and reads move on.
+        assert!(c.pick().is_err());
+        let v = c.pick().expect("the third serves");
+        assert_eq!(c.view_head(v), 8);
+        c.endpoints = vec![Endpoint::Down; 3];
+        assert!(c.pick().is_err() && !c.available());
+    }
+}

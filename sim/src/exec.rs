@@ -12,6 +12,9 @@ use std::task::{Context, Poll, Wake, Waker};
 
 pub type Task<'a> = (&'static str, Pin<Box<dyn Future<Output = ()> + 'a>>);
 
+/// A task with its waker's flag.
+type Running<'a> = (&'static str, Pin<Box<dyn Future<Output = ()> + 'a>>, Arc<Flag>);
+
 /// A task's waker: marks it runnable and wakes the scheduler's own task.
 struct Flag {
     woke: AtomicBool,
@@ -43,7 +46,7 @@ pub enum Ended {
 /// Runs `tasks` interleaved at their await points in an order drawn from `rng`; with
 /// `crash_at`, stops (dropping the unfinished tasks) once that many polls have happened.
 pub async fn race(rng: &mut ChaCha8Rng, tasks: Vec<Task<'_>>, crash_at: Option<u32>) -> Ended {
-    let mut tasks: Vec<(&'static str, Pin<Box<dyn Future<Output = ()> + '_>>, Arc<Flag>)> =
+    let mut tasks: Vec<Running<'_>> =
         tasks.into_iter().map(|(name, fut)| (name, fut, Arc::new(Flag { woke: AtomicBool::new(true), root: Mutex::new(None) }))).collect();
     let mut polls = 0u32;
     std::future::poll_fn(move |cx| {

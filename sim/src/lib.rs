@@ -862,10 +862,10 @@ impl Sim {
                 let what = format!("withdrawal {} recorded an attempt {} signed after a pause was answered", a.withdrawal_id, a.tx_hash);
                 lock(&self.world).violation(what);
             }
-            if self.step % 4 == 0 {
+            if self.step.is_multiple_of(4) {
                 self.check_books(false).await;
             }
-            if self.step % 20 == 0 {
+            if self.step.is_multiple_of(20) {
                 self.check_operator_actions_stand().await;
             }
         }

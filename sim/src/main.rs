@@ -123,7 +123,7 @@ fn main() -> std::process::ExitCode {
         }
         bar.inc(1);
         bar.set_message(format!("{} failed", failures.len()));
-        if bar.is_hidden() && bar.position() % 100 == 0 {
+        if bar.is_hidden() && bar.position().is_multiple_of(100) {
             // No terminal (CI, a log file): a line per hundred seeds instead of the bar.
             eprintln!("{}/{} seeds, {} failed, {:.0}s", bar.position(), a.seeds, failures.len(), started.elapsed().as_secs_f64());
         }
