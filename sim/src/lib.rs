@@ -692,6 +692,10 @@ impl Sim {
                 kinds.push(k);
             }
         }
+        // One process runs one tracker loop: following and reconciling never overlap.
+        if kinds.contains(&"tracker") && kinds.contains(&"reconciler") {
+            kinds.retain(|k| *k != "tracker");
+        }
         let crash_at = (self.cfg.faults && self.rng.random_bool(0.04)).then(|| self.rng.random_range(1..40u32));
         let op = if kinds.contains(&"operator") { self.choose_op().await } else { Op::Nothing };
         let intake = if kinds.contains(&"intake") { self.choose_submissions() } else { Vec::new() };

@@ -272,7 +272,9 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             .iter()
             .filter(|o| !o.mined && o.nonce < settled && o.signed_at_ms < before)
             .filter(|o| match o.kind {
-                AttemptKind::Transfer => matches!(o.status, Status::Signed | Status::Sent),
+                // A dead-lettered one is the operator's (never re-signed here), but one they
+                // discarded may end CANCELLED below.
+                AttemptKind::Transfer => matches!(o.status, Status::Signed | Status::Sent | Status::SendFailed),
                 // A discarded one whose nonce a foreign transaction took: see below.
                 AttemptKind::Cancel => true,
             })
@@ -317,7 +319,13 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         // whose transfer lost the nonce: re-signing it would pay what the operator withdrew.
         let mut cancel_requested = HashSet::new();
         for o in lost.iter().filter(|o| o.kind == AttemptKind::Transfer) {
-            if self.ports.store.get(&o.withdrawal_id).await?.is_some_and(|d| d.cancel.is_some()) {
+            // Read after the proof: a cancel request recorded now stops any re-sign (the
+            // store refuses one for a withdrawal with a cancel request), and a re-sign that
+            // committed before it shows as a newer attempt at another nonce, still payable.
+            let Some(d) = self.ports.store.get(&o.withdrawal_id).await? else { continue };
+            let newest_is_the_lost_one =
+                d.attempts.last().is_some_and(|a| a.kind == AttemptKind::Transfer && a.nonce == o.nonce && a.wallet == wallet);
+            if d.cancel.is_some() && d.inclusion.is_none() && newest_is_the_lost_one {
                 cancel_requested.insert(o.withdrawal_id.clone());
             }
         }
@@ -342,7 +350,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         }
         let mut batch: Vec<(crate::domain::WithdrawalId, u64)> = lost
             .iter()
-            .filter(|o| o.kind == AttemptKind::Transfer && !cancel_requested.contains(&o.withdrawal_id))
+            .filter(|o| o.kind == AttemptKind::Transfer && o.status != Status::SendFailed && !cancel_requested.contains(&o.withdrawal_id))
             .map(|o| (o.withdrawal_id.clone(), o.nonce))
             .collect();
         if batch.is_empty() {
