@@ -23,8 +23,14 @@ for patch in "$root"/sim/holes/*.patch; do
   name="$(basename "$patch" .patch)"
   [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
   git -C "$wt" checkout -q -- .
-  git -C "$wt" apply "$patch"
-  (cd "$wt" && cargo build --release -q -p withdraw-sim 2>/dev/null)
+  if ! git -C "$wt" apply "$patch" 2>/tmp/sim-holes-apply.log; then
+    printf '%-50s DOES NOT APPLY (%s)\n' "$name" "$(head -1 /tmp/sim-holes-apply.log)"
+    continue
+  fi
+  if ! (cd "$wt" && cargo build --release -q -p withdraw-sim 2>/tmp/sim-holes-build.log); then
+    printf '%-50s DOES NOT BUILD (see /tmp/sim-holes-build.log)\n' "$name"
+    continue
+  fi
   started=$(date +%s)
   out="$("$CARGO_TARGET_DIR/release/withdraw-sim" --seeds "$seeds" 2>&1 || true)"
   took=$(( $(date +%s) - started ))

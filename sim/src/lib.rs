@@ -507,8 +507,10 @@ impl Sim {
             .map(|(t, _)| t.clone());
         if let Some(t) = paid {
             let payer = Address::repeat_byte(0x5a);
-            let last = w.chain.canonical.last_mut().expect("head");
-            *last.state.eth.entry(payer).or_default() += U256::from(10u128.pow(21));
+            // Funded in every block, so a reorg cannot take the payer's funds away.
+            for b in w.chain.canonical.iter_mut() {
+                *b.state.eth.entry(payer).or_default() += U256::from(10u128.pow(21));
+            }
             let again = Tx { hash: B256::repeat_byte(0x5a), from: payer, nonce: 0, max_fee: FEE_CAP, prio: GWEI, ..t };
             w.chain.mempool.insert((payer, 0), again);
             w.note("sabotage: a second payment to a paid destination enters the pool");
