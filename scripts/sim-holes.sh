@@ -3,14 +3,16 @@
 # one at a time, in a scratch worktree) and counts the seeds the simulation needs to find it.
 # A hole it cannot find within --seeds is a gap in the simulator.
 #
-#   scripts/sim-holes.sh [--seeds N] [hole-name-substring]
+#   scripts/sim-holes.sh [--seeds N] [hole-name-substring] [-- withdraw-sim options]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seeds=200
 filter=""
+extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seeds) seeds="$2"; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
     *) filter="$1"; shift ;;
   esac
 done
@@ -32,7 +34,7 @@ for patch in "$root"/sim/holes/*.patch; do
     continue
   fi
   started=$(date +%s)
-  out="$("$CARGO_TARGET_DIR/release/withdraw-sim" --seeds "$seeds" 2>&1 || true)"
+  out="$("$CARGO_TARGET_DIR/release/withdraw-sim" --seeds "$seeds" "${extra[@]}" 2>&1 || true)"
   took=$(( $(date +%s) - started ))
   seed="$(grep -oE '^seed [0-9]+ FAILED' <<<"$out" | head -1 | grep -oE '[0-9]+' || true)"
   if [[ -n "$seed" ]]; then

@@ -1037,8 +1037,11 @@ impl Sim {
             let p = self.process.as_ref().expect("running");
             let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
             let rows = p.ports.store.load(ids).await.unwrap_or_default();
+            // A dead-lettered transfer holds its lane (never auto-filled): an operator sends
+            // every one back; one that fails again is discarded further down.
             for w in rows.iter().filter(|w| {
-                matches!(w.status, Status::Invalid | Status::SendFailed) && w.reason.as_deref().is_some_and(|r| r.starts_with("redriven"))
+                w.status == Status::SendFailed
+                    || (w.status == Status::Invalid && w.reason.as_deref().is_some_and(|r| r.starts_with("redriven")))
             }) {
                 operate(p, &self.model, self.world.clone(), Op::Reprocess(w.id.clone())).await;
             }
@@ -1070,6 +1073,14 @@ impl Sim {
                 let _ = p.keeper.check_all().await;
             }
             let _ = p.bumper.tick().await;
+            if round == 300 {
+                // Still dead-lettered after a retry: the operator gives up on it.
+                let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
+                let rows = p.ports.store.load(ids).await.unwrap_or_default();
+                for w in rows.iter().filter(|w| w.status == Status::SendFailed) {
+                    operate(p, &self.model, self.world.clone(), Op::Discard(w.id.clone())).await;
+                }
+            }
             self.check_step().await;
             if self.failed() {
                 return;
