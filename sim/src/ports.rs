@@ -9,6 +9,8 @@ use rand::Rng;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use withdraw_core::adapters::evm::LocalKeys;
+/// An await point: the scheduler may run another task, or crash the process, here.
+pub use withdraw_core::adapters::sqlite::YieldOnce;
 use withdraw_core::adapters::sqlite::{SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::domain::{Amount, WithdrawalId};
 use withdraw_core::ports::*;
@@ -29,33 +31,6 @@ pub type Shared = Arc<Mutex<World>>;
 
 pub fn lock(w: &Shared) -> MutexGuard<'_, World> {
     w.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// An await point: the scheduler may run another task, or crash the process, here.
-pub struct YieldOnce(bool);
-
-impl YieldOnce {
-    pub fn new() -> Self {
-        YieldOnce(false)
-    }
-}
-
-impl Default for YieldOnce {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    }
 }
 
 /// Milliseconds on tokio's paused clock, from a fixed epoch.

@@ -38,6 +38,19 @@ pub async fn anvil_chain(anvil: &Anvil) -> EvmChain {
     EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap()
 }
 
+/// The one asset these rigs pay: native ETH on anvil's chain.
+fn eth_only(max_amount: Option<&str>) -> Arc<AssetRegistry> {
+    Arc::new(AssetRegistry::new(vec![Asset {
+        symbol: "ETH".into(),
+        chain_id: 31337,
+        kind: AssetKind::Native,
+        decimals: 18,
+        max_amount: max_amount.map(|m| Amount::parse_positive(m, 18).unwrap()),
+        gas_limit: 21_000,
+        approval_threshold: None,
+    }]))
+}
+
 async fn rig(max_amount: Option<&str>) -> Rig {
     let anvil = Anvil::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -51,15 +64,7 @@ async fn rig(max_amount: Option<&str>) -> Rig {
         chains: HashMap::from([(31337, chain)]),
         clock,
     });
-    let assets = Arc::new(AssetRegistry::new(vec![Asset {
-        symbol: "ETH".into(),
-        chain_id: 31337,
-        kind: AssetKind::Native,
-        decimals: 18,
-        max_amount: max_amount.map(|m| Amount::parse_positive(m, 18).unwrap()),
-        gas_limit: 21_000,
-        approval_threshold: None,
-    }]));
+    let assets = eth_only(max_amount);
     let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
     let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
     let sender = Sender::new(ports.clone(), SenderConfig::default());
@@ -301,15 +306,7 @@ async fn a_dead_letter_notice_landing_after_a_reprocess_does_not_undo_it() {
         chains: HashMap::from([(31337, anvil_chain(&anvil).await)]),
         clock,
     });
-    let assets = Arc::new(AssetRegistry::new(vec![Asset {
-        symbol: "ETH".into(),
-        chain_id: 31337,
-        kind: AssetKind::Native,
-        decimals: 18,
-        max_amount: None,
-        gas_limit: 21_000,
-        approval_threshold: None,
-    }]));
+    let assets = eth_only(None);
     let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
     let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
     let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig::default());
@@ -368,15 +365,7 @@ async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled
         chains: HashMap::from([(31337, chain)]),
         clock,
     });
-    let assets = Arc::new(AssetRegistry::new(vec![Asset {
-        symbol: "ETH".into(),
-        chain_id: 31337,
-        kind: AssetKind::Native,
-        decimals: 18,
-        max_amount: None,
-        gas_limit: 21_000,
-        approval_threshold: None,
-    }]));
+    let assets = eth_only(None);
     let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
     let signer = Signer::new(ports.clone(), keys.clone(), assets.clone(), SignerConfig::default()).await.unwrap();
     let sender = Sender::new(ports.clone(), SenderConfig::default());

@@ -56,7 +56,14 @@ pub struct Sqlite {
 
 /// Returns `Pending` once (waking itself at once), then `Ready`: an await point that a
 /// simulation's scheduler can interleave or crash at.
-struct YieldOnce(bool);
+#[derive(Debug, Default)]
+pub struct YieldOnce(bool);
+
+impl YieldOnce {
+    pub fn new() -> Self {
+        YieldOnce(false)
+    }
+}
 
 impl std::future::Future for YieldOnce {
     type Output = ();
@@ -234,7 +241,7 @@ impl Sqlite {
             r
         };
         if self.inline {
-            YieldOnce(false).await;
+            YieldOnce::new().await;
             return work();
         }
         tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
@@ -248,7 +255,7 @@ impl Sqlite {
         F: FnOnce(&Sqlite) -> Result<T, StoreError> + Send + 'static,
     {
         if self.inline {
-            YieldOnce(false).await;
+            YieldOnce::new().await;
             return f(self);
         }
         let db = self.clone();
@@ -283,7 +290,7 @@ impl Sqlite {
             f(&mut conn)
         };
         if self.inline {
-            YieldOnce(false).await;
+            YieldOnce::new().await;
             return work();
         }
         tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
