@@ -868,6 +868,23 @@ impl Sim {
                 let what = format!("withdrawal {} recorded an attempt {} signed after a pause was answered", a.withdrawal_id, a.tx_hash);
                 lock(&self.world).violation(what);
             }
+            // A 0-value self-transfer (a fill, or a cancel) never takes over the nonce of an
+            // open transfer nobody asked to cancel: fills go to true gaps only.
+            let fills: Vec<(Address, u64)> = std::mem::take(&mut lock(&self.world).self_transfers);
+            for (wallet, nonce) in fills {
+                let Ok(at) = p.ports.store.attempts_at(CHAIN_ID, wallet, vec![nonce]).await else { continue };
+                for a in at.iter().filter(|a| a.attempt.kind == AttemptKind::Transfer && matches!(a.status, Status::Signed | Status::Sent))
+                {
+                    let cancelled = p.ports.store.get(&a.attempt.withdrawal_id).await.ok().flatten().is_some_and(|d| d.cancel.is_some());
+                    let newest =
+                        p.ports.store.get(&a.attempt.withdrawal_id).await.ok().flatten().and_then(|d| d.attempts.last().map(|l| l.nonce));
+                    if !cancelled && newest == Some(nonce) {
+                        let what =
+                            format!("a 0-value fill was signed at nonce {nonce}, owned by open withdrawal {}", a.attempt.withdrawal_id);
+                        lock(&self.world).violation(what);
+                    }
+                }
+            }
             if self.step.is_multiple_of(4) {
                 self.check_books(false).await;
             }

@@ -343,6 +343,9 @@ impl Keys for SimKeys {
             max_fee: t.fees.max_fee_per_gas,
             prio: t.fees.max_priority_fee_per_gas,
         };
+        if t.to == wallet && t.value.is_zero() && t.input.is_empty() {
+            w.self_transfers.push((wallet, t.nonce));
+        }
         w.chain.signed.insert(signed.hash, tx);
         w.signatures += 1;
         if w.paused {

@@ -37,6 +37,8 @@ pub struct World {
     /// cleared when a resume is issued).
     pub paused: bool,
     pub signed_while_paused: Vec<B256>,
+    /// 0-value self-transfers signed since the last check: (wallet, nonce).
+    pub self_transfers: Vec<(alloy::primitives::Address, u64)>,
     pub signatures: u64,
     pub violations: Vec<String>,
     /// Simulated time of the current step, for the trace.
@@ -59,6 +61,7 @@ impl World {
             late: Vec::new(),
             paused: false,
             signed_while_paused: Vec::new(),
+            self_transfers: Vec::new(),
             signatures: 0,
             violations: Vec::new(),
             now_ms: 0,
