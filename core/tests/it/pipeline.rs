@@ -38,6 +38,22 @@ pub async fn anvil_chain(anvil: &Anvil) -> EvmChain {
     EvmChain::connect(pool, vec![endpoint], 500_000_000_000).await.unwrap()
 }
 
+/// Records one request for `u1` to `TO` through the intake writer; returns once its request
+/// message is queued.
+async fn submit_one<T: PortTypes>(ports: &Arc<Ports<T>>, assets: &AssetRegistry, key: &str, amount: &str) -> WithdrawalId {
+    let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: TO.into(), amount: amount.into() };
+    let v = validate(&req, assets).unwrap();
+    let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
+    let id = match intake.submit("c", key, &v).await.unwrap() {
+        SubmitOutcome::Created { id } | SubmitOutcome::Existing { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    // Stopping the writer lets the enqueue beside the commit land.
+    drop(intake);
+    writer.await.unwrap();
+    id
+}
+
 /// The one asset these rigs pay: native ETH on anvil's chain.
 fn eth_only(max_amount: Option<&str>) -> Arc<AssetRegistry> {
     Arc::new(AssetRegistry::new(vec![Asset {
@@ -311,12 +327,7 @@ async fn a_dead_letter_notice_landing_after_a_reprocess_does_not_undo_it() {
     let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
     let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig::default());
 
-    let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: TO.into(), amount: "1".into() };
-    let v = validate(&req, &assets).unwrap();
-    let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
-    let SubmitOutcome::Created { id } = intake.submit("c", "k-late", &v).await.unwrap() else { panic!() };
-    drop(intake);
-    writer.await.unwrap();
+    let id = submit_one(&ports, &assets, "k-late", "1").await;
     // No balance: INVALID, and the dead-letter message is still on its way.
     let d = ports.queue.receive(QueueName::Requests, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
     signer.process(d).await.unwrap();
@@ -378,12 +389,7 @@ async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled
     );
     ports.balances.credit("cap-1", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
 
-    let req = WithdrawalRequest { user_id: "u1".into(), asset: "ETH".into(), chain_id: 31337, to: TO.into(), amount: "0.4".into() };
-    let v = validate(&req, &assets).unwrap();
-    let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
-    let SubmitOutcome::Created { id } = intake.submit("c", "k-cap", &v).await.unwrap() else { panic!() };
-    drop(intake);
-    writer.await.unwrap();
+    let id = submit_one(&ports, &assets, "k-cap", "0.4").await;
     let d = ports.queue.receive(QueueName::Requests, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
     signer.process(d).await.unwrap();
     let d = ports.queue.receive(QueueName::Signed, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
