@@ -25,6 +25,8 @@ for patch in "$root"/sim/holes/*.patch; do
   name="$(basename "$patch" .patch)"
   [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
   git -C "$wt" checkout -q -- .
+  # What is measured is the working tree: uncommitted changes go in under the hole.
+  git -C "$root" diff HEAD -- . ':!sim/holes' | git -C "$wt" apply --allow-empty
   if ! git -C "$wt" apply "$patch" 2>/tmp/sim-holes-apply.log; then
     printf '%-50s DOES NOT APPLY (%s)\n' "$name" "$(head -1 /tmp/sim-holes-apply.log)"
     continue
