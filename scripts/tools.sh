@@ -98,3 +98,4 @@ if [ ! -d "$tools/node_modules/@kubernetes-models/keda" ] || [ ! -d "$tools/node
   npm install --prefix "$tools" --no-audit --no-fund --silent @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6 >&2
 fi
 export WITHDRAW_TOOLS_PYTHON="$tools/venv/bin/python"
+

@@ -1,4 +1,4 @@
-//! The withdrawal state machine (DESIGN.md §4) as a pure function: `step(status, event)`
+//! The withdrawal state machine (docs/design.md §4) as a pure function: `step(status, event)`
 //! returns the next status and the effects a stage must apply, or refuses the event. No I/O,
 //! so every pair of (status, event) is tested below without a server.
 //!

@@ -422,7 +422,7 @@ fn three_u32() -> u32 {
 }
 
 impl Config {
-    /// The defaults of DESIGN.md §7, before the chain id is known.
+    /// The defaults of docs/design.md §7, before the chain id is known.
     pub fn dev_defaults() -> Config {
         Config {
             data_dir: PathBuf::from(".withdrawd"),

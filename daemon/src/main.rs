@@ -1,4 +1,4 @@
-//! `withdrawd`: one binary, one subcommand per role (DESIGN.md §2).
+//! `withdrawd`: one binary, one subcommand per role (docs/design.md §2).
 
 mod bench;
 mod config;

@@ -17,8 +17,9 @@ use withdraw_core::adapters::secrets::SecretsManagerKeys;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
 use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, AnyStore, Configured};
+use withdraw_core::ports::Ports;
 use withdraw_core::ports::{Clock, SystemClock};
-use withdraw_core::stages::{self, Intake, IntakeConfig, Ports};
+use withdraw_core::stages::{self, Intake, IntakeConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

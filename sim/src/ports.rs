@@ -13,8 +13,8 @@ use withdraw_core::adapters::evm::LocalKeys;
 pub use withdraw_core::adapters::sqlite::YieldOnce;
 use withdraw_core::adapters::sqlite::{SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::domain::{Amount, WithdrawalId};
+use withdraw_core::ports::PortTypes;
 use withdraw_core::ports::*;
-use withdraw_core::stages::PortTypes;
 
 /// The simulated deployment: real embedded adapters, simulated chain.
 #[derive(Debug)]

@@ -4,9 +4,9 @@
 use super::pool::{EndpointSpec, PoolConfig, RpcPool};
 use super::rpc::RpcClient;
 use crate::ports::*;
-use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::consensus::{SignableTransaction, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
-use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::{Value, json};
@@ -248,8 +248,7 @@ impl Chain for EvmChain {
     }
 
     async fn token_balance(&self, token: Address, holder: Address) -> Result<U256, ChainError> {
-        use alloy::sol_types::SolCall;
-        let data = Bytes::from(balanceOfCall { owner: holder }.abi_encode());
+        let data = crate::tx::erc20_balance_of_calldata(holder);
         let v = self.rpc.call("eth_call", json!([{"to": token, "data": data}, "latest"])).await?;
         let s = v.as_str().ok_or_else(|| ChainError::Malformed(format!("balanceOf answer {v}")))?;
         U256::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| ChainError::Malformed(format!("balanceOf answer {s}")))
@@ -321,17 +320,7 @@ impl Keys for LocalKeys {
 
     fn sign(&self, wallet: Address, t: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
         let signer = self.signers.get(&wallet).ok_or(KeyError::UnknownWallet(wallet))?;
-        let tx = TxEip1559 {
-            chain_id: t.chain_id,
-            nonce: t.nonce,
-            gas_limit: t.gas_limit,
-            max_fee_per_gas: t.fees.max_fee_per_gas,
-            max_priority_fee_per_gas: t.fees.max_priority_fee_per_gas,
-            to: TxKind::Call(t.to),
-            value: t.value,
-            access_list: Default::default(),
-            input: t.input.clone(),
-        };
+        let tx = crate::tx::eip1559(t);
         let sig = signer.sign_hash_sync(&tx.signature_hash()).map_err(|e| KeyError::Signing(e.to_string()))?;
         let env = TxEnvelope::from(tx.into_signed(sig));
         Ok(SignedTx {
@@ -342,36 +331,6 @@ impl Keys for LocalKeys {
             gas_limit: t.gas_limit,
         })
     }
-}
-
-/// The transfer a signed EIP-1559 transaction makes, so a replacement can be signed with
-/// exactly the same destination, value, data and nonce and only the fees changed.
-pub fn decode_transfer(raw: &[u8]) -> Result<UnsignedTransfer, String> {
-    use alloy::eips::eip2718::Decodable2718;
-    let env = TxEnvelope::decode_2718(&mut &raw[..]).map_err(|e| format!("undecodable attempt: {e}"))?;
-    let TxEnvelope::Eip1559(signed) = env else { return Err("attempt is not an EIP-1559 transaction".into()) };
-    let tx = signed.tx();
-    let TxKind::Call(to) = tx.to else { return Err("attempt creates a contract".into()) };
-    Ok(UnsignedTransfer {
-        chain_id: tx.chain_id,
-        nonce: tx.nonce,
-        to,
-        value: tx.value,
-        input: tx.input.clone(),
-        gas_limit: tx.gas_limit,
-        fees: Fees { max_fee_per_gas: tx.max_fee_per_gas, max_priority_fee_per_gas: tx.max_priority_fee_per_gas },
-    })
-}
-
-alloy::sol! {
-    function transfer(address to, uint256 amount) returns (bool);
-    function balanceOf(address owner) returns (uint256);
-}
-
-/// Calldata of an ERC-20 `transfer(to, amount)`.
-pub fn erc20_transfer_calldata(to: Address, amount: U256) -> Bytes {
-    use alloy::sol_types::SolCall;
-    Bytes::from(transferCall { to, amount }.abi_encode())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod secrets;
 pub mod sqlite;
 pub mod sqs;
 
-use crate::stages::PortTypes;
+use crate::ports::PortTypes;
 
 /// The embedded profile: one SQLite file for the record, the queues and the balances, and
 /// JSON-RPC nodes for the chain.
@@ -56,7 +56,7 @@ pub enum AnyKeys {
 }
 
 /// A deployment whose database, queue and balance backends are chosen in configuration,
-/// each on its own (DESIGN.md §3).
+/// each on its own (docs/design.md §3).
 #[derive(Debug)]
 pub struct Configured;
 

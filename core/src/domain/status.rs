@@ -1,4 +1,4 @@
-//! Withdrawal statuses (DESIGN.md §4). Their names are part of the public contract.
+//! Withdrawal statuses (docs/design.md §4). Their names are part of the public contract.
 
 use std::fmt;
 use std::str::FromStr;

@@ -251,7 +251,7 @@ pub trait Chain: Send + Sync + 'static {
 }
 
 /// A request to sign, built by the signer stage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsignedTransfer {
     pub chain_id: u64,
     pub nonce: u64,

@@ -11,8 +11,28 @@ pub use records::*;
 
 use crate::domain::{Amount, WithdrawalId};
 use alloy::primitives::Address;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The adapter types of one deployment profile.
+pub trait PortTypes: Send + Sync + 'static {
+    type Store: Store;
+    type Queue: Queue;
+    type Balances: Balances;
+    type Chain: Chain;
+}
+
+/// One deployment's adapters, shared by every stage in the process.
+pub struct Ports<T: PortTypes> {
+    pub store: T::Store,
+    pub queue: T::Queue,
+    pub balances: T::Balances,
+    /// One entry per configured chain id.
+    pub chains: HashMap<u64, T::Chain>,
+    pub clock: Arc<dyn Clock>,
+}
 
 /// Failures of the record store. Any of them means "not written": callers retry or leave
 /// the queue message for redelivery.
@@ -251,7 +271,7 @@ pub trait Store: Send + Sync + 'static {
     fn alerts(&self, status: Option<String>, limit: i64) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
 }
 
-/// The four queues of DESIGN.md §1.
+/// The four queues of docs/design.md §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QueueName {
     Requests,

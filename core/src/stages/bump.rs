@@ -7,9 +7,9 @@
 //! is mined decides COMPLETED or CANCELLED. Runs in the signer role: it needs the keys.
 
 use super::{PortTypes, Ports, StageError};
-use crate::adapters::evm::decode_transfer;
 use crate::fees::{Bump, bump};
 use crate::ports::*;
+use crate::tx::decode_transfer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

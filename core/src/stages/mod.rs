@@ -1,5 +1,5 @@
 //! Pipeline stages: each reads its ports, runs the state machine, and applies the effects.
-//! `Ports<T>` groups one deployment's adapters so a stage carries one type parameter.
+//! A stage carries one type parameter, the profile's `PortTypes` (see `crate::ports`).
 
 mod bump;
 mod intake;
@@ -23,25 +23,6 @@ use crate::domain::{Status, WithdrawalId};
 use crate::machine::{self, Effect, Event};
 use crate::ports::*;
 use std::collections::HashMap;
-use std::sync::Arc;
-
-/// The adapter types of one deployment profile.
-pub trait PortTypes: Send + Sync + 'static {
-    type Store: Store;
-    type Queue: Queue;
-    type Balances: Balances;
-    type Chain: Chain;
-}
-
-/// One deployment's adapters, shared by every stage in the process.
-pub struct Ports<T: PortTypes> {
-    pub store: T::Store,
-    pub queue: T::Queue,
-    pub balances: T::Balances,
-    /// One entry per configured chain id.
-    pub chains: HashMap<u64, T::Chain>,
-    pub clock: Arc<dyn Clock>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -310,6 +291,7 @@ mod tests {
     use super::*;
     use crate::adapters::Embedded;
     use crate::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+    use std::sync::Arc;
     use std::time::Duration;
 
     /// A batch that takes longer than its messages' visibility timeout: while the heartbeat

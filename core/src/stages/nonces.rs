@@ -1,4 +1,4 @@
-//! The nonce check: keeps each hot wallet's nonce lane whole (DESIGN.md §5, invariant 4).
+//! The nonce check: keeps each hot wallet's nonce lane whole (docs/design.md §5, invariant 4).
 //! At start and periodically it compares the store's next nonce with the chain's latest
 //! (mined) and pending counts and repairs what it finds:
 //!

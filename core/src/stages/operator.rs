@@ -1,4 +1,4 @@
-//! Operators' actions on one withdrawal: reprocess and discard (DESIGN.md §4). Each runs
+//! Operators' actions on one withdrawal: reprocess and discard (docs/design.md §4). Each runs
 //! through the state machine like any stage's decision, takes a reason, and is written to
 //! the audit log with the operator's name. Discarding a signed transfer cannot forget it
 //! (its nonce is spent and the bytes may still be mined): it records a cancel request that

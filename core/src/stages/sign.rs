@@ -3,10 +3,10 @@
 //! store moves it RECEIVED -> SIGNED in the same transaction that takes its nonce.
 
 use super::{Decision, PortTypes, Ports, StageError, apply, parse_deliveries};
-use crate::adapters::evm::erc20_transfer_calldata;
 use crate::domain::{Amount, AssetKind, AssetRegistry, Status, WithdrawalId};
 use crate::machine::Event;
 use crate::ports::*;
+use crate::tx::erc20_transfer_calldata;
 use alloy::primitives::{Address, Bytes, U256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@ mod redis;
 mod secrets;
 pub mod sqlite;
 mod sqs;
+mod tidy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -12,7 +12,8 @@ use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::*;
-use withdraw_core::stages::{NonceKeeper, NonceKeeperConfig, PortTypes, Ports};
+use withdraw_core::ports::{PortTypes, Ports};
+use withdraw_core::stages::{NonceKeeper, NonceKeeperConfig};
 use withdraw_core::testing::{Anvil, DEV_ADDRESS, DEV_KEY};
 use zeroize::Zeroizing;
 

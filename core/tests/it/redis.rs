@@ -268,7 +268,8 @@ async fn holes_a_redis_cut_between_the_status_write_and_the_release_settles_once
     use withdraw_core::adapters::{AnyBalances, AnyQueue, AnyStore, Configured};
     use withdraw_core::domain::{AssetRegistry, Status};
     use withdraw_core::machine::Event;
-    use withdraw_core::stages::{Decision, Ports, Tracker, TrackerConfig, apply, reprocess};
+    use withdraw_core::ports::Ports;
+    use withdraw_core::stages::{Decision, Tracker, TrackerConfig, apply, reprocess};
 
     let (mut server, b) = redis().await;
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,8 @@ use withdraw_core::domain::Status;
 use withdraw_core::domain::{Amount, AssetRegistry, WithdrawalId};
 use withdraw_core::ports::{AlertRecord, SearchFilter, Withdrawal};
 use withdraw_core::ports::{Balance, Balances, Chain, Queue, QueueName, Store};
-use withdraw_core::stages::{self, PortTypes, Ports};
+use withdraw_core::ports::{PortTypes, Ports};
+use withdraw_core::stages;
 use withdraw_core::stages::{ActionError, ActionOutcome};
 use withdraw_core::wire::{
     ActionRequestV1, ActionResultV1, BalanceV1, CreditPendingV1, CreditRequestV1, HotWalletV1, NonceLaneV1, QueueStatsV1, RpcEndpointV1,

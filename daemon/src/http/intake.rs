@@ -1,4 +1,4 @@
-//! The client-facing intake API (DESIGN.md §6): `POST /v1/withdrawals` and
+//! The client-facing intake API (docs/design.md §6): `POST /v1/withdrawals` and
 //! `GET /v1/withdrawals/{id}`, HMAC-authenticated. Everything malformed is refused here
 //! with problem+json and never recorded or queued.
 
@@ -13,8 +13,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use withdraw_core::domain::{AssetRegistry, WithdrawalId};
+use withdraw_core::ports::{PortTypes, Ports};
 use withdraw_core::ports::{Store, SubmitOutcome};
-use withdraw_core::stages::{Intake, PortTypes, Ports, WithdrawalRequest, validate};
+use withdraw_core::stages::{Intake, WithdrawalRequest, validate};
 use withdraw_core::wire::{AcceptedV1, FieldErrorV1, WithdrawalRequestV1};
 
 pub struct IntakeState<T: PortTypes> {

@@ -17,7 +17,7 @@ use problem::Problem;
 use std::sync::Arc;
 use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::{Balances, Chain, Queue, QueueName, Store, WithdrawalDetail};
-use withdraw_core::stages::{PortTypes, Ports};
+use withdraw_core::ports::{PortTypes, Ports};
 use withdraw_core::wire::*;
 
 /// What the ops endpoints look at.

@@ -1,5 +1,5 @@
 //! End-to-end tests: the real `withdrawd dev` binary against a real anvil, driven over
-//! HTTP. Each test attacks one of the money-safety invariants of DESIGN.md §5.
+//! HTTP. Each test attacks one of the money-safety invariants of docs/design.md §5.
 
 mod admin;
 mod chain;

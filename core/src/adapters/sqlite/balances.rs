@@ -1,6 +1,6 @@
 //! User balances on SQLite. Every operation runs in one IMMEDIATE transaction, so the check
 //! "available >= amount" and the update that follows cannot interleave with another
-//! request's: concurrent withdrawals cannot overdraw (DESIGN.md §5.2).
+//! request's: concurrent withdrawals cannot overdraw (docs/design.md §5.2).
 
 use super::Sqlite;
 use crate::adapters::schema::{balance_credits, balances, reservations};
