@@ -26,7 +26,9 @@ for patch in "$root"/sim/holes/*.patch; do
   [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
   git -C "$wt" checkout -q -- .
   # What is measured is the working tree: uncommitted changes go in under the hole.
+  git -C "$wt" clean -fdq
   git -C "$root" diff HEAD -- . ':!sim/holes' | git -C "$wt" apply --allow-empty
+  (cd "$root" && git ls-files --others --exclude-standard -z -- . ':!sim/holes' | xargs -0 -r cp --parents -t "$wt")
   if ! git -C "$wt" apply "$patch" 2>/tmp/sim-holes-apply.log; then
     printf '%-50s DOES NOT APPLY (%s)\n' "$name" "$(head -1 /tmp/sim-holes-apply.log)"
     continue

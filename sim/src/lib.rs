@@ -22,7 +22,7 @@ use ports::{FlakyBalances, Shared, SimChain, SimClock, SimKeys, SimPorts, SimQue
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1049,7 +1049,11 @@ impl Sim {
             let p = self.process.as_ref().expect("running");
             operate(p, &self.model, self.world.clone(), Op::Resume(chain)).await;
         }
-        // After the incident, operators send back what the outages dead-lettered.
+        // After the incident, operators send back what the outages dead-lettered, and keep
+        // triaging what lands in a dead-letter queue while the system settles: each once
+        // sent back (the round it was), discarded if it fails again 300 s later.
+        let mut retried: HashMap<WithdrawalId, u32> = HashMap::new();
+        let mut discarded: HashSet<WithdrawalId> = HashSet::new();
         {
             let p = self.process.as_ref().expect("running");
             let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
@@ -1061,6 +1065,7 @@ impl Sim {
                     || (w.status == Status::Invalid && w.reason.as_deref().is_some_and(|r| r.starts_with("redriven")))
             }) {
                 operate(p, &self.model, self.world.clone(), Op::Reprocess(w.id.clone())).await;
+                retried.insert(w.id.clone(), 0);
             }
         }
         let mut quiet_rounds = 0;
@@ -1090,12 +1095,21 @@ impl Sim {
                 let _ = p.keeper.check_all().await;
             }
             let _ = p.bumper.tick().await;
-            if round == 300 {
-                // Still dead-lettered after a retry: the operator gives up on it.
+            if round % 10 == 5 {
                 let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
                 let rows = p.ports.store.load(ids).await.unwrap_or_default();
                 for w in rows.iter().filter(|w| w.status == Status::SendFailed) {
-                    operate(p, &self.model, self.world.clone(), Op::Discard(w.id.clone())).await;
+                    match retried.get(&w.id) {
+                        None => {
+                            operate(p, &self.model, self.world.clone(), Op::Reprocess(w.id.clone())).await;
+                            retried.insert(w.id.clone(), round);
+                        }
+                        // Still dead-lettered after a retry: the operator gives up on it.
+                        Some(&at) if round >= at + 300 && discarded.insert(w.id.clone()) => {
+                            operate(p, &self.model, self.world.clone(), Op::Discard(w.id.clone())).await;
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
             self.check_step().await;
@@ -1103,7 +1117,7 @@ impl Sim {
                 return;
             }
             if round % 10 == 9 {
-                if self.quiet().await {
+                if self.quiet(&discarded).await {
                     quiet_rounds += 1;
                     if quiet_rounds >= 3 {
                         break;
@@ -1118,13 +1132,16 @@ impl Sim {
 
     /// Nothing left in flight: every withdrawal where a person must act or done, no
     /// balance change owed, nothing of ours in the pool.
-    async fn quiet(&self) -> bool {
+    /// A SEND_FAILED transfer holds its lane: quiet only once the operators gave up on it.
+    async fn quiet(&self, discarded: &HashSet<WithdrawalId>) -> bool {
         let Some(p) = &self.process else { return false };
         let ids: Vec<WithdrawalId> = self.model.borrow().reqs.iter().filter_map(|r| r.id.clone()).collect();
         let Ok(rows) = p.ports.store.load(ids).await else { return false };
-        let settled = rows
-            .iter()
-            .all(|w| w.status.is_terminal() || matches!(w.status, Status::Invalid | Status::SendFailed | Status::PendingApproval));
+        let settled = rows.iter().all(|w| {
+            w.status.is_terminal()
+                || matches!(w.status, Status::Invalid | Status::PendingApproval)
+                || (w.status == Status::SendFailed && discarded.contains(&w.id))
+        });
         let owed = p.ports.store.pending_settlements(i64::MAX, None, 1).await.map(|o| o.is_empty()).unwrap_or(false);
         let pool_empty = !lock(&self.world).chain.mempool.keys().any(|(a, _)| self.wallets.contains(a));
         settled && owed && pool_empty
@@ -1163,10 +1180,31 @@ impl Sim {
         if !bad.is_empty() {
             let controls = p.ports.store.signing_controls().await.unwrap_or_default();
             let funds = p.ports.store.wallet_funds().await.unwrap_or_default();
-            let mut w = lock(&self.world);
-            w.note(format!("  signing controls: {:?}", controls.iter().map(|c| (c.chain_id, c.paused)).collect::<Vec<_>>()));
-            for f in funds {
-                w.note(format!("  wallet funds: {f:?}"));
+            {
+                let mut w = lock(&self.world);
+                w.note(format!("  signing controls: {:?}", controls.iter().map(|c| (c.chain_id, c.paused)).collect::<Vec<_>>()));
+                for f in funds {
+                    w.note(format!("  wallet funds: {f:?}"));
+                }
+            }
+            // Where each lane waits: the nonce the chain mines next, what the pool holds
+            // there, and who owns it in the store.
+            for &wallet in &self.wallets {
+                let (latest, pooled) = {
+                    let w = lock(&self.world);
+                    let latest = w.chain.latest().nonce(wallet);
+                    (latest, w.chain.mempool.get(&(wallet, latest)).map(|t| (t.hash, t.max_fee)))
+                };
+                let owners = p.ports.store.attempts_at(CHAIN_ID, wallet, vec![latest]).await.unwrap_or_default();
+                let owners: Vec<String> = owners
+                    .iter()
+                    .map(|a| format!("{} {:?} {} {:?}", a.attempt.withdrawal_id, a.attempt.kind, a.status, a.attempt.tx_hash))
+                    .collect();
+                let fills = p.ports.store.fills(CHAIN_ID, wallet, latest).await.unwrap_or_default();
+                let fills: Vec<u64> = fills.iter().map(|f| f.nonce).filter(|&n| n == latest).collect();
+                lock(&self.world).note(format!(
+                    "  lane {wallet}: the chain mines nonce {latest} next; the pool holds {pooled:?} there; store owners {owners:?}; fills {fills:?}"
+                ));
             }
         }
         match p.ports.store.pending_settlements(i64::MAX, None, 5).await {
@@ -1219,7 +1257,12 @@ impl Sim {
                 && let Ok(Some(d)) = p.ports.store.get(id).await
             {
                 let mut w = lock(&self.world);
-                for a in &d.attempts {
+                // The newest few: a lane blocked for long bumps one transfer many times.
+                let skip = d.attempts.len().saturating_sub(4);
+                if skip > 0 {
+                    w.note(format!("  ({skip} older attempts not shown)"));
+                }
+                for a in d.attempts.iter().skip(skip) {
                     w.note(format!(
                         "  attempt {} nonce {} {:?} max_fee {} signed at {}",
                         a.tx_hash,

@@ -71,9 +71,21 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                 let fees = match bump(old_fees, network, chain.max_fee_cap(), self.cfg.percent) {
                     Bump::To(f) => f,
                     Bump::AtCap => {
+                        // No cancel can outbid the transfer in a pool that still holds it;
+                        // that transfer is priced at the cap and will be mined, paying (the
+                        // tracker finishes it COMPLETED). A pool that dropped it takes any
+                        // price, though, and not signing would hold the nonce (and every
+                        // withdrawal behind it) forever. So the cancel goes out at the
+                        // market's fees: one of the two is mined, and whichever it is
+                        // decides. Signed once: afterwards the newest attempt is the cancel.
                         metrics::counter!("withdraw_fee_cap_reached_total").increment(1);
-                        tracing::error!(withdrawal.id = %w.id, nonce = old.nonce, cap = chain.max_fee_cap(), "cannot cancel: a replacement would exceed the fee cap; the transfer may still be mined");
-                        continue;
+                        let cap = chain.max_fee_cap();
+                        let market = Fees {
+                            max_fee_per_gas: network.max_fee_per_gas.min(cap),
+                            max_priority_fee_per_gas: network.max_priority_fee_per_gas.min(network.max_fee_per_gas).min(cap),
+                        };
+                        tracing::error!(withdrawal.id = %w.id, nonce = old.nonce, cap, max_fee_per_gas = market.max_fee_per_gas, "a cancel cannot outbid the transfer under the fee cap; cancelling at the market's fees, for a pool that no longer holds the transfer; the transfer may still be mined");
+                        market
                     }
                 };
                 let cancel = UnsignedTransfer::self_transfer(chain_id, old.wallet, old.nonce, fees);

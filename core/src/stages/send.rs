@@ -175,6 +175,14 @@ impl<T: PortTypes> Sender<T> {
                     metrics::counter!("withdraw_nonce_conflicts_total", "chain_id" => chain_id.to_string()).increment(1);
                     tracing::error!(withdrawal.id = %id, nonce = a.nonce, wallet = %a.wallet, "nonce already used on chain by a transaction that is not ours; left to the nonce check");
                     ack.extend(receipts.remove(id).unwrap_or_default());
+                } else if r == SendResult::ReplacementUnderpriced && a.kind == AttemptKind::Cancel {
+                    // A cancel that cannot outbid the transfer this node holds (one signed at
+                    // the market's fees because the transfer is at the fee cap): the node
+                    // keeps one of our transactions for the nonce, and whichever is mined
+                    // decides. Retrying the same bytes would get the same answer; the bumper
+                    // re-sends the cancel when it can be priced higher.
+                    tracing::info!(withdrawal.id = %id, nonce = a.nonce, "cancel refused as underpriced: the node holds the transfer at this nonce");
+                    ack.extend(receipts.remove(id).unwrap_or_default());
                 } else if r.is_retryable() || r == SendResult::ReplacementUnderpriced {
                     all_known = false;
                     tracing::warn!(withdrawal.id = %id, nonce = a.nonce, result = ?r, "broadcast not confirmed; will retry");

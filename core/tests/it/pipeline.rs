@@ -353,8 +353,19 @@ async fn a_dead_letter_notice_landing_after_a_reprocess_does_not_undo_it() {
 /// replacement would pass the cap); when a foreign transaction then takes its nonce it can
 /// never be mined. It must end CANCELLED, not sit SENT forever (nor be re-signed: the
 /// operator withdrew it).
-#[tokio::test]
-async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled() {
+/// A rig whose fee cap is below what the node suggests, so every transfer is signed at the
+/// cap itself and no cancel can outbid it. The withdrawal of 0.4 ETH is SENT and discarded.
+struct CapRig {
+    anvil: Anvil,
+    ports: Arc<Ports<Embedded>>,
+    bumper: Bumper<Embedded, LocalKeys>,
+    keeper: NonceKeeper<Embedded, LocalKeys>,
+    tracker: Tracker<Embedded>,
+    id: WithdrawalId,
+    _dir: tempfile::TempDir,
+}
+
+async fn discarded_at_the_cap() -> CapRig {
     let anvil = Anvil::start(&["--no-mining"]);
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
@@ -367,7 +378,6 @@ async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled
         fail_threshold: 3,
     };
     let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
-    // Below what the node suggests: every transfer is signed at the cap itself.
     let chain = EvmChain::connect(pool, vec![endpoint], 1_500_000_000).await.unwrap();
     let ports = Arc::new(Ports::<Embedded> {
         store: SqliteStore::new(db.clone(), clock.clone()),
@@ -387,6 +397,7 @@ async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled
         assets.clone(),
         NonceKeeperConfig { settle_depth: 1, displaced_after: Duration::ZERO, ..NonceKeeperConfig::default() },
     );
+    let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig { confirmations: 1, ..TrackerConfig::default() });
     ports.balances.credit("cap-1", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
 
     let id = submit_one(&ports, &assets, "k-cap", "0.4").await;
@@ -395,10 +406,22 @@ async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled
     let d = ports.queue.receive(QueueName::Signed, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
     sender.process(d).await.unwrap();
     assert_eq!(ports.store.get(&id).await.unwrap().unwrap().withdrawal.status, Status::Sent);
-
     assert_eq!(discard(&ports, &id, "alice", "customer cancelled").await.unwrap(), ActionOutcome::CancelRequested(Status::Sent));
+    CapRig { anvil, ports, bumper, keeper, tracker, id, _dir: dir }
+}
+
+#[tokio::test]
+async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled() {
+    let CapRig { anvil, ports, bumper, keeper, id, .. } = discarded_at_the_cap().await;
     bumper.tick().await.unwrap();
-    assert_eq!(ports.store.get(&id).await.unwrap().unwrap().attempts.len(), 1, "no cancel fits under the cap");
+    // The cancel goes out at the market's fees (capped): it cannot outbid the transfer in
+    // this node's pool, which refuses it, but it is signed once and only once.
+    let d = ports.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(d.attempts.len(), 2, "one cancel, at the market's fees");
+    assert_eq!(d.attempts[1].kind, AttemptKind::Cancel);
+    assert!(d.attempts[1].max_fee_per_gas <= d.attempts[0].max_fee_per_gas);
+    bumper.tick().await.unwrap();
+    assert_eq!(ports.store.get(&id).await.unwrap().unwrap().attempts.len(), 2, "no second cancel");
 
     // Someone else uses the key at nonce 0, outbidding the transfer, and it is mined.
     let tx = serde_json::json!({
@@ -412,7 +435,33 @@ async fn a_discarded_transfer_at_the_fee_cap_whose_nonce_is_taken_ends_cancelled
     keeper.check_all().await.unwrap();
     let d = ports.store.get(&id).await.unwrap().unwrap();
     assert_eq!(d.withdrawal.status, Status::Cancelled, "{:?}", d.withdrawal.reason);
-    assert_eq!(d.attempts.len(), 1, "nothing signed again");
+    assert_eq!(d.attempts.len(), 2, "nothing signed again");
+    let bal = ports.balances.get("u1", "ETH").await.unwrap();
+    assert_eq!((bal.reserved, bal.spent), (Amount::ZERO, Amount::ZERO), "the reservation is released");
+    assert!(anvil.balance(TO).await.is_zero());
+}
+
+/// Found by the simulation (seed 6075): a discarded transfer at the fee cap that no pool
+/// holds any more used to keep its nonce forever (no cancel "fits"), and every withdrawal
+/// behind it waited, bumped up to the cap. The cancel at the market's fees takes the nonce.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_discarded_transfer_at_the_fee_cap_that_the_pool_dropped_is_cancelled_at_market_fees() {
+    let CapRig { anvil, ports, bumper, tracker, id, .. } = discarded_at_the_cap().await;
+    let hash = ports.store.get(&id).await.unwrap().unwrap().attempts[0].tx_hash;
+    anvil.rpc("anvil_dropTransaction", serde_json::json!([hash])).await;
+    bumper.tick().await.unwrap();
+    let d = ports.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(d.attempts.len(), 2, "a cancel was signed");
+    let d2 = ports.queue.receive(QueueName::Signed, 10, Duration::from_secs(30), Duration::from_millis(200)).await.unwrap();
+    Sender::new(ports.clone(), SenderConfig::default()).process(d2).await.unwrap();
+    anvil.rpc("evm_mine", serde_json::json!([])).await;
+    anvil.rpc("evm_mine", serde_json::json!([])).await;
+    for _ in 0..3 {
+        tracker.once().await.unwrap();
+    }
+    let d = ports.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(d.withdrawal.status, Status::Cancelled, "{:?}", d.withdrawal.reason);
+    assert_eq!(anvil.nonce(DEV_ADDRESS).await, 1, "the cancel took the nonce: the lane moves on");
     let bal = ports.balances.get("u1", "ETH").await.unwrap();
     assert_eq!((bal.reserved, bal.spent), (Amount::ZERO, Amount::ZERO), "the reservation is released");
     assert!(anvil.balance(TO).await.is_zero());
