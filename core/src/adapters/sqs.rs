@@ -175,7 +175,14 @@ impl SqsQueue {
         })
     }
 
-    async fn receive_once(&self, queue: QueueName, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+    /// One ReceiveMessage call: each delivery with its SQS message id.
+    async fn receive_once(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<(String, Delivery)>, QueueError> {
         let out = self
             .client
             .receive_message()
@@ -205,12 +212,13 @@ impl SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(0);
-                Some(Delivery {
+                let delivery = Delivery {
                     receipt: m.receipt_handle()?.to_owned(),
                     body: m.body().unwrap_or_default().to_owned(),
                     receive_count,
                     sent_at_ms,
-                })
+                };
+                Some((m.message_id().unwrap_or_default().to_owned(), delivery))
             })
             .collect())
     }
@@ -258,7 +266,7 @@ impl Queue for SqsQueue {
         // calls fetch the rest of the batch at once without waiting.
         let mut got = self.receive_once(queue, max, visibility, wait).await?;
         if got.len() < BATCH || max <= BATCH {
-            return Ok(got);
+            return Ok(got.into_iter().map(|(_, d)| d).collect());
         }
         let more = (max - got.len()).div_ceil(BATCH).min(PARALLEL_RECEIVES - 1);
         let calls = (0..more).map(|_| self.receive_once(queue, BATCH, visibility, Duration::ZERO));
@@ -269,8 +277,20 @@ impl Queue for SqsQueue {
                 Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "SQS receive failed; working on what arrived"),
             }
         }
-        got.truncate(max);
-        Ok(got)
+        // Concurrent receives may hand out one message twice (SQS is at least once). Keep
+        // one delivery per message, the last handed out: SQS deletes a message by its most
+        // recent receipt handle, and a delete by an older one may leave it in the queue (it
+        // then comes back once more, which consumers are built for).
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<Delivery> = Vec::with_capacity(got.len());
+        for (id, d) in got.into_iter().rev() {
+            if id.is_empty() || seen.insert(id) {
+                unique.push(d);
+            }
+        }
+        unique.reverse();
+        unique.truncate(max);
+        Ok(unique)
     }
 
     async fn ack(&self, queue: QueueName, receipts: Vec<String>) -> Result<(), QueueError> {
