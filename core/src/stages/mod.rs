@@ -38,8 +38,13 @@ pub enum StageError {
     UnknownChain(u64),
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The process is stopping (a stage's writer or receiver is gone): the work was not done.
     #[error("{0}")]
     Shutdown(&'static str),
+    /// The stage was not set up to do this work (no hot-wallet key loaded, a wallet without a
+    /// nonce lane): configuration or data to fix, not a wait.
+    #[error("{0}")]
+    Setup(&'static str),
     /// A bounded queue in front of a stage is full: try again shortly.
     #[error("overloaded: {0}")]
     Overloaded(&'static str),
@@ -54,7 +59,7 @@ impl StageError {
             StageError::Queue(_) | StageError::Balance(BalanceError::Unavailable(_)) | StageError::Overloaded(_) => true,
             StageError::Balance(_) => false,
             StageError::Chain(e) => e.is_retryable(),
-            StageError::UnknownChain(_) | StageError::Signing(_) | StageError::Shutdown(_) => false,
+            StageError::UnknownChain(_) | StageError::Signing(_) | StageError::Shutdown(_) | StageError::Setup(_) => false,
         }
     }
 }

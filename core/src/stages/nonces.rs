@@ -181,7 +181,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let mut round = 0;
         let (next, owners, head, latest, pending) = loop {
             round += 1;
-            let next = self.ports.store.next_nonce(wallet, chain_id).await?.ok_or(StageError::Shutdown("wallet has no nonce lane"))?;
+            let next = self.ports.store.next_nonce(wallet, chain_id).await?.ok_or(StageError::Setup("wallet has no nonce lane"))?;
             let owners = self.ports.store.nonce_owners(chain_id, wallet).await?;
             metrics::histogram!("withdraw_nonce_owners_seconds").record(started.elapsed().as_secs_f64());
             let head = chain.head().await?;

@@ -68,7 +68,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
     pub async fn new(ports: Arc<Ports<T>>, keys: Arc<K>, assets: Arc<AssetRegistry>, cfg: SignerConfig) -> Result<Self, StageError> {
         let all = keys.wallets();
         if all.is_empty() {
-            return Err(StageError::Shutdown("no hot-wallet key loaded"));
+            return Err(StageError::Setup("no hot-wallet key loaded"));
         }
         let mut wallets = HashMap::new();
         for (&chain_id, chain) in &ports.chains {
