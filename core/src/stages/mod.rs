@@ -13,7 +13,8 @@ pub use bump::{Bumper, BumperConfig};
 pub use intake::{FieldError, Intake, IntakeConfig, ValidRequest, WithdrawalRequest, request_hash, validate};
 pub use nonces::{NonceKeeper, NonceKeeperConfig};
 pub use operator::{
-    ActionError, ActionOutcome, CreditAnswer, apply_credits, approve, approve_credit, credit, discard, reject, reprocess, set_signing,
+    ActionError, ActionOutcome, CreditAnswer, OperatorAction, apply_credits, approve, approve_credit, credit, discard, reject, reprocess,
+    set_signing,
 };
 pub use send::{Sender, SenderConfig};
 pub use sign::{Signer, SignerConfig};

@@ -37,6 +37,44 @@ impl ActionOutcome {
     }
 }
 
+/// What an operator does with a withdrawal that waits on a person (a dead-lettered or stuck
+/// one): send it back into the pipeline, or give up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    Reprocess,
+    Discard,
+}
+
+impl OperatorAction {
+    pub const ALL: [OperatorAction; 2] = [OperatorAction::Reprocess, OperatorAction::Discard];
+
+    /// The name the admin API's paths use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorAction::Reprocess => "reprocess",
+            OperatorAction::Discard => "discard",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OperatorAction> {
+        OperatorAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Carries the action out on one withdrawal (`reprocess` or `discard`).
+    pub async fn apply<T: PortTypes>(
+        self,
+        ports: &Ports<T>,
+        id: &WithdrawalId,
+        actor: &str,
+        reason: &str,
+    ) -> Result<ActionOutcome, ActionError> {
+        match self {
+            OperatorAction::Reprocess => reprocess(ports, id, actor, reason).await,
+            OperatorAction::Discard => discard(ports, id, actor, reason).await,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
     #[error("no withdrawal {0}")]
@@ -334,4 +372,18 @@ pub async fn apply_credits<T: PortTypes>(ports: &Ports<T>) -> Result<usize, Stag
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OperatorAction;
+
+    #[test]
+    fn action_names_round_trip() {
+        for a in OperatorAction::ALL {
+            assert_eq!(OperatorAction::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(OperatorAction::parse("Discard"), None);
+        assert_eq!(OperatorAction::parse("approve"), None);
+    }
 }
