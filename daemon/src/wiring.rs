@@ -355,14 +355,14 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
                 .iter()
                 .map(|r| http::auth::Role::parse(r).with_context(|| format!("admin token {}: unknown role {r:?}", t.name)))
                 .collect::<Result<Vec<_>>>()?;
-            tokens.push((secret, http::auth::Operator { name: t.name.clone(), roles }));
+            tokens.push((secret, http::auth::Caller { name: t.name.clone(), roles }));
         }
-        let state = Arc::new(http::admin::AdminState {
+        let state = http::admin::AdminState {
             ports: ports.clone(),
             assets: assets.clone(),
-            tokens: http::auth::AdminTokens::new(tokens),
-            credit_thresholds: cfg.credit_thresholds()?,
-        });
+            tokens: Arc::new(http::auth::AdminTokens::new(tokens)),
+            credit_thresholds: Arc::new(cfg.credit_thresholds()?),
+        };
         let app = http::admin::router(state)
             .merge(http::ops_router(ops.clone(), !metrics_apart))
             .layer(axum::middleware::from_fn(crate::logging::with_trace));

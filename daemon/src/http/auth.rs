@@ -4,12 +4,17 @@
 //! is signed: the query string and the `Idempotency-Key` too, so a captured request re-sent
 //! inside the window under another key fails the signature instead of paying a second time;
 //! re-sent as it was, it is the same request and the idempotency key answers it.
-//! Admin: bearer tokens, each with a name and roles.
+//! Admin: bearer tokens, each with a name and roles; a handler names the role it needs as a
+//! type, `Authed<Operator>`, and runs only for a caller that holds it.
 
 use super::problem::Problem;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use std::marker::PhantomData;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -99,23 +104,24 @@ impl Role {
     }
 }
 
+/// Who holds an admin token: the name the audit log records, and the token's roles.
 #[derive(Debug, Clone)]
-pub struct Operator {
+pub struct Caller {
     pub name: String,
     pub roles: Vec<Role>,
 }
 
 /// Admin bearer tokens, stored as SHA-256 digests and compared in constant time.
 pub struct AdminTokens {
-    tokens: Vec<([u8; 32], Operator)>,
+    tokens: Vec<([u8; 32], Caller)>,
 }
 
 impl AdminTokens {
-    pub fn new(tokens: Vec<(Zeroizing<String>, Operator)>) -> Self {
+    pub fn new(tokens: Vec<(Zeroizing<String>, Caller)>) -> Self {
         Self { tokens: tokens.into_iter().map(|(t, op)| (Sha256::digest(t.as_bytes()).into(), op)).collect() }
     }
 
-    pub fn verify(&self, headers: &HeaderMap, need: Role) -> Result<Operator, Problem> {
+    pub fn verify(&self, headers: &HeaderMap, need: Role) -> Result<Caller, Problem> {
         let op = self.verify_any(headers)?;
         if !op.roles.contains(&need) {
             return Err(Problem::forbidden(&format!("this call needs the {} role", need.as_str())));
@@ -123,8 +129,8 @@ impl AdminTokens {
         Ok(op)
     }
 
-    /// The token's operator, whatever its roles.
-    pub fn verify_any(&self, headers: &HeaderMap) -> Result<Operator, Problem> {
+    /// The token's holder, whatever its roles.
+    pub fn verify_any(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -138,6 +144,65 @@ impl AdminTokens {
             }
         }
         found.cloned().ok_or_else(|| Problem::unauthorized("unknown token"))
+    }
+}
+
+/// A role an admin call needs, as a type a handler names: `Authed<Operator>`.
+pub trait NeedsRole {
+    /// None for a call any valid token may make.
+    const ROLE: Option<Role>;
+}
+
+/// The viewer role: reads.
+pub struct Viewer;
+/// The operator role: reprocess, discard, pause, credit.
+pub struct Operator;
+/// The approver role: the second person of four-eyes decisions.
+pub struct Approver;
+/// The alerts role: Alertmanager's notifications.
+pub struct Alerts;
+/// Any valid token, whatever its roles.
+pub struct AnyRole;
+
+impl NeedsRole for Viewer {
+    const ROLE: Option<Role> = Some(Role::Viewer);
+}
+impl NeedsRole for Operator {
+    const ROLE: Option<Role> = Some(Role::Operator);
+}
+impl NeedsRole for Approver {
+    const ROLE: Option<Role> = Some(Role::Approver);
+}
+impl NeedsRole for Alerts {
+    const ROLE: Option<Role> = Some(Role::Alerts);
+}
+impl NeedsRole for AnyRole {
+    const ROLE: Option<Role> = None;
+}
+
+/// The caller of an admin call, authenticated by its bearer token and holding the role `R`.
+/// Extracting it answers 401 (no token, or an unknown one) or 403 (the role missing) as
+/// problem+json before the handler runs; the state gives the tokens (`FromRef`).
+pub struct Authed<R> {
+    pub caller: Caller,
+    role: PhantomData<fn() -> R>,
+}
+
+impl<S, R> FromRequestParts<S> for Authed<R>
+where
+    S: Send + Sync,
+    R: NeedsRole,
+    Arc<AdminTokens>: FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let tokens = Arc::<AdminTokens>::from_ref(state);
+        let caller = match R::ROLE {
+            Some(need) => tokens.verify(&parts.headers, need)?,
+            None => tokens.verify_any(&parts.headers)?,
+        };
+        Ok(Authed { caller, role: PhantomData })
     }
 }
 
@@ -205,8 +270,8 @@ mod tests {
     #[test]
     fn bearer_roles() {
         let t = AdminTokens::new(vec![
-            (Zeroizing::new("v".into()), Operator { name: "vera".into(), roles: vec![Role::Viewer] }),
-            (Zeroizing::new("o".into()), Operator { name: "otto".into(), roles: vec![Role::Viewer, Role::Operator] }),
+            (Zeroizing::new("v".into()), Caller { name: "vera".into(), roles: vec![Role::Viewer] }),
+            (Zeroizing::new("o".into()), Caller { name: "otto".into(), roles: vec![Role::Viewer, Role::Operator] }),
         ]);
         let h = |tok: &str| {
             let mut h = HeaderMap::new();

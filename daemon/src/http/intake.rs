@@ -69,7 +69,7 @@ async fn submit_inner<T: PortTypes>(
     if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok())
         && !ct.starts_with("application/json")
     {
-        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Body must be application/json"));
+        return Err(Problem::unsupported_media_type());
     }
     let req: WithdrawalRequestV1 =
         serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("body is not a valid withdrawal request: {e}")))?;
@@ -113,7 +113,7 @@ async fn status<T: PortTypes>(
 ) -> Result<impl IntoResponse, Problem> {
     let client = s.clients.verify(&headers, "GET", path_and_query(&uri), b"", now_secs())?;
     let id = WithdrawalId::parse(&id).ok_or_else(Problem::not_found)?;
-    let d = s.ports.store.get(&id).await.map_err(|e| Problem::unavailable(e.to_string()))?.ok_or_else(Problem::not_found)?;
+    let d = s.ports.store.get(&id).await?.ok_or_else(Problem::not_found)?;
     // A client sees only its own withdrawals; another client's id is simply not found.
     if d.withdrawal.client_id != client {
         return Err(Problem::not_found());

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod extract;
 pub mod intake;
 pub mod problem;
 pub mod server;
@@ -142,7 +143,7 @@ pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistr
     let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(0);
     let confirmations = match &d.inclusion {
         Some(inc) => {
-            let seen = ports.store.cursor(w.chain_id).await.map_err(|e| Problem::unavailable(e.to_string()))?.unwrap_or(0);
+            let seen = ports.store.cursor(w.chain_id).await?.unwrap_or(0);
             (seen + 1).saturating_sub(inc.block_number)
         }
         None => 0,

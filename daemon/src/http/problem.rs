@@ -3,6 +3,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use withdraw_core::ports::{BalanceError, QueueError, StoreError};
+use withdraw_core::stages::ActionError;
 use withdraw_core::wire::{FieldErrorV1, ProblemV1};
 
 #[derive(Debug)]
@@ -46,6 +48,53 @@ impl Problem {
 
     pub fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Request is malformed").detail(detail)
+    }
+
+    pub fn unsupported_media_type() -> Problem {
+        Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Body must be application/json")
+    }
+
+    pub fn payload_too_large(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body is too large").detail(detail)
+    }
+
+    /// A fault of ours, not of the request.
+    pub fn internal(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").detail(detail)
+    }
+}
+
+// A dependency that fails answers 503 with `Retry-After` (see `into_response`), whether or
+// not its error `is_retryable`: to the caller either is "not now", and the detail names the
+// dependency.
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        Problem::unavailable(e.to_string())
+    }
+}
+
+impl From<QueueError> for Problem {
+    fn from(e: QueueError) -> Problem {
+        Problem::unavailable(e.to_string())
+    }
+}
+
+impl From<BalanceError> for Problem {
+    fn from(e: BalanceError) -> Problem {
+        Problem::unavailable(e.to_string())
+    }
+}
+
+/// An operator action refused (404, 409, 400) or not carried out (503).
+impl From<ActionError> for Problem {
+    fn from(e: ActionError) -> Problem {
+        match e {
+            ActionError::NotFound(_) => Problem::not_found(),
+            ActionError::Conflict(m) => Problem::conflict(m),
+            ActionError::MissingReason => Problem::bad_request("a non-empty \"reason\" is required"),
+            ActionError::Stage(e) => Problem::unavailable(e.to_string()),
+        }
     }
 }
 
