@@ -17,6 +17,7 @@ use withdraw_core::adapters::secrets::SecretsManagerKeys;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
 use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
 use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, AnyStore, Configured};
+use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::Ports;
 use withdraw_core::ports::{Clock, SystemClock};
 use withdraw_core::stages::{self, Intake, IntakeConfig};
@@ -223,26 +224,76 @@ struct Endpoints {
 }
 
 pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> {
+    let has = |r: Role| roles.contains(&r);
     let metrics = install_metrics()?;
-    let ports = ports(&cfg).await?;
-    let assets = Arc::new(cfg.asset_registry()?);
-    let mut sup = Supervisor::new();
-    let queue_vis = Duration::from_secs(cfg.queues.visibility_timeout_secs);
-    let mut endpoints = Endpoints { intake: None, admin: None, health: None };
-    let limits = http::server::Limits {
-        header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
-        body_timeout: Duration::from_millis(cfg.http.body_timeout_ms),
-        request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
-        max_connections: cfg.http.max_connections,
+    let mut w = Wiring {
+        ports: ports(&cfg).await?,
+        assets: Arc::new(cfg.asset_registry()?),
+        limits: http::server::Limits {
+            header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
+            body_timeout: Duration::from_millis(cfg.http.body_timeout_ms),
+            request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
+            max_connections: cfg.http.max_connections,
+        },
+        sup: Supervisor::new(),
+        cfg: &cfg,
     };
-    let mut wallets = Vec::new();
+    let wallets = if has(Role::Signer) { w.signer().await? } else { Vec::new() };
+    if has(Role::Sender) {
+        w.sender();
+    }
+    if has(Role::Tracker) {
+        w.tracker();
+    }
+    let ops = w.ops(metrics, has(Role::Signer) || has(Role::Tracker)).await?;
+    let mut endpoints = Endpoints { intake: None, admin: None, health: None };
+    if has(Role::Intake) {
+        endpoints.intake = Some(w.intake(&ops).await?);
+    }
+    if has(Role::Admin) {
+        endpoints.admin = Some(w.admin(&ops).await?);
+    }
+    if !has(Role::Intake) && !has(Role::Admin) {
+        endpoints.health = Some(w.health(&ops).await?);
+    }
 
-    if roles.contains(&Role::Signer) {
-        let keys = load_keys(&cfg).await?;
-        wallets = withdraw_core::ports::Keys::wallets(&keys);
+    // The SQLite backend creates the data directory; with PostgreSQL nothing else needs it.
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let ep_path = cfg.data_dir.join("endpoints.json");
+    std::fs::write(&ep_path, serde_json::to_vec_pretty(&endpoints)?).with_context(|| format!("writing {}", ep_path.display()))?;
+    tracing::info!(intake = ?endpoints.intake, admin = ?endpoints.admin, health = ?endpoints.health, "withdrawd running");
+    if banner {
+        print_banner(&cfg, &endpoints, &wallets);
+    }
+    w.sup.run_until_shutdown(Duration::from_secs(20)).await?;
+    tracing::info!("withdrawd stopped");
+    Ok(())
+}
+
+/// What every role's wiring shares: the config, this process's adapters and assets, the
+/// limits of its listeners, and the supervisor its tasks join. One method per role.
+struct Wiring<'a> {
+    cfg: &'a Config,
+    ports: Arc<Ports<Configured>>,
+    assets: Arc<AssetRegistry>,
+    limits: http::server::Limits,
+    sup: Supervisor,
+}
+
+impl Wiring<'_> {
+    fn queue_visibility(&self) -> Duration {
+        Duration::from_secs(self.cfg.queues.visibility_timeout_secs)
+    }
+
+    /// The signer, its bumper and its nonce check; the only role that loads keys. Returns
+    /// the hot wallets.
+    async fn signer(&mut self) -> Result<Vec<alloy::primitives::Address>> {
+        let cfg = self.cfg;
+        let keys = load_keys(cfg).await?;
+        let wallets = withdraw_core::ports::Keys::wallets(&keys);
         let keys = Arc::new(keys);
         let bumper = stages::Bumper::new(
-            ports.clone(),
+            self.ports.clone(),
             keys.clone(),
             stages::BumperConfig {
                 stuck_after: Duration::from_secs(cfg.signer.stuck_after_secs),
@@ -250,20 +301,20 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
                 ..Default::default()
             },
         );
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("bumper", async move { bumper.run(cancel).await });
+        let cancel = self.sup.cancel.clone();
+        self.sup.spawn_critical("bumper", async move { bumper.run(cancel).await });
         let signer = stages::Signer::new(
-            ports.clone(),
+            self.ports.clone(),
             keys.clone(),
-            assets.clone(),
-            stages::SignerConfig { batch: cfg.signer.batch, visibility: queue_vis, wait: receive_wait(&cfg) },
+            self.assets.clone(),
+            stages::SignerConfig { batch: cfg.signer.batch, visibility: self.queue_visibility(), wait: receive_wait(cfg) },
         )
         .await
         .context("signer start")?;
         let keeper = stages::NonceKeeper::new(
-            ports.clone(),
+            self.ports.clone(),
             keys,
-            assets.clone(),
+            self.assets.clone(),
             stages::NonceKeeperConfig {
                 every: Duration::from_secs(cfg.signer.nonce_check_secs),
                 settle_depth: cfg.tracker.confirmations,
@@ -274,79 +325,93 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
         // Before the first signature: a key used elsewhere must not cost a batch of
         // transfers signed at nonces the chain already took.
         keeper.check_all().await.context("nonce check at start")?;
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("nonce-check", async move { keeper.run(cancel).await });
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("signer", async move { signer.run(cancel).await });
-    }
-    if roles.contains(&Role::Sender) {
-        let sender = stages::Sender::new(
-            ports.clone(),
-            stages::SenderConfig { batch: cfg.sender.batch, visibility: queue_vis, wait: receive_wait(&cfg) },
-        );
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("sender", async move { sender.run(cancel).await });
-    }
-    if roles.contains(&Role::Tracker) {
-        let tracker = stages::Tracker::new(ports.clone(), assets.clone(), tracker_config(&cfg));
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("tracker", async move { tracker.run(cancel).await });
+        let cancel = self.sup.cancel.clone();
+        self.sup.spawn_critical("nonce-check", async move { keeper.run(cancel).await });
+        let cancel = self.sup.cancel.clone();
+        self.sup.spawn_critical("signer", async move { signer.run(cancel).await });
+        Ok(wallets)
     }
 
-    let needs_balances = roles.contains(&Role::Signer) || roles.contains(&Role::Tracker);
-    let ops = Arc::new(Ops::new(ports.clone(), metrics.clone(), needs_balances));
-    ops.probe().await;
-    {
-        let (ops, cancel) = (ops.clone(), sup.cancel.clone());
-        sup.spawn_critical("readiness", async move { ops.run_prober(Duration::from_secs(5), cancel).await });
+    fn sender(&mut self) {
+        let sender = stages::Sender::new(
+            self.ports.clone(),
+            stages::SenderConfig { batch: self.cfg.sender.batch, visibility: self.queue_visibility(), wait: receive_wait(self.cfg) },
+        );
+        let cancel = self.sup.cancel.clone();
+        self.sup.spawn_critical("sender", async move { sender.run(cancel).await });
     }
-    let metrics_apart = cfg.http.metrics_listen.is_some();
-    if let Some(addr) = cfg.http.metrics_listen {
-        let listener = bind(addr, "metrics").await?;
-        let app = http::metrics_router(ops.clone());
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("metrics-http", async move { http::server::serve(listener, app, limits, "metrics", cancel).await });
+
+    fn tracker(&mut self) {
+        let tracker = stages::Tracker::new(self.ports.clone(), self.assets.clone(), tracker_config(self.cfg));
+        let cancel = self.sup.cancel.clone();
+        self.sup.spawn_critical("tracker", async move { tracker.run(cancel).await });
     }
-    {
-        let m = metrics.clone();
-        let p = ports.clone();
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("metrics-upkeep", async move {
+
+    /// What every role serves besides its work: the readiness prober, `/metrics` on a
+    /// listener of its own if configured, and the gauges sampled every 5 s.
+    async fn ops(&mut self, metrics: PrometheusHandle, needs_balances: bool) -> Result<Arc<Ops<Configured>>> {
+        let ops = Arc::new(Ops::new(self.ports.clone(), metrics.clone(), needs_balances));
+        ops.probe().await;
+        {
+            let (ops, cancel) = (ops.clone(), self.sup.cancel.clone());
+            self.sup.spawn_critical("readiness", async move { ops.run_prober(Duration::from_secs(5), cancel).await });
+        }
+        if let Some(addr) = self.cfg.http.metrics_listen {
+            let listener = bind(addr, "metrics").await?;
+            let app = http::metrics_router(ops.clone());
+            let (limits, cancel) = (self.limits, self.sup.cancel.clone());
+            self.sup.spawn_critical("metrics-http", async move { http::server::serve(listener, app, limits, "metrics", cancel).await });
+        }
+        let p = self.ports.clone();
+        let cancel = self.sup.cancel.clone();
+        self.sup.spawn_critical("metrics-upkeep", async move {
             loop {
                 tokio::select! { _ = cancel.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(5)) => {} }
-                m.run_upkeep();
+                metrics.run_upkeep();
                 sample_gauges(&p).await;
             }
         });
+        Ok(ops)
     }
 
-    if roles.contains(&Role::Intake) {
+    /// `/healthz`, `/readyz`, and `/metrics` unless it has a listener of its own.
+    fn ops_routes(&self, ops: &Arc<Ops<Configured>>) -> axum::Router {
+        http::ops_router(ops.clone(), self.cfg.http.metrics_listen.is_none())
+    }
+
+    /// The intake API and its group-commit writer. Returns the bound address.
+    async fn intake(&mut self, ops: &Arc<Ops<Configured>>) -> Result<String> {
+        let cfg = self.cfg;
         let mut clients = Vec::new();
         for c in &cfg.intake.clients {
             let secret = resolve_secret(&format!("intake client {}", c.id), &c.secret)?;
             clients.push((c.id.clone(), zeroize::Zeroizing::new(secret.as_bytes().to_vec())));
         }
-        let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
+        let (intake, writer) = Intake::spawn(self.ports.clone(), IntakeConfig::default());
         let state = Arc::new(http::intake::IntakeState {
-            ports: ports.clone(),
+            ports: self.ports.clone(),
             intake,
-            assets: assets.clone(),
+            assets: self.assets.clone(),
             clients: http::auth::HmacClients::new(clients, cfg.intake.timestamp_window_secs),
         });
         let app = http::intake::router(state, cfg.intake.max_body_bytes)
-            .merge(http::ops_router(ops.clone(), !metrics_apart))
+            .merge(self.ops_routes(ops))
             .layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.intake.listen, "intake").await?;
-        endpoints.intake = Some(listener.local_addr()?.to_string());
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("intake-http", async move {
+        let addr = listener.local_addr()?.to_string();
+        let (limits, cancel) = (self.limits, self.sup.cancel.clone());
+        self.sup.spawn_critical("intake-http", async move {
             http::server::serve(listener, app, limits, "intake", cancel).await;
             // The router (and with it every Intake handle) is gone: the writer records
             // what it was handed and stops.
             let _ = writer.await;
         });
+        Ok(addr)
     }
-    if roles.contains(&Role::Admin) {
+
+    /// The admin API. Returns the bound address.
+    async fn admin(&mut self, ops: &Arc<Ops<Configured>>) -> Result<String> {
+        let cfg = self.cfg;
         let mut tokens = Vec::new();
         for t in &cfg.admin.tokens {
             let secret = resolve_secret(&format!("admin token {}", t.name), &t.token)?;
@@ -358,38 +423,28 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
             tokens.push((secret, http::auth::Caller { name: t.name.clone(), roles }));
         }
         let state = http::admin::AdminState {
-            ports: ports.clone(),
-            assets: assets.clone(),
+            ports: self.ports.clone(),
+            assets: self.assets.clone(),
             tokens: Arc::new(http::auth::AdminTokens::new(tokens)),
             credit_thresholds: Arc::new(cfg.credit_thresholds()?),
         };
-        let app = http::admin::router(state)
-            .merge(http::ops_router(ops.clone(), !metrics_apart))
-            .layer(axum::middleware::from_fn(crate::logging::with_trace));
+        let app = http::admin::router(state).merge(self.ops_routes(ops)).layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.admin.listen, "admin").await?;
-        endpoints.admin = Some(listener.local_addr()?.to_string());
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("admin-http", async move { http::server::serve(listener, app, limits, "admin", cancel).await });
-    }
-    if !roles.contains(&Role::Intake) && !roles.contains(&Role::Admin) {
-        let listener = bind(cfg.health_listen, "health").await?;
-        endpoints.health = Some(listener.local_addr()?.to_string());
-        let app = http::ops_router(ops.clone(), !metrics_apart);
-        let cancel = sup.cancel.clone();
-        sup.spawn_critical("health-http", async move { http::server::serve(listener, app, limits, "health", cancel).await });
+        let addr = listener.local_addr()?.to_string();
+        let (limits, cancel) = (self.limits, self.sup.cancel.clone());
+        self.sup.spawn_critical("admin-http", async move { http::server::serve(listener, app, limits, "admin", cancel).await });
+        Ok(addr)
     }
 
-    // The SQLite backend creates the data directory; with PostgreSQL nothing else needs it.
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let ep_path = cfg.data_dir.join("endpoints.json");
-    std::fs::write(&ep_path, serde_json::to_vec_pretty(&endpoints)?).with_context(|| format!("writing {}", ep_path.display()))?;
-    tracing::info!(intake = ?endpoints.intake, admin = ?endpoints.admin, health = ?endpoints.health, "withdrawd running");
-    if banner {
-        print_banner(&cfg, &endpoints, &wallets);
+    /// The probes and metrics of a role that serves no API. Returns the bound address.
+    async fn health(&mut self, ops: &Arc<Ops<Configured>>) -> Result<String> {
+        let listener = bind(self.cfg.health_listen, "health").await?;
+        let addr = listener.local_addr()?.to_string();
+        let app = self.ops_routes(ops);
+        let (limits, cancel) = (self.limits, self.sup.cancel.clone());
+        self.sup.spawn_critical("health-http", async move { http::server::serve(listener, app, limits, "health", cancel).await });
+        Ok(addr)
     }
-    sup.run_until_shutdown(Duration::from_secs(20)).await?;
-    tracing::info!("withdrawd stopped");
-    Ok(())
 }
 
 pub fn tracker_config(cfg: &Config) -> stages::TrackerConfig {
