@@ -238,7 +238,7 @@ async fn run(cli: Cli) -> Result<()> {
             let vis = std::time::Duration::from_secs(cfg.queues.visibility_timeout_secs);
             let urls = withdraw_core::adapters::sqs::SqsQueue::ensure(&client, &prefix, cfg.queues.max_receives, vis)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .context("creating the SQS queues")?;
             println!(
                 "# and in [queues]: backend = \"sqs\"\n[queues.sqs]\nrequests_url = \"{}\"\nsigned_url = \"{}\"\ninvalid_dlq_url = \"{}\"\ntx_dlq_url = \"{}\"",
                 urls.requests, urls.signed, urls.invalid_dlq, urls.tx_dlq

@@ -68,7 +68,9 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
             max_lag: c.max_lag_blocks,
             fail_threshold: c.fail_threshold,
         };
-        let chain = EvmChain::connect(pool, c.endpoint_specs(), c.max_fee_cap_wei as u128).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let chain = EvmChain::connect(pool, c.endpoint_specs(), c.max_fee_cap_wei as u128)
+            .await
+            .with_context(|| format!("connecting chain {}", c.chain_id))?;
         chains.insert(c.chain_id, chain);
     }
     let queue = match (cfg.queues.backend, &cfg.queues.sqs) {
@@ -80,7 +82,7 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
                 invalid_dlq: s.invalid_dlq_url.clone(),
                 tx_dlq: s.tx_dlq_url.clone(),
             };
-            AnyQueue::Sqs(SqsQueue::connect(client, urls).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+            AnyQueue::Sqs(SqsQueue::connect(client, urls).await.context("connecting the SQS queues")?)
         }
         (QueueBackend::Sqs, None) => {
             bail!("queues.backend is \"sqs\" but [queues.sqs] (the four queue URLs) is missing; `withdrawd queues ensure` prints it")
@@ -90,7 +92,7 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
     let balances = match (cfg.balances.backend, &cfg.balances.redis_url) {
         (BalanceBackend::Redis, Some(url)) => {
             let url = resolve_secret("balances.redis_url", url)?;
-            AnyBalances::Redis(RedisBalances::connect(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+            AnyBalances::Redis(RedisBalances::connect(&url).await.context("connecting the Redis balance store")?)
         }
         (BalanceBackend::Redis, None) => bail!("balances.backend is \"redis\" but balances.redis_url is not set"),
         (BalanceBackend::Sqlite, _) => AnyBalances::Sqlite(SqliteBalances::new(sqlite_for("balances")?, clock.clone())),
@@ -120,11 +122,11 @@ pub async fn open_store(cfg: &Config, clock: Arc<dyn Clock>, migrate: bool) -> R
             }
             let max = cfg.database.max_connections;
             let pg = tokio::task::spawn_blocking(move || -> Result<Postgres> {
-                let pg = Postgres::connect(&url, max).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let pg = Postgres::connect(&url, max).context("connecting to PostgreSQL")?;
                 if migrate {
-                    pg.migrate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    pg.migrate().context("migrating the PostgreSQL schema")?;
                 } else {
-                    pg.check_schema().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    pg.check_schema().context("checking the PostgreSQL schema")?;
                 }
                 Ok(pg)
             })
@@ -145,7 +147,7 @@ pub async fn reconcile_balances(cfg: &Config, dry_run: bool, force: bool) -> Res
         (BalanceBackend::Redis, Some(url)) => resolve_secret("balances.redis_url", url)?,
         _ => bail!("balances live in the database (balances.backend is not \"redis\"): there is nothing to reconcile"),
     };
-    let redis = RedisBalances::connect(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let redis = RedisBalances::connect(&url).await.context("connecting the Redis balance store")?;
     let (store, _) = open_store(cfg, Arc::new(SystemClock), false).await?;
     let paused = store.signing_controls().await?.iter().any(|c| c.chain_id.is_none() && c.paused);
     if !paused && !force && !dry_run {
@@ -172,7 +174,7 @@ pub async fn reconcile_balances(cfg: &Config, dry_run: bool, force: bool) -> Res
         }
     }
     tracing::info!(withdrawals = journal.len(), dry_run, "reconciling Redis balances with the database");
-    redis.reconcile(journal, dry_run).await.map_err(|e| anyhow::anyhow!("{e}"))
+    redis.reconcile(journal, dry_run).await.context("reconciling Redis with the database")
 }
 
 pub async fn aws_config(cfg: &Config) -> aws_config::SdkConfig {
