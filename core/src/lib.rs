@@ -2,6 +2,7 @@
 //! `stages` feature) and the adapters (behind `adapters`) of withdrawd. Stages compile
 //! without the adapters: they see the ports only.
 
+pub mod decide;
 pub mod domain;
 pub mod fees;
 pub mod machine;

@@ -3,6 +3,7 @@
 //! store moves it RECEIVED -> SIGNED in the same transaction that takes its nonce.
 
 use super::{Decision, PortTypes, Ports, StageError, apply, parse_deliveries};
+use crate::decide::{self, Book, Claim, Fit, GasTerms, Want};
 use crate::domain::{Amount, AssetKind, AssetRegistry, Status, WithdrawalId};
 use crate::machine::Event;
 use crate::ports::*;
@@ -150,10 +151,9 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         super::with_heartbeat(&self.ports, QueueName::Requests, receipts, self.cfg.visibility, self.process(d)).await
     }
 
-    /// Splits candidates (in order) into those the hot wallet can fund now and those to hold:
-    /// on-chain balance minus everything signed but not yet mined, counting worst-case gas
-    /// (`gas_limit * max_fee`). Stops at the first that does not fit, so a large withdrawal
-    /// is not starved by smaller ones behind it. Records what it saw for operators.
+    /// Splits candidates (in order) into those the hot wallet can fund now and those to hold
+    /// (`decide::fit_to_funds`): on-chain balance minus everything signed but not yet mined,
+    /// counting worst-case gas. Records what it saw for operators.
     async fn budget(
         &self,
         chain_id: u64,
@@ -162,86 +162,66 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         candidates: &[&Withdrawal],
         fees: Fees,
     ) -> Result<(Vec<WithdrawalId>, Vec<WithdrawalId>), StageError> {
-        let gas_cost = |gas_limit: u64, max_fee: u128| U256::from(gas_limit) * U256::from(max_fee);
         let native = self.assets.all().iter().find(|a| a.chain_id == chain_id && a.kind == AssetKind::Native).map(|a| a.symbol.clone());
-        let native_key = native.clone().unwrap_or_else(|| "<native>".into());
+        let native_key = native.unwrap_or_else(|| "<native>".into());
         let cached = {
             let f = self.funds.lock().unwrap_or_else(|p| p.into_inner());
             f.get(&(chain_id, wallet)).filter(|(at, _)| at.elapsed() < FUNDS_FRESH).cloned()
         };
-        // A fresh read when the cache is stale or lacks an asset this batch needs. `book`
-        // (balance, in flight per asset) is filled only by a fresh read, for operators.
+        // A fresh read when the cache is stale or lacks an asset this batch needs. `books`
+        // is filled only by a fresh read, for operators.
         let needs_read = cached.as_ref().is_none_or(|(_, left)| candidates.iter().any(|w| !left.contains_key(&w.asset)));
-        let mut book: HashMap<String, (U256, U256)> = HashMap::new();
-        let (read_at, mut left): (tokio::time::Instant, HashMap<String, U256>) = match cached {
+        let mut books: HashMap<String, Book> = HashMap::new();
+        let (read_at, left): (tokio::time::Instant, HashMap<String, U256>) = match cached {
             Some(hit) if !needs_read => hit,
             _ => {
                 let in_flight = self.ports.store.in_flight(chain_id, wallet).await?;
-                // Per asset: (balance, in flight). The native coin also carries all gas.
-                book.insert(native_key.clone(), (chain.balance(wallet).await?, U256::ZERO));
-                for f in &in_flight {
-                    book.get_mut(&native_key).expect("inserted").1 += gas_cost(f.gas_limit, f.max_fee_per_gas);
-                    let key = if Some(&f.asset) == native.as_ref() { native_key.clone() } else { f.asset.clone() };
-                    book.entry(key).or_insert((U256::ZERO, U256::ZERO)).1 += f.amount.0;
-                }
-                let mut fetched = std::collections::HashSet::new();
-                for w in candidates.iter().map(|w| &w.asset).chain(in_flight.iter().map(|f| &f.asset)) {
-                    if let Some(AssetKind::Erc20 { contract }) = self.assets.find(w, chain_id).map(|a| a.kind)
-                        && fetched.insert(w.clone())
+                let mut balances = HashMap::from([(native_key.clone(), chain.balance(wallet).await?)]);
+                for a in candidates.iter().map(|w| &w.asset).chain(in_flight.iter().map(|f| &f.asset)) {
+                    if let Some(AssetKind::Erc20 { contract }) = self.assets.find(a, chain_id).map(|a| a.kind)
+                        && !balances.contains_key(a)
                     {
-                        let bal = chain.token_balance(contract, wallet).await?;
-                        book.entry(w.clone()).or_insert((U256::ZERO, U256::ZERO)).0 = bal;
+                        balances.insert(a.clone(), chain.token_balance(contract, wallet).await?);
                     }
                 }
-                (tokio::time::Instant::now(), book.iter().map(|(k, (b, f))| (k.clone(), b.saturating_sub(*f))).collect())
+                // The store answers each withdrawal's newest attempt only (`Store::in_flight`).
+                let claims: Vec<Claim<'_>> = in_flight
+                    .iter()
+                    .map(|f| Claim {
+                        asset: &f.asset,
+                        amount: f.amount.0,
+                        attempts: vec![GasTerms { gas_limit: f.gas_limit, max_fee_per_gas: f.max_fee_per_gas }],
+                    })
+                    .collect();
+                books = decide::book(&native_key, &balances, &claims);
+                (tokio::time::Instant::now(), books.iter().map(|(k, b)| (k.clone(), b.left())).collect())
             }
         };
-        let mut take = Vec::new();
-        let mut held = Vec::new();
-        let mut short: HashMap<String, U256> = HashMap::new();
-        for w in candidates {
-            if !held.is_empty() {
-                held.push(w.id.clone());
-                continue;
-            }
-            let gas_limit = self.assets.find(&w.asset, chain_id).map(|a| a.gas_limit).unwrap_or(0);
-            let mut need: Vec<(String, U256)> = vec![(native_key.clone(), gas_cost(gas_limit, fees.max_fee_per_gas))];
-            if Some(&w.asset) == native.as_ref() {
-                need[0].1 += w.amount.0;
-            } else {
-                need.push((w.asset.clone(), w.amount.0));
-            }
-            let missing: Vec<(String, U256)> = need
-                .iter()
-                .filter_map(|(k, n)| {
-                    let l = left.get(k).copied().unwrap_or_default();
-                    (l < *n).then(|| (k.clone(), *n - l))
-                })
-                .collect();
-            if missing.is_empty() {
-                for (k, n) in need {
-                    *left.get_mut(&k).expect("present") -= n;
-                }
-                take.push(w.id.clone());
-            } else {
-                short.extend(missing);
-                held.push(w.id.clone());
-            }
-        }
+        let wants: Vec<Want<'_>> = candidates
+            .iter()
+            .map(|w| Want {
+                asset: &w.asset,
+                amount: w.amount.0,
+                gas_limit: self.assets.find(&w.asset, chain_id).map(|a| a.gas_limit).unwrap_or(0),
+            })
+            .collect();
+        let Fit { fits, short_by: short, left } = decide::fit_to_funds(&native_key, left, &wants, fees.max_fee_per_gas);
+        let take: Vec<WithdrawalId> = candidates[..fits].iter().map(|w| w.id.clone()).collect();
+        let held: Vec<WithdrawalId> = candidates[fits..].iter().map(|w| w.id.clone()).collect();
         // Keep what is left for the next batch, as of the read; a short wallet is re-read on
         // every batch, so a top-up is seen at once.
         let is_short = !held.is_empty();
         let at = if is_short { read_at.checked_sub(FUNDS_FRESH).unwrap_or(read_at) } else { read_at };
         self.funds.lock().unwrap_or_else(|p| p.into_inner()).insert((chain_id, wallet), (at, left.clone()));
         let now = self.ports.clock.now_ms();
-        let funds: Vec<WalletFunds> = book
+        let funds: Vec<WalletFunds> = books
             .iter()
-            .map(|(asset, (bal, fl))| WalletFunds {
+            .map(|(asset, b)| WalletFunds {
                 chain_id,
                 wallet,
                 asset: asset.clone(),
-                balance: Amount(*bal),
-                in_flight: Amount(*fl),
+                balance: Amount(b.balance),
+                in_flight: Amount(b.in_flight),
                 short_by: Amount(short.get(asset).copied().unwrap_or_default()),
                 held: if short.contains_key(asset) { held.len() as u64 } else { 0 },
                 updated_at_ms: now,
