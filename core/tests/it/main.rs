@@ -7,6 +7,7 @@ mod redis;
 mod secrets;
 pub mod sqlite;
 mod sqs;
+mod store_contract;
 mod tidy;
 
 use std::sync::Arc;

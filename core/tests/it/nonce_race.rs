@@ -3,7 +3,7 @@
 //! "money safety under attack" issue, item 4). A chain wrapper runs the signer's commit at
 //! exactly that moment, on the real store and a real anvil.
 
-use super::sqlite::{fake_sign, new_w, wid};
+use super::store_contract::{fake_sign, new_w, wid};
 use alloy::primitives::{Address, B256, Bytes, U256};
 use serde_json::json;
 use std::collections::HashMap;

@@ -1,10 +1,8 @@
-//! The record store on a real PostgreSQL: the store contract shared with SQLite, and what
-//! only a multi-writer database needs: signer replicas allocating nonces at once.
+//! The record store on a real PostgreSQL, beyond the contract it shares with SQLite
+//! (`store_contract.rs`): what only a multi-writer database needs, such as signer replicas
+//! allocating nonces at once, and how a missing server fails.
 
-use super::sqlite::{
-    approvals_stand_once_and_can_be_revoked, brake_cursor_lease_and_credits_hold, fake_sign, new_w, nonce_lane_repairs_are_guarded,
-    submit_is_idempotent_per_client_key, wid,
-};
+use super::store_contract::{fake_sign, new_w, wid};
 use alloy::primitives::Address;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +12,7 @@ use withdraw_core::ports::*;
 use withdraw_core::testing::servers;
 
 /// A fresh database in the cluster, migrated.
-fn database(pg: &servers::Postgres, name: &str) -> String {
+pub(crate) fn database(pg: &servers::Postgres, name: &str) -> String {
     let admin = Postgres::connect(&pg.url, 2).expect("connect");
     drop(admin);
     let out = std::process::Command::new("psql")
@@ -29,15 +27,6 @@ fn database(pg: &servers::Postgres, name: &str) -> String {
 
 fn store(url: &str) -> PgStore {
     PgStore::new(Postgres::connect(url, 8).unwrap(), Arc::new(SystemClock))
-}
-
-#[tokio::test]
-async fn postgres_store_contract() {
-    let pg = servers::Postgres::start();
-    submit_is_idempotent_per_client_key(store(&database(&pg, "a"))).await;
-    nonce_lane_repairs_are_guarded(store(&database(&pg, "b"))).await;
-    approvals_stand_once_and_can_be_revoked(store(&database(&pg, "c"))).await;
-    brake_cursor_lease_and_credits_hold(store(&database(&pg, "d"))).await;
 }
 
 /// Four signer replicas (each its own pool) sign batches from one wallet at once; the
