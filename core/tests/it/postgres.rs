@@ -8,7 +8,8 @@ use super::sqlite::{
 use alloy::primitives::Address;
 use std::collections::HashSet;
 use std::sync::Arc;
-use withdraw_core::adapters::postgres::{PgStore, Postgres};
+use withdraw_core::adapters::postgres::Postgres;
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::Status;
 use withdraw_core::ports::*;
 use withdraw_core::testing::servers;
@@ -27,8 +28,8 @@ fn database(pg: &servers::Postgres, name: &str) -> String {
     url
 }
 
-fn store(url: &str) -> PgStore {
-    PgStore::new(Postgres::connect(url, 8).unwrap(), Arc::new(SystemClock))
+fn store(url: &str) -> RecordStore {
+    RecordStore::new(Postgres::connect(url, 8).unwrap(), Arc::new(SystemClock))
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@ use super::ManualClock;
 use alloy::primitives::{Address, B256, U256};
 use std::sync::Arc;
 use std::time::Duration;
-use withdraw_core::adapters::sqlite::{Sqlite, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteQueue};
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::{Amount, WithdrawalId};
 use withdraw_core::ports::*;
 
@@ -355,9 +356,9 @@ pub async fn brake_cursor_lease_and_credits_hold<S: Store>(s: S) {
     assert!(!log.iter().any(|a| a.action == "x"), "refused steps leave no audit row");
 }
 
-fn store() -> (tempfile::TempDir, SqliteStore) {
+fn store() -> (tempfile::TempDir, RecordStore) {
     let (d, db) = db();
-    (d, SqliteStore::new(db, Arc::new(SystemClock)))
+    (d, RecordStore::new(db, Arc::new(SystemClock)))
 }
 
 #[tokio::test]
