@@ -7,44 +7,22 @@
 //! lock then reads the winner's committed rows and decides again.
 
 use crate::adapters::store::AnyConn;
+use crate::adapters::store::conn::Manager;
 use crate::ports::StoreError;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::r2d2::{Pool, PooledConnection};
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::time::Duration;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
-pub(crate) type Conn = PooledConnection<Manager>;
-
-/// Opens the pool's connections: PostgreSQL ones, as the store's one connection type.
-#[derive(Debug)]
-pub(crate) struct Manager {
-    url: String,
-}
-
-impl ManageConnection for Manager {
-    type Connection = AnyConn;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<AnyConn, Self::Error> {
-        PgConnection::establish(&self.url).map(AnyConn::Postgres).map_err(diesel::r2d2::Error::ConnectionError)
-    }
-
-    fn is_valid(&self, conn: &mut AnyConn) -> Result<(), Self::Error> {
-        conn.postgres().ping().map_err(diesel::r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, conn: &mut AnyConn) -> bool {
-        conn.postgres().is_broken()
-    }
-}
+pub(crate) type Conn = PooledConnection<Manager<PgConnection>>;
 
 /// A pool of connections to one PostgreSQL database. Cloning shares the pool.
 #[derive(Clone)]
 pub struct Postgres {
-    pool: Pool<Manager>,
+    pool: Pool<Manager<PgConnection>>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -68,7 +46,7 @@ impl Postgres {
             .max_size(max_size.max(2))
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(5))
-            .build(Manager { url: url.to_owned() })
+            .build(Manager::new(url))
             .map_err(|e| unavailable("connection pool", e))?;
         Ok(Postgres { pool })
     }

@@ -10,9 +10,10 @@ pub use balances::SqliteBalances;
 pub use queue::SqliteQueue;
 
 use crate::adapters::store::AnyConn;
+use crate::adapters::store::conn::Manager;
 use crate::ports::StoreError;
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::r2d2::{CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::path::Path;
@@ -21,31 +22,7 @@ use std::time::Duration;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
-pub(crate) type Conn = PooledConnection<Manager>;
-
-/// Opens the pool's connections: SQLite ones, as the store's one connection type.
-#[derive(Debug)]
-pub(crate) struct Manager {
-    url: String,
-}
-
-impl ManageConnection for Manager {
-    type Connection = AnyConn;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<AnyConn, Self::Error> {
-        use diesel::Connection;
-        SqliteConnection::establish(&self.url).map(AnyConn::Sqlite).map_err(diesel::r2d2::Error::ConnectionError)
-    }
-
-    fn is_valid(&self, conn: &mut AnyConn) -> Result<(), Self::Error> {
-        conn.sqlite().ping().map_err(diesel::r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, conn: &mut AnyConn) -> bool {
-        conn.sqlite().is_broken()
-    }
-}
+pub(crate) type Conn = PooledConnection<Manager<SqliteConnection>>;
 
 #[derive(Debug)]
 struct Pragmas;
@@ -63,7 +40,7 @@ impl CustomizeConnection<AnyConn, diesel::r2d2::Error> for Pragmas {
 #[derive(Clone)]
 pub struct Sqlite {
     /// Readers: WAL lets them run beside the writer without blocking.
-    pool: Pool<Manager>,
+    pool: Pool<Manager<SqliteConnection>>,
     /// The one connection of this process that writes. Writers queue on this mutex instead
     /// of racing for SQLite's lock: a loser of that race gets SQLITE_BUSY and SQLite's busy
     /// handler sleeps (up to 100 ms a time), which is what makes tail latency explode.
@@ -190,7 +167,7 @@ impl Sqlite {
             c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")
                 .map_err(|e| StoreError::Unavailable(format!("cannot enable WAL on {}: {e}", path.display())))?;
         }
-        let manager = Manager { url: url.to_owned() };
+        let manager = Manager::new(url);
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(30))
@@ -359,7 +336,7 @@ fn operation<F>() -> &'static str {
 
 /// Runs passive WAL checkpoints every second until the database is closed. Passive
 /// checkpoints never block the writer or readers; they copy what they can.
-fn spawn_checkpointer(pool: Pool<Manager>, alive: std::sync::Weak<Mutex<AnyConn>>) {
+fn spawn_checkpointer(pool: Pool<Manager<SqliteConnection>>, alive: std::sync::Weak<Mutex<AnyConn>>) {
     let spawned = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
         while alive.strong_count() > 0 {
             std::thread::sleep(Duration::from_secs(1));

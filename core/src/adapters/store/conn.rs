@@ -18,9 +18,11 @@
 use crate::ports::StoreError;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::PgConnection;
+use diesel::r2d2::{ManageConnection, R2D2Connection};
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
+use std::marker::PhantomData;
 
 /// A connection to either database; what every store query runs on.
 #[derive(diesel::MultiConnection)]
@@ -33,20 +35,75 @@ impl AnyConn {
     /// The SQLite connection inside. The SQLite adapter opens only `Sqlite` connections, so
     /// its queue and balance code (SQLite-only SQL) can reach the typed connection.
     pub(crate) fn sqlite(&mut self) -> &mut SqliteConnection {
-        match self {
-            AnyConn::Sqlite(c) => c,
-            // The SQLite adapter constructs nothing else: see `sqlite::Manager`.
-            AnyConn::Postgres(_) => unreachable!("a PostgreSQL connection in the SQLite adapter"),
-        }
+        SqliteConnection::inside(self)
     }
 
     /// The PostgreSQL connection inside, for the PostgreSQL adapter's migrations.
     pub(crate) fn postgres(&mut self) -> &mut PgConnection {
-        match self {
-            AnyConn::Postgres(c) => c,
-            // The PostgreSQL adapter constructs nothing else: see `postgres::Manager`.
-            AnyConn::Sqlite(_) => unreachable!("a SQLite connection in the PostgreSQL adapter"),
+        PgConnection::inside(self)
+    }
+}
+
+/// One of [`AnyConn`]'s connection types.
+pub(crate) trait Backend: Connection + R2D2Connection + 'static {
+    fn wrap(self) -> AnyConn;
+    /// The connection inside; a pool of one backend holds only that backend's connections.
+    fn inside(conn: &mut AnyConn) -> &mut Self;
+}
+
+impl Backend for SqliteConnection {
+    fn wrap(self) -> AnyConn {
+        AnyConn::Sqlite(self)
+    }
+    fn inside(conn: &mut AnyConn) -> &mut Self {
+        match conn {
+            AnyConn::Sqlite(c) => c,
+            // `Manager<SqliteConnection>` opens nothing else.
+            AnyConn::Postgres(_) => unreachable!("a PostgreSQL connection in a SQLite pool"),
         }
+    }
+}
+
+impl Backend for PgConnection {
+    fn wrap(self) -> AnyConn {
+        AnyConn::Postgres(self)
+    }
+    fn inside(conn: &mut AnyConn) -> &mut Self {
+        match conn {
+            AnyConn::Postgres(c) => c,
+            // `Manager<PgConnection>` opens nothing else.
+            AnyConn::Sqlite(_) => unreachable!("a SQLite connection in a PostgreSQL pool"),
+        }
+    }
+}
+
+/// Opens a pool's connections: of backend `C`, as the store's one connection type.
+#[derive(Debug)]
+pub(crate) struct Manager<C> {
+    url: String,
+    backend: PhantomData<fn() -> C>,
+}
+
+impl<C> Manager<C> {
+    pub(crate) fn new(url: &str) -> Self {
+        Manager { url: url.to_owned(), backend: PhantomData }
+    }
+}
+
+impl<C: Backend> ManageConnection for Manager<C> {
+    type Connection = AnyConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConn, Self::Error> {
+        C::establish(&self.url).map(C::wrap).map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConn) -> Result<(), Self::Error> {
+        C::inside(conn).ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConn) -> bool {
+        C::inside(conn).is_broken()
     }
 }
 
