@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::pool::PoolConfig;
-use withdraw_core::adapters::postgres::{PgStore, Postgres};
+use withdraw_core::adapters::postgres::Postgres;
 use withdraw_core::adapters::redis_balances::RedisBalances;
 use withdraw_core::adapters::secrets::SecretsManagerKeys;
-use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
 use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
-use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, AnyStore, Configured};
+use withdraw_core::adapters::store::RecordStore;
+use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, Configured};
 use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::Ports;
 use withdraw_core::ports::{Clock, SystemClock};
@@ -103,13 +104,13 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
 /// Opens the configured database. SQLite is created and migrated on open (one process
 /// owns the file in dev). PostgreSQL is migrated only by `withdrawd migrate` (a Job before
 /// a rollout); a role refuses to start on a schema older than it expects.
-pub async fn open_store(cfg: &Config, clock: Arc<dyn Clock>, migrate: bool) -> Result<(AnyStore, Option<Sqlite>)> {
+pub async fn open_store(cfg: &Config, clock: Arc<dyn Clock>, migrate: bool) -> Result<(RecordStore, Option<Sqlite>)> {
     match cfg.database.backend {
         DatabaseBackend::Sqlite => {
             std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
             let path = cfg.sqlite_path();
             let db = Sqlite::open(&path).with_context(|| format!("database {}", path.display()))?;
-            Ok((AnyStore::Sqlite(SqliteStore::new(db.clone(), clock)), Some(db)))
+            Ok((RecordStore::new(db.clone(), clock), Some(db)))
         }
         DatabaseBackend::Postgres => {
             let url = cfg.database.url.as_ref().context("database.backend is \"postgres\" but database.url is not set")?;
@@ -132,7 +133,7 @@ pub async fn open_store(cfg: &Config, clock: Arc<dyn Clock>, migrate: bool) -> R
             })
             .await
             .context("database worker")??;
-            Ok((AnyStore::Postgres(PgStore::new(pg, clock)), None))
+            Ok((RecordStore::new(pg, clock), None))
         }
     }
 }

@@ -27,7 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use withdraw_core::adapters::evm::LocalKeys;
-use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::{Amount, Asset, AssetKind, AssetRegistry, Status, WithdrawalId};
 use withdraw_core::ports::*;
 use withdraw_core::stages::{self, *};
@@ -363,7 +364,7 @@ impl Sim {
         let db = Sqlite::open_inline(&self.db_path).expect("the simulation's database opens");
         let clock: Arc<dyn Clock> = self.clock.clone();
         let ports = Arc::new(Ports::<SimPorts> {
-            store: SqliteStore::new(db.clone(), clock.clone()),
+            store: RecordStore::new(db.clone(), clock.clone()),
             queue: SimQueue {
                 inner: SqliteQueue::new(db.clone(), clock.clone(), MAX_RECEIVES),
                 world: self.world.clone(),

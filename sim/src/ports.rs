@@ -11,7 +11,8 @@ use std::time::Duration;
 use withdraw_core::adapters::evm::LocalKeys;
 /// An await point: the scheduler may run another task, or crash the process, here.
 pub use withdraw_core::adapters::sqlite::YieldOnce;
-use withdraw_core::adapters::sqlite::{SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{SqliteBalances, SqliteQueue};
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::{Amount, WithdrawalId};
 use withdraw_core::ports::PortTypes;
 use withdraw_core::ports::*;
@@ -21,7 +22,7 @@ use withdraw_core::ports::*;
 pub struct SimPorts;
 
 impl PortTypes for SimPorts {
-    type Store = SqliteStore;
+    type Store = RecordStore;
     type Queue = SimQueue;
     type Balances = FlakyBalances;
     type Chain = SimChain;

@@ -296,7 +296,8 @@ fn parse_deliveries(deliveries: Vec<Delivery>) -> (Vec<(WithdrawalId, Vec<String
 mod tests {
     use super::*;
     use crate::adapters::Embedded;
-    use crate::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+    use crate::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
+    use crate::adapters::store::RecordStore;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -309,7 +310,7 @@ mod tests {
         let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let ports = Ports::<Embedded> {
-            store: SqliteStore::new(db.clone(), clock.clone()),
+            store: RecordStore::new(db.clone(), clock.clone()),
             queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
             balances: SqliteBalances::new(db, clock.clone()),
             chains: HashMap::new(),

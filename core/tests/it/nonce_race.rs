@@ -9,7 +9,8 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
-use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::*;
 use withdraw_core::ports::{PortTypes, Ports};
@@ -77,7 +78,7 @@ impl Chain for HookChain {
 struct Hooked;
 
 impl PortTypes for Hooked {
-    type Store = SqliteStore;
+    type Store = RecordStore;
     type Queue = SqliteQueue;
     type Balances = SqliteBalances;
     type Chain = HookChain;
@@ -90,7 +91,7 @@ async fn holes_transfers_signed_during_a_nonce_check_are_not_gaps() {
     let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let inner = super::pipeline::anvil_chain(&anvil).await;
-    let store = SqliteStore::new(db.clone(), clock.clone());
+    let store = RecordStore::new(db.clone(), clock.clone());
     let wallet: Address = DEV_ADDRESS.parse().unwrap();
     store.init_nonce(wallet, 31337, 0).await.unwrap();
     store.submit((1..=3).map(|n| new_w(n, &format!("k{n}"), &format!("h{n}"))).collect()).await.unwrap();

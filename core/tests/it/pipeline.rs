@@ -8,7 +8,8 @@ use std::time::Duration;
 use withdraw_core::adapters::Embedded;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::pool::{EndpointSpec, PoolConfig};
-use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
+use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::{Amount, Asset, AssetKind, AssetRegistry, Status, WithdrawalId};
 use withdraw_core::ports::*;
 use withdraw_core::stages::*;
@@ -74,7 +75,7 @@ async fn rig(max_amount: Option<&str>) -> Rig {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let chain = anvil_chain(&anvil).await;
     let ports = Arc::new(Ports::<Embedded> {
-        store: SqliteStore::new(db.clone(), clock.clone()),
+        store: RecordStore::new(db.clone(), clock.clone()),
         queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
         balances: SqliteBalances::new(db, clock.clone()),
         chains: HashMap::from([(31337, chain)]),
@@ -299,7 +300,7 @@ impl Queue for LateDlq {
 struct LateDlqPorts;
 
 impl PortTypes for LateDlqPorts {
-    type Store = SqliteStore;
+    type Store = RecordStore;
     type Queue = LateDlq;
     type Balances = SqliteBalances;
     type Chain = EvmChain;
@@ -316,7 +317,7 @@ async fn a_dead_letter_notice_landing_after_a_reprocess_does_not_undo_it() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
     let ports = Arc::new(Ports::<LateDlqPorts> {
-        store: SqliteStore::new(db.clone(), clock.clone()),
+        store: RecordStore::new(db.clone(), clock.clone()),
         queue: LateDlq { inner: SqliteQueue::new(db.clone(), clock.clone(), 5), held: held.clone() },
         balances: SqliteBalances::new(db, clock.clone()),
         chains: HashMap::from([(31337, anvil_chain(&anvil).await)]),
@@ -380,7 +381,7 @@ async fn discarded_at_the_cap() -> CapRig {
     let endpoint = EndpointSpec { url: anvil.url.clone(), name: None, tier: EndpointTier::Primary, weight: 1 };
     let chain = EvmChain::connect(pool, vec![endpoint], 1_500_000_000).await.unwrap();
     let ports = Arc::new(Ports::<Embedded> {
-        store: SqliteStore::new(db.clone(), clock.clone()),
+        store: RecordStore::new(db.clone(), clock.clone()),
         queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
         balances: SqliteBalances::new(db, clock.clone()),
         chains: HashMap::from([(31337, chain)]),

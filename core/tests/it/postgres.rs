@@ -6,7 +6,8 @@ use super::store_contract::{fake_sign, new_w, wid};
 use alloy::primitives::Address;
 use std::collections::HashSet;
 use std::sync::Arc;
-use withdraw_core::adapters::postgres::{PgStore, Postgres};
+use withdraw_core::adapters::postgres::Postgres;
+use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::Status;
 use withdraw_core::ports::*;
 use withdraw_core::testing::servers;
@@ -25,8 +26,8 @@ pub(crate) fn database(pg: &servers::Postgres, name: &str) -> String {
     url
 }
 
-fn store(url: &str) -> PgStore {
-    PgStore::new(Postgres::connect(url, 8).unwrap(), Arc::new(SystemClock))
+fn store(url: &str) -> RecordStore {
+    RecordStore::new(Postgres::connect(url, 8).unwrap(), Arc::new(SystemClock))
 }
 
 /// Four signer replicas (each its own pool) sign batches from one wallet at once; the

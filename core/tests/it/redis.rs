@@ -264,8 +264,9 @@ async fn reconcile_rebuilds_lost_reservations_and_totals_from_the_journal() {
 #[tokio::test]
 async fn holes_a_redis_cut_between_the_status_write_and_the_release_settles_once_back() {
     use std::collections::HashMap;
-    use withdraw_core::adapters::sqlite::{SqliteQueue, SqliteStore};
-    use withdraw_core::adapters::{AnyBalances, AnyQueue, AnyStore, Configured};
+    use withdraw_core::adapters::sqlite::SqliteQueue;
+    use withdraw_core::adapters::store::RecordStore;
+    use withdraw_core::adapters::{AnyBalances, AnyQueue, Configured};
     use withdraw_core::domain::{AssetRegistry, Status};
     use withdraw_core::machine::Event;
     use withdraw_core::ports::Ports;
@@ -276,7 +277,7 @@ async fn holes_a_redis_cut_between_the_status_write_and_the_release_settles_once
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ports = Arc::new(Ports::<Configured> {
-        store: AnyStore::Sqlite(SqliteStore::new(db.clone(), clock.clone())),
+        store: RecordStore::new(db.clone(), clock.clone()),
         queue: AnyQueue::Sqlite(SqliteQueue::new(db, clock.clone(), 5)),
         balances: AnyBalances::Redis(b.clone()),
         chains: HashMap::new(),

@@ -1904,8 +1904,9 @@ async fn racing_approvals_the_first_stands<S: Store>(a: S, b: S, _clock: &Manual
 mod rig {
     use super::{ManualClock, T0};
     use std::sync::Arc;
-    use withdraw_core::adapters::postgres::{PgStore, Postgres};
-    use withdraw_core::adapters::sqlite::{Sqlite, SqliteStore};
+    use withdraw_core::adapters::postgres::Postgres;
+    use withdraw_core::adapters::sqlite::Sqlite;
+    use withdraw_core::adapters::store::RecordStore;
     use withdraw_core::testing::servers;
 
     /// A fresh SQLite file and the clock its stores read.
@@ -1922,8 +1923,8 @@ mod rig {
             SqliteRig { clock: ManualClock::new(T0), db, _dir: dir }
         }
 
-        pub fn store(&self) -> SqliteStore {
-            SqliteStore::new(self.db.clone(), self.clock.clone())
+        pub fn store(&self) -> RecordStore {
+            RecordStore::new(self.db.clone(), self.clock.clone())
         }
     }
 
@@ -1942,8 +1943,8 @@ mod rig {
             PgRig { clock: ManualClock::new(T0), url, _pg: pg }
         }
 
-        pub fn store(&self) -> PgStore {
-            PgStore::new(Postgres::connect(&self.url, 8).unwrap(), self.clock.clone())
+        pub fn store(&self) -> RecordStore {
+            RecordStore::new(Postgres::connect(&self.url, 8).unwrap(), self.clock.clone())
         }
     }
 }

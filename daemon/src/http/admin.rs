@@ -664,8 +664,9 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, header};
     use tower::ServiceExt;
-    use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue, SqliteStore};
-    use withdraw_core::adapters::{AnyBalances, AnyQueue, AnyStore};
+    use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
+    use withdraw_core::adapters::store::RecordStore;
+    use withdraw_core::adapters::{AnyBalances, AnyQueue};
     use withdraw_core::domain::{Asset, AssetKind};
     use withdraw_core::ports::{Clock, SystemClock};
     use zeroize::Zeroizing;
@@ -676,7 +677,7 @@ mod tests {
         let db = Sqlite::open(&dir.join("admin.db")).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let ports = Ports::<Configured> {
-            store: AnyStore::Sqlite(SqliteStore::new(db.clone(), clock.clone())),
+            store: RecordStore::new(db.clone(), clock.clone()),
             queue: AnyQueue::Sqlite(SqliteQueue::new(db.clone(), clock.clone(), 5)),
             balances: AnyBalances::Sqlite(SqliteBalances::new(db, clock.clone())),
             chains: HashMap::new(),

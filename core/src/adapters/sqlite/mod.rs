@@ -5,15 +5,15 @@
 
 mod balances;
 mod queue;
-mod store;
 
 pub use balances::SqliteBalances;
 pub use queue::SqliteQueue;
-pub use store::SqliteStore;
 
+use crate::adapters::store::AnyConn;
+use crate::adapters::store::conn::Manager;
 use crate::ports::StoreError;
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::path::Path;
@@ -22,14 +22,15 @@ use std::time::Duration;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
-type Conn = PooledConnection<ConnectionManager<SqliteConnection>>;
+pub(crate) type Conn = PooledConnection<Manager<SqliteConnection>>;
 
 #[derive(Debug)]
 struct Pragmas;
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32000;")
+impl CustomizeConnection<AnyConn, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut AnyConn) -> Result<(), diesel::r2d2::Error> {
+        conn.sqlite()
+            .batch_execute("PRAGMA busy_timeout = 15000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32000;")
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -39,11 +40,11 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
 #[derive(Clone)]
 pub struct Sqlite {
     /// Readers: WAL lets them run beside the writer without blocking.
-    pool: Pool<ConnectionManager<SqliteConnection>>,
+    pool: Pool<Manager<SqliteConnection>>,
     /// The one connection of this process that writes. Writers queue on this mutex instead
     /// of racing for SQLite's lock: a loser of that race gets SQLITE_BUSY and SQLite's busy
     /// handler sleeps (up to 100 ms a time), which is what makes tail latency explode.
-    writer: Arc<Mutex<SqliteConnection>>,
+    writer: Arc<Mutex<AnyConn>>,
     /// Who gets the writer next: client-facing writes (recording a request someone is
     /// waiting on) go before background stage writes.
     gate: Arc<WriteGate>,
@@ -114,19 +115,19 @@ impl WriteGate {
 
 /// Holds the write connection; leaving the gate on drop, even on panic.
 pub(crate) struct WriteGuard<'a> {
-    conn: std::sync::MutexGuard<'a, SqliteConnection>,
+    conn: std::sync::MutexGuard<'a, AnyConn>,
     gate: &'a WriteGate,
 }
 
 impl std::ops::Deref for WriteGuard<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
+    type Target = AnyConn;
+    fn deref(&self) -> &AnyConn {
         &self.conn
     }
 }
 
 impl std::ops::DerefMut for WriteGuard<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut AnyConn {
         &mut self.conn
     }
 }
@@ -166,7 +167,7 @@ impl Sqlite {
             c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")
                 .map_err(|e| StoreError::Unavailable(format!("cannot enable WAL on {}: {e}", path.display())))?;
         }
-        let manager = ConnectionManager::<SqliteConnection>::new(url);
+        let manager = Manager::new(url);
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(30))
@@ -175,8 +176,9 @@ impl Sqlite {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let writer = {
             use diesel::Connection;
-            let mut c =
+            let c =
                 SqliteConnection::establish(url).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            let mut c = AnyConn::Sqlite(c);
             Pragmas.on_acquire(&mut c).map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
             c
         };
@@ -186,6 +188,7 @@ impl Sqlite {
         // safety net should that thread fall behind).
         let mut writer = writer;
         writer
+            .sqlite()
             .batch_execute("PRAGMA wal_autocheckpoint = 20000;")
             .map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
         let writer = Arc::new(Mutex::new(writer));
@@ -194,12 +197,14 @@ impl Sqlite {
         }
         let db = Sqlite { pool, writer, gate: Arc::new(WriteGate::default()), inline };
         let mut conn = db.conn()?;
-        conn.run_pending_migrations(MIGRATIONS)
+        conn.sqlite()
+            .run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Unavailable(format!("migrations failed on {}: {e}", path.display())))?;
         Ok(db)
     }
 
-    fn conn(&self) -> Result<Conn, StoreError> {
+    /// A reader from the pool.
+    pub(crate) fn conn(&self) -> Result<Conn, StoreError> {
         self.pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
@@ -209,22 +214,24 @@ impl Sqlite {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_with(false, f).await
+        self.write_as(operation::<F>(), false, move |conn| f(conn.sqlite())).await
     }
 
-    /// Like [`Sqlite::write`], ahead of background writers: for writes a client waits on.
-    async fn write_urgent<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs blocking diesel work that writes, on the process's single write connection;
+    /// `urgent` puts it ahead of background writers (for writes a client waits on).
+    pub(crate) async fn write_any<T, F>(&self, urgent: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut AnyConn) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_with(true, f).await
+        self.write_as(operation::<F>(), urgent, f).await
     }
 
-    async fn write_with<T, F>(&self, urgent: bool, f: F) -> Result<T, StoreError>
+    /// [`Sqlite::write_any`], naming the operation in slow-write logs.
+    async fn write_as<T, F>(&self, op: &'static str, urgent: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut AnyConn) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
         let work = move || {
@@ -236,7 +243,7 @@ impl Sqlite {
             metrics::histogram!("withdraw_sqlite_write_wait_seconds").record((got - asked).as_secs_f64());
             metrics::histogram!("withdraw_sqlite_write_hold_seconds").record(held.as_secs_f64());
             if held > std::time::Duration::from_millis(50) {
-                tracing::warn!(op = operation::<F>(), held_ms = held.as_millis() as u64, "slow database write");
+                tracing::warn!(op, held_ms = held.as_millis() as u64, "slow database write");
             }
             r
         };
@@ -249,7 +256,7 @@ impl Sqlite {
 
     /// Runs blocking work that needs both a reader and the writer (plan on a reader, then
     /// commit briefly under the write lock).
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Sqlite) -> Result<T, StoreError> + Send + 'static,
@@ -263,11 +270,12 @@ impl Sqlite {
     }
 
     /// The write connection, for use inside [`Sqlite::blocking`]; hold it briefly.
-    fn lock_writer(&self) -> Result<WriteGuard<'_>, StoreError> {
-        Ok(self.lock_writer_with(false))
+    pub(crate) fn lock_writer(&self) -> WriteGuard<'_> {
+        self.lock_writer_with(false)
     }
 
-    fn record_write_hold(held: Duration) {
+    /// Records how long a write held the writer, when it was taken with [`Sqlite::lock_writer`].
+    pub(crate) fn record_write_hold(held: Duration) {
         metrics::histogram!("withdraw_sqlite_write_hold_seconds").record(held.as_secs_f64());
     }
 
@@ -284,6 +292,15 @@ impl Sqlite {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.read(move |conn| f(conn.sqlite())).await
+    }
+
+    /// Runs blocking diesel work that only reads, on a pooled connection.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConn) -> Result<T, StoreError> + Send + 'static,
+    {
         let pool = self.pool.clone();
         let work = move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -294,33 +311,6 @@ impl Sqlite {
             return work();
         }
         tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Unavailable(format!("database worker failed: {e}")))?
-    }
-}
-
-/// SQLite has one writer: an IMMEDIATE transaction takes the write lock at its start, so
-/// no row locks are needed for read-then-write decisions.
-impl crate::adapters::record_store::WriteTx for SqliteConnection {
-    const LOCKS_ROWS: bool = false;
-
-    fn write_tx<T, F>(&mut self, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&mut Self) -> Result<T, StoreError>,
-    {
-        self.immediate_transaction(f)
-    }
-
-    fn lock_wallet(&mut self, _wallet: &str, _chain_id: u64) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn lock_withdrawals(&mut self, _ids: &[&str]) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// The one writer (an IMMEDIATE transaction) already orders every pause change against
-    /// every signing write.
-    fn lock_brake(&mut self, _exclusive: bool) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 
@@ -346,7 +336,7 @@ fn operation<F>() -> &'static str {
 
 /// Runs passive WAL checkpoints every second until the database is closed. Passive
 /// checkpoints never block the writer or readers; they copy what they can.
-fn spawn_checkpointer(pool: Pool<ConnectionManager<SqliteConnection>>, alive: std::sync::Weak<Mutex<SqliteConnection>>) {
+fn spawn_checkpointer(pool: Pool<Manager<SqliteConnection>>, alive: std::sync::Weak<Mutex<AnyConn>>) {
     let spawned = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
         while alive.strong_count() > 0 {
             std::thread::sleep(Duration::from_secs(1));
@@ -354,7 +344,7 @@ fn spawn_checkpointer(pool: Pool<ConnectionManager<SqliteConnection>>, alive: st
             let result = pool
                 .get()
                 .map_err(|e| e.to_string())
-                .and_then(|mut c| c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);").map_err(|e| e.to_string()));
+                .and_then(|mut c| c.sqlite().batch_execute("PRAGMA wal_checkpoint(PASSIVE);").map_err(|e| e.to_string()));
             if let Err(e) = result {
                 tracing::warn!(error = %e, "WAL checkpoint failed; SQLite's own checkpoint remains as a fallback");
             }

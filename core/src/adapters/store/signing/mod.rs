@@ -1,0 +1,135 @@
+//! Signing a batch's first attempts: plan (consecutive nonces from the wallet's next, in the
+//! caller's order, for every withdrawal still RECEIVED), sign, and record (the attempts, the
+//! move to SIGNED with its history, the wallet's next nonce) in one transaction. The
+//! planning and the recording are shared; how the two databases keep two signers of one
+//! wallet apart differs, each in its own file:
+//! - [`postgres`]: many writers, so the transaction locks the wallet's nonce row first, then
+//!   plans, signs and commits under that lock;
+//! - [`sqlite`]: one writer, and ECDSA is the expensive part, so it plans on a reader, signs
+//!   outside the write lock, and commits only if the nonce and statuses are still what it
+//!   planned on.
+
+pub(super) mod postgres;
+pub(super) mod sqlite;
+
+use super::conn::{AnyConn, insert_rows};
+use super::rows::{AttemptRow, NewHistory, hex_addr, hex_hash, nonce_row};
+use crate::adapters::schema::{attempts, history, wallet_nonces, withdrawals};
+use crate::domain::{Status, WithdrawalId};
+use crate::ports::{AttemptKind, SignFn, SignOutcome, StoreError, Withdrawal};
+use alloy::primitives::Address;
+use diesel::prelude::*;
+
+/// One batch to sign for one wallet, and what its plan signed.
+pub(super) struct Batch {
+    pub wallet: String,
+    pub chain_id: u64,
+    pub batch: Vec<WithdrawalId>,
+    pub ids: Vec<String>,
+    pub now: i64,
+}
+
+/// What a plan signed: the outcome per requested withdrawal, the attempt rows to record, and
+/// the wallet's next nonce after them.
+pub(super) struct Plan {
+    pub outcomes: Vec<SignOutcome>,
+    pub rows: Vec<AttemptRow>,
+    pub next: i64,
+}
+
+impl Batch {
+    pub fn new(wallet: Address, chain_id: u64, batch: Vec<WithdrawalId>, now: i64) -> Batch {
+        let ids = batch.iter().map(|i| i.as_str().to_owned()).collect();
+        Batch { wallet: hex_addr(&wallet), chain_id, batch, ids, now }
+    }
+
+    /// Every requested withdrawal answered "paused": nothing was signed.
+    pub fn paused(&self) -> Vec<SignOutcome> {
+        self.batch.iter().map(|id| SignOutcome::Paused { id: id.clone() }).collect()
+    }
+
+    /// The wallet's next nonce as recorded.
+    pub fn read_start(&self, conn: &mut AnyConn) -> Result<i64, StoreError> {
+        nonce_row(&self.wallet, self.chain_id)
+            .select(wallet_nonces::next_nonce)
+            .first(conn)
+            .optional()?
+            .ok_or_else(|| StoreError::Query(format!("nonce of wallet {} on chain {} was never initialised", self.wallet, self.chain_id)))
+    }
+
+    /// Signs, in the caller's order (submission order), every withdrawal still RECEIVED, at
+    /// consecutive nonces from `start`. A withdrawal listed twice is signed once.
+    pub fn plan(&self, start: i64, loaded: &[Withdrawal], sign: &mut SignFn) -> Result<Plan, StoreError> {
+        let mut outcomes = Vec::with_capacity(self.batch.len());
+        let mut rows = Vec::new();
+        let mut next = start;
+        let mut taken: std::collections::HashSet<&WithdrawalId> = std::collections::HashSet::new();
+        for id in &self.batch {
+            let Some(w) = loaded.iter().find(|w| &w.id == id) else {
+                return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
+            };
+            if w.status != Status::Received || taken.contains(id) {
+                outcomes.push(SignOutcome::Skipped { id: id.clone(), status: w.status });
+                continue;
+            }
+            match sign(w, next as u64) {
+                Ok(tx) => {
+                    taken.insert(id);
+                    rows.push(AttemptRow {
+                        tx_hash: hex_hash(&tx.hash),
+                        withdrawal_id: id.as_str().to_owned(),
+                        wallet: self.wallet.clone(),
+                        chain_id: self.chain_id as i64,
+                        nonce: next,
+                        kind: AttemptKind::Transfer.as_str().to_owned(),
+                        raw: tx.raw.to_vec(),
+                        max_fee_per_gas: tx.max_fee_per_gas.to_string(),
+                        max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
+                        gas_limit: tx.gas_limit as i64,
+                        created_at: self.now,
+                        sent_at: None,
+                    });
+                    outcomes.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
+                    next += 1;
+                }
+                Err(error) => outcomes.push(SignOutcome::SignError { id: id.clone(), error }),
+            }
+        }
+        Ok(Plan { outcomes, rows, next })
+    }
+
+    /// Records a plan's attempts, moves their withdrawals RECEIVED -> SIGNED with history, and
+    /// advances the wallet's nonce, inside the caller's transaction.
+    pub fn record(&self, conn: &mut AnyConn, plan: &Plan) -> Result<(), StoreError> {
+        let moved: Vec<&str> = plan.rows.iter().map(|r| r.withdrawal_id.as_str()).collect();
+        for chunk in plan.rows.chunks(200) {
+            insert_rows!(conn, attempts::table, chunk)?;
+        }
+        for chunk in moved.chunks(500) {
+            diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(chunk)))
+                .set((
+                    withdrawals::status.eq(Status::Signed.as_str()),
+                    withdrawals::reason.eq(None::<String>),
+                    withdrawals::updated_at.eq(self.now),
+                    withdrawals::nudged_at.eq(None::<i64>),
+                ))
+                .execute(conn)?;
+        }
+        let history: Vec<NewHistory> = moved
+            .iter()
+            .map(|id| NewHistory {
+                withdrawal_id: id,
+                from_status: Some(Status::Received.as_str()),
+                to_status: Status::Signed.as_str(),
+                reason: None,
+                actor: "signer",
+                at: self.now,
+            })
+            .collect();
+        for chunk in history.chunks(500) {
+            insert_rows!(conn, history::table, chunk)?;
+        }
+        diesel::update(nonce_row(&self.wallet, self.chain_id)).set(wallet_nonces::next_nonce.eq(plan.next)).execute(conn)?;
+        Ok(())
+    }
+}

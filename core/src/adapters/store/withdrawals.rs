@@ -1,0 +1,308 @@
+//! Withdrawals: recording requests idempotently, reading them, and moving them between
+//! statuses with their history, the balance change they owe (settlements) and an
+//! operator's audit row in the same transaction.
+
+use super::audit::insert_audit;
+use super::conn::{AnyConn, insert_rows, lock_withdrawals, write_tx};
+use super::rows::*;
+use crate::adapters::schema::*;
+use crate::domain::{Status, WithdrawalId};
+use crate::ports::*;
+use diesel::prelude::*;
+
+/// The withdrawals with these ids (those that exist).
+pub(super) fn load_rows(conn: &mut AnyConn, ids: &[String]) -> Result<Vec<Withdrawal>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    // SQLite caps bound parameters (32766 since 3.32); chunk well below it.
+    for chunk in ids.chunks(500) {
+        let rows: Vec<WithdrawalRow> =
+            withdrawals::table.filter(withdrawals::id.eq_any(chunk)).select(WithdrawalRow::as_select()).load(conn)?;
+        for r in rows {
+            out.push(r.into_domain()?);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies many transitions with a few statements per distinct (from, to, reason, actor,
+/// settle) instead of two per withdrawal; returns, in order, whether each applied.
+pub(super) fn transition(conn: &mut AnyConn, batch: &[Transition], now: i64) -> Result<Vec<bool>, StoreError> {
+    lock_withdrawals(conn, &batch.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())?;
+    let mut applied = vec![false; batch.len()];
+    type Group<'a> = (Status, Status, Option<&'a str>, &'a str, Option<Settle>);
+    let mut groups: std::collections::HashMap<Group, Vec<usize>> = std::collections::HashMap::new();
+    for (i, t) in batch.iter().enumerate() {
+        groups.entry((t.from, t.to, t.reason.as_deref(), t.actor.as_str(), t.settle)).or_default().push(i);
+    }
+    for ((from, to, reason, actor, settle), idx) in groups {
+        for chunk in idx.chunks(500) {
+            let ids: Vec<&str> = chunk.iter().map(|&i| batch[i].id.as_str()).collect();
+            // A withdrawal whose last balance change is still owed stays where it is until
+            // the settler has carried it out: a reprocess must not reserve anew while the
+            // release of the old reservation is pending (it would release the new one).
+            let movable: std::collections::HashSet<String> = withdrawals::table
+                .filter(withdrawals::id.eq_any(&ids))
+                .filter(withdrawals::status.eq(from.as_str()))
+                .filter(diesel::dsl::not(diesel::dsl::exists(settlements::table.filter(settlements::withdrawal_id.eq(withdrawals::id)))))
+                .select(withdrawals::id)
+                .load::<String>(conn)?
+                .into_iter()
+                .collect();
+            if movable.is_empty() {
+                continue;
+            }
+            let mut seen = std::collections::HashSet::new();
+            let moving: Vec<&str> = ids.iter().copied().filter(|id| movable.contains(*id) && seen.insert(*id)).collect();
+            diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(&moving)))
+                .set((
+                    withdrawals::status.eq(to.as_str()),
+                    withdrawals::reason.eq(reason),
+                    withdrawals::updated_at.eq(now),
+                    withdrawals::nudged_at.eq(None::<i64>),
+                ))
+                .execute(conn)?;
+            let history: Vec<NewHistory> = moving
+                .iter()
+                .map(|id| NewHistory {
+                    withdrawal_id: id,
+                    from_status: Some(from.as_str()),
+                    to_status: to.as_str(),
+                    reason,
+                    actor,
+                    at: now,
+                })
+                .collect();
+            insert_rows!(conn, history::table, &history)?;
+            for &i in chunk {
+                if let Some(a) = &batch[i].audit
+                    && movable.contains(batch[i].id.as_str())
+                {
+                    insert_audit(conn, a, now)?;
+                }
+            }
+            if let Some(settle) = settle {
+                let owed: Vec<_> = moving
+                    .iter()
+                    .map(|id| {
+                        (
+                            settlements::withdrawal_id.eq(*id),
+                            settlements::action.eq(settle.as_str()),
+                            settlements::from_status.eq(from.as_str()),
+                            settlements::created_at.eq(now),
+                        )
+                    })
+                    .collect();
+                insert_rows!(conn, settlements::table, &owed)?;
+            }
+            for &i in chunk {
+                // A withdrawal listed twice in one batch moves once.
+                if movable.contains(batch[i].id.as_str()) && !chunk.iter().any(|&j| j < i && batch[j].id == batch[i].id) {
+                    applied[i] = true;
+                }
+            }
+        }
+    }
+    Ok(applied)
+}
+
+pub(super) fn submit(conn: &mut AnyConn, batch: Vec<NewWithdrawal>, now: i64) -> Result<Vec<SubmitOutcome>, StoreError> {
+    write_tx(conn, |conn| {
+        let mut out = Vec::with_capacity(batch.len());
+        for w in batch {
+            let existing: Option<(String, String, String)> = withdrawals::table
+                .filter(withdrawals::client_id.eq(&w.client_id))
+                .filter(withdrawals::idempotency_key.eq(&w.idempotency_key))
+                .select((withdrawals::id, withdrawals::request_hash, withdrawals::status))
+                .first(conn)
+                .optional()?;
+            if let Some((id, hash, status)) = existing {
+                let id = WithdrawalId::from_stored(id);
+                if hash == w.request_hash {
+                    let status = status.parse().map_err(|_| StoreError::Corrupt(format!("status {status}")))?;
+                    out.push(SubmitOutcome::Existing { id, status });
+                } else {
+                    out.push(SubmitOutcome::Conflict { id });
+                }
+                continue;
+            }
+            diesel::insert_into(withdrawals::table)
+                .values(WithdrawalRow {
+                    id: w.id.as_str().to_owned(),
+                    client_id: w.client_id,
+                    idempotency_key: w.idempotency_key,
+                    request_hash: w.request_hash,
+                    user_id: w.user_id,
+                    asset: w.asset,
+                    chain_id: w.chain_id as i64,
+                    to_address: hex_addr(&w.to),
+                    amount: w.amount.base_units(),
+                    status: Status::Received.as_str().to_owned(),
+                    reason: None,
+                    created_at: now,
+                    updated_at: now,
+                    nudged_at: None,
+                })
+                .execute(conn)?;
+            diesel::insert_into(history::table)
+                .values(NewHistory {
+                    withdrawal_id: w.id.as_str(),
+                    from_status: None,
+                    to_status: Status::Received.as_str(),
+                    reason: None,
+                    actor: "intake",
+                    at: now,
+                })
+                .execute(conn)?;
+            out.push(SubmitOutcome::Created { id: w.id });
+        }
+        Ok(out)
+    })
+}
+
+pub(super) fn get(conn: &mut AnyConn, id: String) -> Result<Option<WithdrawalDetail>, StoreError> {
+    let Some(row) = withdrawals::table.filter(withdrawals::id.eq(&id)).select(WithdrawalRow::as_select()).first(conn).optional()? else {
+        return Ok(None);
+    };
+    let attempts = attempts::table
+        .filter(attempts::withdrawal_id.eq(&id))
+        .order(attempts::created_at.asc())
+        .select(AttemptRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(AttemptRow::into_domain)
+        .collect::<Result<Vec<_>, _>>()?;
+    let history = history::table
+        .filter(history::withdrawal_id.eq(&id))
+        .order(history::id.asc())
+        .select((history::from_status, history::to_status, history::reason, history::actor, history::at))
+        .load::<(Option<String>, String, Option<String>, String, i64)>(conn)?
+        .into_iter()
+        .map(|(from, to, reason, actor, at)| {
+            Ok(HistoryEntry {
+                from: from.map(|f| f.parse()).transpose().map_err(|_| StoreError::Corrupt("history status".into()))?,
+                to: to.parse().map_err(|_| StoreError::Corrupt("history status".into()))?,
+                reason,
+                actor,
+                at_ms: at,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let inclusion = inclusions::table
+        .filter(inclusions::withdrawal_id.eq(&id))
+        .select(InclusionRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(InclusionRow::into_domain)
+        .transpose()?;
+    let cancel = cancel_requests::table
+        .filter(cancel_requests::withdrawal_id.eq(&id))
+        .select((cancel_requests::actor, cancel_requests::reason, cancel_requests::requested_at))
+        .first::<(String, String, i64)>(conn)
+        .optional()?
+        .map(|(actor, reason, at)| CancelRequest {
+            withdrawal_id: WithdrawalId::from_stored(id.clone()),
+            actor,
+            reason,
+            requested_at_ms: at,
+        });
+    Ok(Some(WithdrawalDetail { withdrawal: row.into_domain()?, attempts, history, inclusion, cancel }))
+}
+
+pub(super) fn pending_settlements(
+    conn: &mut AnyConn,
+    older_than_ms: i64,
+    ids: Option<Vec<WithdrawalId>>,
+    limit: i64,
+) -> Result<Vec<PendingSettlement>, StoreError> {
+    let mut q = settlements::table
+        .filter(settlements::created_at.lt(older_than_ms))
+        .order(settlements::created_at.asc())
+        .limit(limit)
+        .select((settlements::withdrawal_id, settlements::action, settlements::from_status, settlements::created_at))
+        .into_boxed();
+    if let Some(ids) = &ids {
+        q = q.filter(settlements::withdrawal_id.eq_any(ids.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>()));
+    }
+    let rows: Vec<(String, String, String, i64)> = q.load(conn)?;
+    rows.into_iter()
+        .map(|(id, action, from, at)| {
+            let settle = match action.as_str() {
+                "commit" => Settle::Commit,
+                "release" => Settle::Release,
+                _ => return Err(StoreError::Corrupt(format!("settlement of {id}: action {action}"))),
+            };
+            let from = from.parse().map_err(|_| StoreError::Corrupt(format!("settlement of {id}: status {from}")))?;
+            Ok(PendingSettlement { withdrawal_id: WithdrawalId::from_stored(id), settle, from, created_at_ms: at })
+        })
+        .collect()
+}
+
+pub(super) fn settled(conn: &mut AnyConn, ids: Vec<String>) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        diesel::delete(settlements::table.filter(settlements::withdrawal_id.eq_any(chunk))).execute(conn)?;
+    }
+    Ok(())
+}
+
+pub(super) fn take_stale(
+    conn: &mut AnyConn,
+    status: Status,
+    older_than_ms: i64,
+    limit: i64,
+    now: i64,
+) -> Result<Vec<Withdrawal>, StoreError> {
+    write_tx(conn, |conn| {
+        let rows: Vec<WithdrawalRow> = withdrawals::table
+            .filter(withdrawals::status.eq(status.as_str()))
+            .filter(withdrawals::updated_at.lt(older_than_ms))
+            .filter(withdrawals::nudged_at.is_null().or(withdrawals::nudged_at.lt(older_than_ms)))
+            .order(withdrawals::updated_at.asc())
+            .limit(limit)
+            .select(WithdrawalRow::as_select())
+            .load(conn)?;
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(&ids))).set(withdrawals::nudged_at.eq(now)).execute(conn)?;
+        rows.into_iter().map(WithdrawalRow::into_domain).collect()
+    })
+}
+
+pub(super) fn counts(conn: &mut AnyConn) -> Result<Vec<(Status, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> =
+        withdrawals::table.group_by(withdrawals::status).select((withdrawals::status, diesel::dsl::count_star())).load(conn)?;
+    rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(|_| StoreError::Corrupt(format!("status {s}")))?, n))).collect()
+}
+
+pub(super) fn search(conn: &mut AnyConn, f: SearchFilter) -> Result<Vec<Withdrawal>, StoreError> {
+    let mut q = withdrawals::table.into_boxed();
+    if let Some(st) = f.status {
+        q = q.filter(withdrawals::status.eq(st.as_str()));
+    }
+    if let Some(text) = f.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let lower = text.to_ascii_lowercase();
+        if lower.len() == 66 && lower.starts_with("0x") {
+            let ids = attempts::table.filter(attempts::tx_hash.eq(lower)).select(attempts::withdrawal_id);
+            q = q.filter(withdrawals::id.eq_any(ids));
+        } else if lower.len() == 42 && lower.starts_with("0x") {
+            q = q.filter(withdrawals::to_address.eq(lower));
+        } else {
+            q = q.filter(withdrawals::id.eq(text.to_owned()).or(withdrawals::user_id.eq(text.to_owned())));
+        }
+    }
+    if let Some(b) = &f.before {
+        // Ids are time-ordered (UUIDv7), so "created before" is "id below".
+        q = q.filter(withdrawals::id.lt(b.as_str().to_owned()));
+    }
+    let rows: Vec<WithdrawalRow> =
+        q.order(withdrawals::id.desc()).limit(f.limit.clamp(1, 1000)).select(WithdrawalRow::as_select()).load(conn)?;
+    rows.into_iter().map(WithdrawalRow::into_domain).collect()
+}
+
+pub(super) fn oldest_in(conn: &mut AnyConn, status: Status) -> Result<Option<i64>, StoreError> {
+    // The (status, updated_at) index answers this with one seek.
+    Ok(withdrawals::table
+        .filter(withdrawals::status.eq(status.as_str()))
+        .order(withdrawals::updated_at.asc())
+        .select(withdrawals::updated_at)
+        .first::<i64>(conn)
+        .optional()?)
+}
