@@ -409,6 +409,12 @@ async fn transition_writes_its_settlement_and_audit_only_if_it_applies<S: Store>
         [("ann", "withdrawal.reject", "1", T0 + 5)],
         "the refused change leaves no audit row"
     );
+    // One withdrawal listed twice: the first entry applies, and only its audit row stands.
+    submit(&s, &[4]).await;
+    let reject = |who: &str| Transition { audit: Some(audit(who, "withdrawal.reject", "4")), ..t(4, Status::Received, Status::Rejected) };
+    assert_eq!(s.transition(vec![reject("cid"), reject("dan")]).await.unwrap(), [true, false]);
+    let actors: Vec<String> = s.audit_log(100, None).await.unwrap().into_iter().filter(|a| a.target == "4").map(|a| a.actor).collect();
+    assert_eq!(actors, ["cid"], "the entry that did not apply leaves no audit row");
 }
 
 async fn pending_settlements_filter_by_age_ids_and_limit<S: Store>(s: S, clock: &ManualClock) {
@@ -748,6 +754,9 @@ async fn stuck_lists_sent_unmined_transfers_whose_newest_attempt_is_old<S: Store
     let three = (wid(3), Status::Sent, b3.tx_hash);
     assert_eq!(stuck(CHAIN, T0 + 1001, 10).await, [one.clone(), three.clone(), five.clone()], "with the newest attempt");
     assert_eq!(stuck(OTHER, T0 + 1001, 10).await, [(wid(7), Status::Sent, fake_hash(&wid(7), 0))]);
+    // The limit counts what is returned: older dead-lettered transfers, waiting for an
+    // operator, do not fill it (4 moved to SEND_FAILED before 1's attempt grew old).
+    assert_eq!(stuck(CHAIN, T0 + 500, 1).await.len(), 1, "a limit of one still finds one");
     step(&s, &[4], Status::SendFailed, Status::Failed).await;
     let limited = stuck(CHAIN, T0 + 1001, 2).await;
     assert_eq!(limited.len(), 2);
@@ -1291,6 +1300,14 @@ async fn pending_cancels_are_open_unmined_transfers_with_a_request<S: Store>(s: 
     assert_eq!(pending(10).await, [one.clone(), six.clone()], "not mined, not finished, not already cancelling, not unrequested");
     let limited = pending(1).await;
     assert!(limited.len() == 1 && (limited[0] == one || limited[0] == six), "{limited:?}");
+    // 4's cancel is already signed and its request is among the oldest: it must not take
+    // the one place of a limit of one.
+    s.transition(vec![t(1, Status::Sent, Status::Completed), t(6, Status::Signed, Status::Cancelled)]).await.unwrap();
+    submit(&s, &[8]).await;
+    sign(&s, hot(), &[8]).await;
+    let req = CancelRequest { withdrawal_id: wid(8), actor: "ann".into(), reason: "r8".into(), requested_at_ms: T0 + 50 };
+    assert!(s.request_cancel(req, audit("ann", "withdrawal.discard", "8")).await.unwrap());
+    assert_eq!(pending(1).await, [(wid(8), Status::Signed, fake_hash(&wid(8), 6), true)], "behind a request already cancelling");
     assert!(s.pending_cancels(OTHER, 10).await.unwrap().is_empty());
 }
 
@@ -1663,23 +1680,26 @@ fn one_winner(a: bool, b: bool, what: &str) -> bool {
     a
 }
 
-/// Duplicate submissions racing each other never make two withdrawals. The one that loses
-/// answers Existing, or fails with nothing written (on PostgreSQL when both looked the key
-/// up before either committed), and its retry answers Existing.
+/// Duplicate submissions racing each other never make two withdrawals, and the one that
+/// loses answers Existing (on PostgreSQL, even when both looked the key up before either
+/// committed: its insert waits on the winner's and then does nothing).
 async fn racing_submits_of_one_key_never_make_two_withdrawals<S: Store>(a: S, b: S, _clock: &ManualClock) {
     for round in 0..10u32 {
         let key = format!("race{round}");
         let (x, y) = tokio::join!(a.submit(vec![new_w(2 * round + 1, &key, "h")]), b.submit(vec![new_w(2 * round + 2, &key, "h")]));
+        // Neither fails: a lost race is an answer (Existing), not an error that would refuse
+        // the loser's whole intake batch.
+        let (x, y) = (x.unwrap(), y.unwrap());
         let created: Vec<WithdrawalId> = [&x, &y]
             .into_iter()
-            .filter_map(|r| match r.as_ref().ok().map(|v| &v[0]) {
+            .filter_map(|r| match Some(&r[0]) {
                 Some(SubmitOutcome::Created { id }) => Some(id.clone()),
                 _ => None,
             })
             .collect();
         assert_eq!(created.len(), 1, "{key}: exactly one created: {x:?} {y:?}");
         let id = created[0].clone();
-        for v in [&x, &y].into_iter().flatten() {
+        for v in [&x, &y] {
             assert!(
                 matches!(&v[0], SubmitOutcome::Created { id: c } | SubmitOutcome::Existing { id: c, status: Status::Received } if *c == id),
                 "{key}: {v:?}"
@@ -1690,6 +1710,19 @@ async fn racing_submits_of_one_key_never_make_two_withdrawals<S: Store>(a: S, b:
     }
     let received: i64 = a.counts().await.unwrap().into_iter().filter(|(s, _)| *s == Status::Received).map(|(_, n)| n).sum();
     assert_eq!(received, 10, "one withdrawal per key");
+}
+
+async fn racing_nudgers_take_each_stale_withdrawal_once<S: Store>(a: S, b: S, clock: &ManualClock) {
+    submit(&a, &(1..=40).collect::<Vec<_>>()).await;
+    for round in 0..10 {
+        clock.advance_ms(100);
+        let now = clock.now_ms();
+        let (x, y) = tokio::join!(a.take_stale(Status::Received, now, 1000), b.take_stale(Status::Received, now, 1000));
+        let (x, y): (BTreeSet<WithdrawalId>, BTreeSet<WithdrawalId>) =
+            (x.unwrap().into_iter().map(|w| w.id).collect(), y.unwrap().into_iter().map(|w| w.id).collect());
+        assert!(x.is_disjoint(&y), "round {round}: {} taken by both", x.intersection(&y).count());
+        assert_eq!(x.len() + y.len(), 40, "round {round}: every stale withdrawal taken once");
+    }
 }
 
 async fn racing_transitions_move_each_withdrawal_once<S: Store>(a: S, b: S, _clock: &ManualClock) {
@@ -2039,6 +2072,7 @@ contract! {
     race:
         racing_submits_of_one_key_never_make_two_withdrawals,
         racing_transitions_move_each_withdrawal_once,
+        racing_nudgers_take_each_stale_withdrawal_once,
         racing_signers_sign_each_withdrawal_once_at_distinct_nonces,
         a_pause_that_answered_holds_for_every_signer,
         racing_fills_record_once_and_stop_at_the_brake,

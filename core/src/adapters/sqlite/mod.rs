@@ -282,7 +282,7 @@ impl Sqlite {
     fn lock_writer_with(&self, urgent: bool) -> WriteGuard<'_> {
         self.gate.enter(urgent);
         // A panic while holding the lock poisons it; the connection itself is still
-        // consistent (the transaction rolled back), so keep using it.
+        // consistent (`write_tx` rolls back before the panic goes on), so keep using it.
         WriteGuard { conn: self.writer.lock().unwrap_or_else(|p| p.into_inner()), gate: &self.gate }
     }
 
@@ -319,6 +319,9 @@ impl From<diesel::result::Error> for StoreError {
         use diesel::result::{DatabaseErrorKind, Error};
         match &e {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => StoreError::Unavailable(e.to_string()),
+            // PostgreSQL chose this transaction as a deadlock's victim (SQLSTATE 40P01, which
+            // diesel does not name) and rolled it back: running it again succeeds.
+            Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => StoreError::Unavailable(e.to_string()),
             Error::DatabaseError(_, info) if info.message().contains("locked") || info.message().contains("busy") => {
                 StoreError::Unavailable(e.to_string())
             }

@@ -157,8 +157,8 @@ pub(super) fn record_replacements(conn: &mut AnyConn, batch: Vec<Replacement>) -
             .collect();
         let mut braked: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
         for r in &batch {
-            if !braked.contains_key(&r.attempt.chain_id) {
-                braked.insert(r.attempt.chain_id, brake_on(conn, r.attempt.chain_id)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = braked.entry(r.attempt.chain_id) {
+                e.insert(brake_on(conn, r.attempt.chain_id)?);
             }
         }
         let mut out = Vec::with_capacity(batch.len());
@@ -167,7 +167,8 @@ pub(super) fn record_replacements(conn: &mut AnyConn, batch: Vec<Replacement>) -
             let current = latest.get(&a.withdrawal_id);
             let ok = !braked[&a.chain_id]
                 && open.contains(a.withdrawal_id.as_str())
-                && current.is_some_and(|c| c.tx_hash == r.replaces && c.nonce == a.nonce && c.wallet == a.wallet);
+                && current
+                    .is_some_and(|c| c.tx_hash == r.replaces && c.nonce == a.nonce && c.wallet == a.wallet && c.chain_id == a.chain_id);
             if ok {
                 diesel::insert_into(attempts::table).values(attempt_row(a)).execute(conn)?;
                 // A second replacement of the same attempt in this batch loses.

@@ -103,7 +103,9 @@ impl<C: Backend> ManageConnection for Manager<C> {
     }
 
     fn has_broken(&self, conn: &mut AnyConn) -> bool {
-        C::inside(conn).is_broken()
+        // As diesel's own manager: a connection handed back while its thread unwinds may be
+        // mid-statement.
+        std::thread::panicking() || C::inside(conn).is_broken()
     }
 }
 
@@ -152,16 +154,23 @@ where
         AnyConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
         AnyConn::Postgres(_) => <AnyConn as Connection>::TransactionManager::begin_transaction(conn)?,
     }
-    match f(conn) {
-        Ok(v) => {
+    // A panic inside `f` (a signing closure, say) rolls back too before it goes on: SQLite's
+    // one writer connection outlives the panic, and left inside an open IMMEDIATE
+    // transaction it would refuse every later write and hold the file's lock.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))) {
+        Ok(Ok(v)) => {
             <AnyConn as Connection>::TransactionManager::commit_transaction(conn)?;
             Ok(v)
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             // The caller's error is the one that matters; a failed rollback leaves the
             // connection marked broken, and the pool discards it.
             let _ = <AnyConn as Connection>::TransactionManager::rollback_transaction(conn);
             Err(e)
+        }
+        Err(panic) => {
+            let _ = <AnyConn as Connection>::TransactionManager::rollback_transaction(conn);
+            std::panic::resume_unwind(panic)
         }
     }
 }

@@ -236,7 +236,7 @@ impl Store for RecordStore {
     }
 
     async fn counts(&self) -> Result<Vec<(Status, i64)>, StoreError> {
-        self.db.read(move |conn| withdrawals::counts(conn)).await
+        self.db.read(withdrawals::counts).await
     }
 
     async fn next_nonce(&self, wallet: Address, chain_id: u64) -> Result<Option<u64>, StoreError> {
@@ -252,7 +252,7 @@ impl Store for RecordStore {
     }
 
     async fn wallet_funds(&self) -> Result<Vec<WalletFunds>, StoreError> {
-        self.db.read(move |conn| attempts::wallet_funds(conn)).await
+        self.db.read(attempts::wallet_funds).await
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
@@ -338,7 +338,7 @@ impl Store for RecordStore {
     }
 
     async fn nonce_checks(&self) -> Result<Vec<NonceCheck>, StoreError> {
-        self.db.read(move |conn| attempts::nonce_checks(conn)).await
+        self.db.read(attempts::nonce_checks).await
     }
 
     async fn request_cancel(&self, req: CancelRequest, audit: AuditEntry) -> Result<bool, StoreError> {
@@ -373,7 +373,7 @@ impl Store for RecordStore {
     }
 
     async fn signing_controls(&self) -> Result<Vec<SigningControl>, StoreError> {
-        self.db.read(move |conn| operations::signing_controls(conn)).await
+        self.db.read(operations::signing_controls).await
     }
 
     async fn set_signing_control(&self, c: SigningControl, audit: AuditEntry) -> Result<(), StoreError> {

@@ -9,32 +9,74 @@ use crate::domain::{Status, WithdrawalId};
 use crate::ports::*;
 use diesel::prelude::*;
 
-pub(super) fn stuck(conn: &mut AnyConn, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
-    // SENT (or a discarded SEND_FAILED being cancelled) since before the
-    // threshold (status index), not mined; the newest attempt's age decides (a
-    // bumped one waits another period).
-    let rows: Vec<WithdrawalRow> = withdrawals::table
-        .filter(withdrawals::status.eq_any([Status::Sent.as_str(), Status::SendFailed.as_str()]))
-        .filter(withdrawals::chain_id.eq(chain_id as i64))
-        .filter(withdrawals::updated_at.lt(older_than_ms))
-        .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
-        .order(withdrawals::updated_at.asc())
-        .limit(limit)
-        .select(WithdrawalRow::as_select())
-        .load(conn)?;
-    let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
-    let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
-    let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
-        latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
-    Ok(ws
-        .into_iter()
-        .filter_map(|w| latest.remove(&w.id).filter(|a| a.created_at_ms < older_than_ms).map(|a| (w, a)))
-        // A dead-lettered transfer waits for an operator; its cancel does not.
-        .filter(|(w, a)| w.status == Status::Sent || a.kind == AttemptKind::Cancel)
-        .collect())
+/// Pages through a query's candidates in order until `limit` of them pass a filter applied
+/// after loading (one that needs each withdrawal's newest attempt), so that candidates the
+/// filter drops cannot fill the limit and hide the ones behind them.
+fn first_passing<T>(limit: i64, mut page: impl FnMut(i64, i64) -> Result<(usize, Vec<T>), StoreError>) -> Result<Vec<T>, StoreError> {
+    let want = usize::try_from(limit).unwrap_or(0);
+    let size = limit.clamp(1, 500).max(100);
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while out.len() < want {
+        let (loaded, passing) = page(offset, size)?;
+        out.extend(passing);
+        if (loaded as i64) < size {
+            break;
+        }
+        offset += size;
+    }
+    out.truncate(want);
+    Ok(out)
 }
 
-pub(super) fn record_inclusions(conn: &mut AnyConn, chain_id: u64, batch: Vec<Inclusion>) -> Result<(), StoreError> {
+/// SENT (or a discarded SEND_FAILED being cancelled) since before the threshold (status
+/// index), not mined; the newest attempt's age decides (a bumped one waits another period).
+pub(super) fn stuck(conn: &mut AnyConn, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
+    first_passing(limit, |offset, size| {
+        let rows: Vec<WithdrawalRow> = withdrawals::table
+            // The database drops what the filter below would (exactly, so pages rarely run
+            // on): a dead-lettered transfer with no cancel — an incident can leave thousands
+            // waiting on an operator — and anything with an attempt signed since the threshold.
+            .filter(
+                withdrawals::status.eq(Status::Sent.as_str()).or(withdrawals::status.eq(Status::SendFailed.as_str()).and(
+                    diesel::dsl::exists(
+                        attempts::table
+                            .filter(attempts::withdrawal_id.eq(withdrawals::id))
+                            .filter(attempts::kind.eq(AttemptKind::Cancel.as_str())),
+                    ),
+                )),
+            )
+            .filter(withdrawals::chain_id.eq(chain_id as i64))
+            .filter(withdrawals::updated_at.lt(older_than_ms))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                attempts::table.filter(attempts::withdrawal_id.eq(withdrawals::id)).filter(attempts::created_at.ge(older_than_ms)),
+            )))
+            .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
+            .order((withdrawals::updated_at.asc(), withdrawals::id.asc()))
+            .offset(offset)
+            .limit(size)
+            .select(WithdrawalRow::as_select())
+            .load(conn)?;
+        let loaded = rows.len();
+        let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
+        let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
+            latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+        let passing = ws
+            .into_iter()
+            .filter_map(|w| latest.remove(&w.id).filter(|a| a.created_at_ms < older_than_ms).map(|a| (w, a)))
+            // A dead-lettered transfer waits for an operator; its cancel does not.
+            .filter(|(w, a)| w.status == Status::Sent || a.kind == AttemptKind::Cancel)
+            .collect();
+        Ok((loaded, passing))
+    })
+}
+
+pub(super) fn record_inclusions(conn: &mut AnyConn, chain_id: u64, mut batch: Vec<Inclusion>) -> Result<(), StoreError> {
+    // In withdrawal id order: each insert's foreign-key check share-locks its withdrawal,
+    // and `lock_withdrawals` takes the same rows in the same order, so the two never
+    // deadlock on PostgreSQL.
+    batch.sort_by(|a, b| a.withdrawal_id.as_str().cmp(b.withdrawal_id.as_str()));
     write_tx(conn, |conn| {
         for i in &batch {
             diesel::delete(inclusions::table.filter(inclusions::withdrawal_id.eq(i.withdrawal_id.as_str()))).execute(conn)?;
@@ -85,21 +127,29 @@ pub(super) fn included_up_to(
         .collect()
 }
 
+/// Open, unmined withdrawals an operator asked to cancel whose newest attempt is still the
+/// transfer (a cancel not yet signed), oldest request first.
 pub(super) fn pending_cancels(conn: &mut AnyConn, chain_id: u64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
-    let rows: Vec<WithdrawalRow> = withdrawals::table
-        .inner_join(cancel_requests::table.on(cancel_requests::withdrawal_id.eq(withdrawals::id)))
-        .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
-        .filter(withdrawals::chain_id.eq(chain_id as i64))
-        .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
-        .order(cancel_requests::requested_at.asc())
-        .limit(limit)
-        .select(WithdrawalRow::as_select())
-        .load(conn)?;
-    let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
-    let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
-    let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
-        latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
-    Ok(ws.into_iter().filter_map(|w| latest.remove(&w.id).filter(|a| a.kind == AttemptKind::Transfer).map(|a| (w, a))).collect())
+    first_passing(limit, |offset, size| {
+        let rows: Vec<WithdrawalRow> = withdrawals::table
+            .inner_join(cancel_requests::table.on(cancel_requests::withdrawal_id.eq(withdrawals::id)))
+            .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
+            .filter(withdrawals::chain_id.eq(chain_id as i64))
+            .filter(diesel::dsl::not(diesel::dsl::exists(inclusions::table.filter(inclusions::withdrawal_id.eq(withdrawals::id)))))
+            .order((cancel_requests::requested_at.asc(), withdrawals::id.asc()))
+            .offset(offset)
+            .limit(size)
+            .select(WithdrawalRow::as_select())
+            .load(conn)?;
+        let loaded = rows.len();
+        let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
+        let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
+            latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+        let passing =
+            ws.into_iter().filter_map(|w| latest.remove(&w.id).filter(|a| a.kind == AttemptKind::Transfer).map(|a| (w, a))).collect();
+        Ok((loaded, passing))
+    })
 }
 
 pub(super) fn cursor(conn: &mut AnyConn, chain_id: u64) -> Result<Option<u64>, StoreError> {

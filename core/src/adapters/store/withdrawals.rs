@@ -3,7 +3,7 @@
 //! operator's audit row in the same transaction.
 
 use super::audit::insert_audit;
-use super::conn::{AnyConn, insert_rows, lock_withdrawals, write_tx};
+use super::conn::{AnyConn, insert_ignore, insert_rows, lock_withdrawals, write_tx};
 use super::rows::*;
 use crate::adapters::schema::*;
 use crate::domain::{Status, WithdrawalId};
@@ -73,13 +73,6 @@ pub(super) fn transition(conn: &mut AnyConn, batch: &[Transition], now: i64) -> 
                 })
                 .collect();
             insert_rows!(conn, history::table, &history)?;
-            for &i in chunk {
-                if let Some(a) = &batch[i].audit
-                    && movable.contains(batch[i].id.as_str())
-                {
-                    insert_audit(conn, a, now)?;
-                }
-            }
             if let Some(settle) = settle {
                 let owed: Vec<_> = moving
                     .iter()
@@ -95,9 +88,13 @@ pub(super) fn transition(conn: &mut AnyConn, batch: &[Transition], now: i64) -> 
                 insert_rows!(conn, settlements::table, &owed)?;
             }
             for &i in chunk {
-                // A withdrawal listed twice in one batch moves once.
+                // A withdrawal listed twice in one batch moves once, and only the entry that
+                // moved it leaves an audit row.
                 if movable.contains(batch[i].id.as_str()) && !chunk.iter().any(|&j| j < i && batch[j].id == batch[i].id) {
                     applied[i] = true;
+                    if let Some(a) = &batch[i].audit {
+                        insert_audit(conn, a, now)?;
+                    }
                 }
             }
         }
@@ -105,44 +102,63 @@ pub(super) fn transition(conn: &mut AnyConn, batch: &[Transition], now: i64) -> 
     Ok(applied)
 }
 
+/// What a request whose (client, key) is already recorded gets: the same request again is
+/// `Existing`, another request under the key is a `Conflict`.
+fn existing(conn: &mut AnyConn, client_id: &str, key: &str, request_hash: &str) -> Result<Option<SubmitOutcome>, StoreError> {
+    let row: Option<(String, String, String)> = withdrawals::table
+        .filter(withdrawals::client_id.eq(client_id))
+        .filter(withdrawals::idempotency_key.eq(key))
+        .select((withdrawals::id, withdrawals::request_hash, withdrawals::status))
+        .first(conn)
+        .optional()?;
+    let Some((id, hash, status)) = row else { return Ok(None) };
+    let id = WithdrawalId::from_stored(id);
+    if hash != request_hash {
+        return Ok(Some(SubmitOutcome::Conflict { id }));
+    }
+    let status = status.parse().map_err(|_| StoreError::Corrupt(format!("status {status}")))?;
+    Ok(Some(SubmitOutcome::Existing { id, status }))
+}
+
 pub(super) fn submit(conn: &mut AnyConn, batch: Vec<NewWithdrawal>, now: i64) -> Result<Vec<SubmitOutcome>, StoreError> {
     write_tx(conn, |conn| {
-        let mut out = Vec::with_capacity(batch.len());
-        for w in batch {
-            let existing: Option<(String, String, String)> = withdrawals::table
-                .filter(withdrawals::client_id.eq(&w.client_id))
-                .filter(withdrawals::idempotency_key.eq(&w.idempotency_key))
-                .select((withdrawals::id, withdrawals::request_hash, withdrawals::status))
-                .first(conn)
-                .optional()?;
-            if let Some((id, hash, status)) = existing {
-                let id = WithdrawalId::from_stored(id);
-                if hash == w.request_hash {
-                    let status = status.parse().map_err(|_| StoreError::Corrupt(format!("status {status}")))?;
-                    out.push(SubmitOutcome::Existing { id, status });
-                } else {
-                    out.push(SubmitOutcome::Conflict { id });
-                }
+        // Keys are inserted in (client, key) order, whatever the batch's order: two replicas'
+        // batches sharing keys then wait on each other's insert in one order and never
+        // deadlock. Each outcome goes back to its request's place.
+        let mut out: Vec<Option<SubmitOutcome>> = vec![None; batch.len()];
+        let mut batch: Vec<(usize, NewWithdrawal)> = batch.into_iter().enumerate().collect();
+        batch.sort_by(|(_, a), (_, b)| (&a.client_id, &a.idempotency_key).cmp(&(&b.client_id, &b.idempotency_key)));
+        for (at, w) in batch {
+            let out = &mut out[at];
+            if let Some(seen) = existing(conn, &w.client_id, &w.idempotency_key, &w.request_hash)? {
+                *out = Some(seen);
                 continue;
             }
-            diesel::insert_into(withdrawals::table)
-                .values(WithdrawalRow {
-                    id: w.id.as_str().to_owned(),
-                    client_id: w.client_id,
-                    idempotency_key: w.idempotency_key,
-                    request_hash: w.request_hash,
-                    user_id: w.user_id,
-                    asset: w.asset,
-                    chain_id: w.chain_id as i64,
-                    to_address: hex_addr(&w.to),
-                    amount: w.amount.base_units(),
-                    status: Status::Received.as_str().to_owned(),
-                    reason: None,
-                    created_at: now,
-                    updated_at: now,
-                    nudged_at: None,
-                })
-                .execute(conn)?;
+            // ON CONFLICT DO NOTHING: on PostgreSQL another replica may record the same key
+            // between the read above and this insert; that is "the same request again",
+            // answered from the row it committed, never an error that would refuse the batch.
+            let row = WithdrawalRow {
+                id: w.id.as_str().to_owned(),
+                client_id: w.client_id,
+                idempotency_key: w.idempotency_key,
+                request_hash: w.request_hash,
+                user_id: w.user_id,
+                asset: w.asset,
+                chain_id: w.chain_id as i64,
+                to_address: hex_addr(&w.to),
+                amount: w.amount.base_units(),
+                status: Status::Received.as_str().to_owned(),
+                reason: None,
+                created_at: now,
+                updated_at: now,
+                nudged_at: None,
+            };
+            if insert_ignore!(conn, withdrawals::table, &row)? == 0 {
+                let seen = existing(conn, &row.client_id, &row.idempotency_key, &row.request_hash)?
+                    .ok_or_else(|| StoreError::Query(format!("withdrawal {} conflicts with a row that is not its key's", row.id)))?;
+                *out = Some(seen);
+                continue;
+            }
             diesel::insert_into(history::table)
                 .values(NewHistory {
                     withdrawal_id: w.id.as_str(),
@@ -153,9 +169,9 @@ pub(super) fn submit(conn: &mut AnyConn, batch: Vec<NewWithdrawal>, now: i64) ->
                     at: now,
                 })
                 .execute(conn)?;
-            out.push(SubmitOutcome::Created { id: w.id });
+            *out = Some(SubmitOutcome::Created { id: w.id });
         }
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
     })
 }
 
@@ -260,9 +276,22 @@ pub(super) fn take_stale(
             .limit(limit)
             .select(WithdrawalRow::as_select())
             .load(conn)?;
+        // Claim them with the same condition: on PostgreSQL a concurrent caller that read the
+        // same rows waits on their row locks, then re-checks the condition against the
+        // winner's nudge and claims none of them, so each stale withdrawal goes to one caller.
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        diesel::update(withdrawals::table.filter(withdrawals::id.eq_any(&ids))).set(withdrawals::nudged_at.eq(now)).execute(conn)?;
-        rows.into_iter().map(WithdrawalRow::into_domain).collect()
+        let claimed: std::collections::HashSet<String> = diesel::update(
+            withdrawals::table
+                .filter(withdrawals::id.eq_any(&ids))
+                .filter(withdrawals::status.eq(status.as_str()))
+                .filter(withdrawals::nudged_at.is_null().or(withdrawals::nudged_at.lt(older_than_ms))),
+        )
+        .set(withdrawals::nudged_at.eq(now))
+        .returning(withdrawals::id)
+        .get_results::<String>(conn)?
+        .into_iter()
+        .collect();
+        rows.into_iter().filter(|r| claimed.contains(&r.id)).map(WithdrawalRow::into_domain).collect()
     })
 }
 
