@@ -19,8 +19,8 @@
 
 use super::sign::transfer_signer;
 use super::{Decision, PortTypes, Ports, StageError, apply};
+use crate::decide::{self, Holder, Lane, Recorded, Repairs};
 use crate::domain::{AssetRegistry, Status};
-use crate::fees::{Bump, bump};
 use crate::machine::Event;
 use crate::ports::*;
 use alloy::primitives::{Address, B256};
@@ -209,19 +209,10 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
         let resigned = self.resign_displaced(chain_id, chain, wallet, &owners, settled, settled_block).await? > 0;
         let (mut gaps, mut blocked) = (Vec::new(), Vec::new());
         if !resigned {
-            let owned: HashMap<u64, &NonceOwner> = owners.iter().map(|o| (o.nonce, o)).collect();
+            let holders: Vec<Holder> = owners.iter().map(|o| Holder { nonce: o.nonce, status: o.status, kind: o.kind }).collect();
+            Lane { gaps, blocked } = decide::classify_lane(latest, pending, next, &holders);
             let fills = self.ports.store.fills(chain_id, wallet, latest).await?;
-            let filled: HashSet<u64> = fills.iter().map(|f| f.nonce).collect();
-            for n in latest..next {
-                match owned.get(&n) {
-                    Some(o) if o.status == Status::SendFailed && o.kind == AttemptKind::Transfer => blocked.push(n),
-                    Some(_) => {}
-                    // The node holds a transaction at n (ours or not): it will be mined.
-                    None if n < pending => {}
-                    None => gaps.push(n),
-                }
-            }
-            let new_gaps: Vec<u64> = gaps.iter().copied().filter(|n| !filled.contains(n)).collect();
+            let new_gaps = decide::unfilled(&gaps, &fills);
             let new_gaps = self.restore_reorged(chain_id, chain, wallet, new_gaps).await?;
             self.fill(chain_id, chain, wallet, &new_gaps, fills).await?;
         }
@@ -405,20 +396,18 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             return Ok(gaps);
         }
         let receipts = chain.receipts(at.iter().map(|a| a.attempt.tx_hash).collect()).await?;
-        let on_chain: HashSet<u64> = at.iter().zip(&receipts).filter(|(_, r)| r.is_some()).map(|(a, _)| a.attempt.nonce).collect();
-        let mut restore = Vec::new();
-        let mut still = Vec::new();
-        for n in gaps {
-            // Only a COMPLETED one: its user was charged for this very transaction. A FAILED
-            // one's transfer reverted and its funds were released; broadcast again after
-            // the cause is gone, it would pay what nobody holds. Its nonce gets a fill.
-            let mined =
-                at.iter().find(|a| a.attempt.nonce == n && a.status == Status::Completed && a.mined_hash == Some(a.attempt.tx_hash));
-            match mined {
-                Some(a) if !on_chain.contains(&n) => restore.push(a),
-                _ => still.push(n),
-            }
-        }
+        let recorded: Vec<Recorded> = at
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Recorded {
+                nonce: a.attempt.nonce,
+                status: a.status,
+                was_mined: a.mined_hash == Some(a.attempt.tx_hash),
+                on_chain: receipts.get(i).is_some_and(|r| r.is_some()),
+            })
+            .collect();
+        let Repairs { restore, fill: still } = decide::restore_or_fill(&gaps, &recorded);
+        let restore: Vec<&AttemptAtNonce> = restore.into_iter().map(|i| &at[i]).collect();
         if !restore.is_empty() {
             let results = chain.send_raw(restore.iter().map(|a| a.attempt.raw.clone()).collect()).await?;
             for (a, r) in restore.iter().zip(results) {
@@ -439,29 +428,14 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
 
     /// Signs fills for new gaps, bumps stuck fills, and broadcasts every unmined fill.
     async fn fill(&self, chain_id: u64, chain: &T::Chain, wallet: Address, gaps: &[u64], known: Vec<NonceFill>) -> Result<(), StageError> {
-        // The newest fill per nonce is the one that counts.
-        let mut newest: HashMap<u64, NonceFill> = HashMap::new();
-        for f in known {
-            if newest.get(&f.nonce).is_none_or(|g| (f.created_at_ms, f.max_fee_per_gas) > (g.created_at_ms, g.max_fee_per_gas)) {
-                newest.insert(f.nonce, f);
-            }
-        }
+        let mut newest = decide::newest_fills(known);
         if gaps.is_empty() && newest.is_empty() {
             return Ok(());
         }
         let network = chain.fees().await?;
         let now = self.ports.clock.now_ms();
         let stuck_before = now - self.cfg.stuck_after.as_millis() as i64;
-        let mut to_sign: Vec<(u64, Fees)> = gaps.iter().map(|&n| (n, network)).collect();
-        for f in newest.values().filter(|f| f.created_at_ms < stuck_before) {
-            // A fill's priority fee is not stored; its max fee bounds it, so bumping from
-            // (max, max) stays above the replacement threshold on both fields.
-            let old = Fees { max_fee_per_gas: f.max_fee_per_gas, max_priority_fee_per_gas: f.max_fee_per_gas };
-            if let Bump::To(fees) = bump(old, network, chain.max_fee_cap(), 10) {
-                to_sign.push((f.nonce, fees));
-            }
-        }
-        for (nonce, fees) in to_sign {
+        for (nonce, fees) in decide::fills_to_sign(gaps, &newest, network, chain.max_fee_cap(), stuck_before) {
             let t = UnsignedTransfer::self_transfer(chain_id, wallet, nonce, fees);
             let signed = self.keys.sign(wallet, &t).map_err(|e| StageError::Signing(e.to_string()))?;
             let fill = NonceFill {

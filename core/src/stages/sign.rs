@@ -9,7 +9,7 @@ use crate::machine::Event;
 use crate::ports::*;
 use crate::tx::erc20_transfer_calldata;
 use alloy::primitives::{Address, Bytes, U256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -273,35 +273,23 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
         c.1.iter().any(|ctl| ctl.paused && (ctl.chain_id.is_none() || (chain_id.is_some() && ctl.chain_id == chain_id)))
     }
 
-    /// Splits a chain's batch over its wallets, in contiguous runs (submission order within
-    /// each lane), starting where the last batch stopped. Wallets that were short at their
-    /// last check get nothing while another can take the work.
+    /// Splits a chain's batch over its wallets (`decide::rotate`), starting where the last
+    /// batch stopped; wallets short at their last check get nothing while another can take
+    /// the work.
     fn share(&self, chain_id: u64, ids: Vec<WithdrawalId>) -> Vec<(Address, Vec<WithdrawalId>)> {
         let all = &self.wallets[&chain_id];
-        let short = self.short.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lanes: Vec<Address> = all.iter().copied().filter(|w| !short.get(&(chain_id, *w)).copied().unwrap_or(false)).collect();
-        drop(short);
-        if lanes.is_empty() {
-            lanes = all.clone();
-        }
-        let start = {
+        let short: HashSet<Address> = {
+            let short = self.short.lock().unwrap_or_else(|p| p.into_inner());
+            all.iter().copied().filter(|w| short.get(&(chain_id, *w)).copied().unwrap_or(false)).collect()
+        };
+        let turn = {
             let mut r = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
             let e = r.entry(chain_id).or_insert(0);
-            let s = *e % lanes.len();
+            let turn = *e;
             *e = e.wrapping_add(1);
-            s
+            turn
         };
-        let per = ids.len().div_ceil(lanes.len()).max(1);
-        let mut out = Vec::new();
-        let mut ids = ids.into_iter();
-        for i in 0..lanes.len() {
-            let chunk: Vec<WithdrawalId> = ids.by_ref().take(per).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            out.push((lanes[(start + i) % lanes.len()], chunk));
-        }
-        out
+        decide::rotate(all, &short, turn, ids.len()).into_iter().map(|(wallet, run)| (wallet, ids[run].to_vec())).collect()
     }
 
     /// Hands withdrawals held for lack of funds back to the queue, so the next batch
