@@ -230,21 +230,8 @@ pub(super) fn resign_displaced(
             }
             match sign(wd, next as u64) {
                 Ok(tx) => {
-                    let row = AttemptRow {
-                        tx_hash: hex_hash(&tx.hash),
-                        withdrawal_id: id.as_str().to_owned(),
-                        wallet: w.clone(),
-                        chain_id: chain_id as i64,
-                        nonce: next,
-                        kind: AttemptKind::Transfer.as_str().to_owned(),
-                        raw: tx.raw.to_vec(),
-                        max_fee_per_gas: tx.max_fee_per_gas.to_string(),
-                        max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
-                        gas_limit: tx.gas_limit as i64,
-                        // Newer than every earlier attempt, so it is the one sent.
-                        created_at: now.max(a.created_at_ms + 1),
-                        sent_at: None,
-                    };
+                    // Newer than every earlier attempt, so it is the one sent.
+                    let row = AttemptRow::transfer(&tx, id.as_str(), &w, chain_id, next, now.max(a.created_at_ms + 1));
                     diesel::insert_into(attempts::table).values(&row).execute(conn)?;
                     // Listed twice in one batch: the second sees the new attempt and skips.
                     latest.insert(id.clone(), row.into_domain()?);

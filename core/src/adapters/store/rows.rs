@@ -4,7 +4,7 @@
 
 use crate::adapters::schema::{attempts, history, inclusions, wallet_nonces, withdrawals};
 use crate::domain::{Amount, WithdrawalId};
-use crate::ports::{Attempt, AttemptKind, Inclusion, StoreError, Withdrawal};
+use crate::ports::{Attempt, AttemptKind, Inclusion, SignedTx, StoreError, Withdrawal};
 use alloy::primitives::{Address, B256, Bytes};
 use diesel::prelude::*;
 
@@ -64,6 +64,24 @@ pub(super) struct AttemptRow {
 }
 
 impl AttemptRow {
+    /// A new transfer attempt's row, from what the key signed.
+    pub(super) fn transfer(tx: &SignedTx, withdrawal_id: &str, wallet: &str, chain_id: u64, nonce: i64, created_at: i64) -> AttemptRow {
+        AttemptRow {
+            tx_hash: hex_hash(&tx.hash),
+            withdrawal_id: withdrawal_id.to_owned(),
+            wallet: wallet.to_owned(),
+            chain_id: chain_id as i64,
+            nonce,
+            kind: AttemptKind::Transfer.as_str().to_owned(),
+            raw: tx.raw.to_vec(),
+            max_fee_per_gas: tx.max_fee_per_gas.to_string(),
+            max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
+            gas_limit: tx.gas_limit as i64,
+            created_at,
+            sent_at: None,
+        }
+    }
+
     pub(super) fn into_domain(self) -> Result<Attempt, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("attempt {}: bad {what}", self.tx_hash));
         Ok(Attempt {

@@ -9,18 +9,28 @@ use crate::domain::{Status, WithdrawalId};
 use crate::ports::*;
 use diesel::prelude::*;
 
-/// Pages through a query's candidates in order until `limit` of them pass a filter applied
-/// after loading (one that needs each withdrawal's newest attempt), so that candidates the
-/// filter drops cannot fill the limit and hide the ones behind them.
-fn first_passing<T>(limit: i64, mut page: impl FnMut(i64, i64) -> Result<(usize, Vec<T>), StoreError>) -> Result<Vec<T>, StoreError> {
+/// Pages through a query's candidates in order, each with its newest attempt, until `limit`
+/// of them pass `keep` (a filter that needs the newest attempt, applied after loading), so
+/// that candidates it drops cannot fill the limit and hide the ones behind them.
+fn first_passing(
+    conn: &mut AnyConn,
+    limit: i64,
+    mut page: impl FnMut(&mut AnyConn, i64, i64) -> Result<Vec<WithdrawalRow>, StoreError>,
+    keep: impl Fn(&Withdrawal, &Attempt) -> bool,
+) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
     let want = usize::try_from(limit).unwrap_or(0);
-    let size = limit.clamp(1, 500).max(100);
+    let size = limit.clamp(100, 500);
     let mut out = Vec::new();
     let mut offset = 0;
     while out.len() < want {
-        let (loaded, passing) = page(offset, size)?;
-        out.extend(passing);
-        if (loaded as i64) < size {
+        let rows = page(conn, offset, size)?;
+        let loaded = rows.len() as i64;
+        let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
+        let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
+            latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
+        out.extend(ws.into_iter().filter_map(|w| latest.remove(&w.id).map(|a| (w, a))).filter(|(w, a)| keep(w, a)));
+        if loaded < size {
             break;
         }
         offset += size;
@@ -32,8 +42,8 @@ fn first_passing<T>(limit: i64, mut page: impl FnMut(i64, i64) -> Result<(usize,
 /// SENT (or a discarded SEND_FAILED being cancelled) since before the threshold (status
 /// index), not mined; the newest attempt's age decides (a bumped one waits another period).
 pub(super) fn stuck(conn: &mut AnyConn, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
-    first_passing(limit, |offset, size| {
-        let rows: Vec<WithdrawalRow> = withdrawals::table
+    let page = |conn: &mut AnyConn, offset: i64, size: i64| {
+        withdrawals::table
             // The database drops what the filter below would (exactly, so pages rarely run
             // on): a dead-lettered transfer with no cancel — an incident can leave thousands
             // waiting on an operator — and anything with an attempt signed since the threshold.
@@ -56,19 +66,12 @@ pub(super) fn stuck(conn: &mut AnyConn, chain_id: u64, older_than_ms: i64, limit
             .offset(offset)
             .limit(size)
             .select(WithdrawalRow::as_select())
-            .load(conn)?;
-        let loaded = rows.len();
-        let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
-        let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
-            latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
-        let passing = ws
-            .into_iter()
-            .filter_map(|w| latest.remove(&w.id).filter(|a| a.created_at_ms < older_than_ms).map(|a| (w, a)))
-            // A dead-lettered transfer waits for an operator; its cancel does not.
-            .filter(|(w, a)| w.status == Status::Sent || a.kind == AttemptKind::Cancel)
-            .collect();
-        Ok((loaded, passing))
+            .load(conn)
+            .map_err(StoreError::from)
+    };
+    first_passing(conn, limit, page, |w, a| {
+        // A dead-lettered transfer waits for an operator; its cancel does not.
+        a.created_at_ms < older_than_ms && (w.status == Status::Sent || a.kind == AttemptKind::Cancel)
     })
 }
 
@@ -130,8 +133,8 @@ pub(super) fn included_up_to(
 /// Open, unmined withdrawals an operator asked to cancel whose newest attempt is still the
 /// transfer (a cancel not yet signed), oldest request first.
 pub(super) fn pending_cancels(conn: &mut AnyConn, chain_id: u64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
-    first_passing(limit, |offset, size| {
-        let rows: Vec<WithdrawalRow> = withdrawals::table
+    let page = |conn: &mut AnyConn, offset: i64, size: i64| {
+        withdrawals::table
             .inner_join(cancel_requests::table.on(cancel_requests::withdrawal_id.eq(withdrawals::id)))
             .filter(withdrawals::status.eq_any([Status::Signed.as_str(), Status::Sent.as_str(), Status::SendFailed.as_str()]))
             .filter(withdrawals::chain_id.eq(chain_id as i64))
@@ -140,16 +143,10 @@ pub(super) fn pending_cancels(conn: &mut AnyConn, chain_id: u64, limit: i64) -> 
             .offset(offset)
             .limit(size)
             .select(WithdrawalRow::as_select())
-            .load(conn)?;
-        let loaded = rows.len();
-        let ws = rows.into_iter().map(WithdrawalRow::into_domain).collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<String> = ws.iter().map(|w| w.id.as_str().to_owned()).collect();
-        let mut latest: std::collections::HashMap<WithdrawalId, Attempt> =
-            latest_attempts(conn, &ids)?.into_iter().map(|a| (a.withdrawal_id.clone(), a)).collect();
-        let passing =
-            ws.into_iter().filter_map(|w| latest.remove(&w.id).filter(|a| a.kind == AttemptKind::Transfer).map(|a| (w, a))).collect();
-        Ok((loaded, passing))
-    })
+            .load(conn)
+            .map_err(StoreError::from)
+    };
+    first_passing(conn, limit, page, |_, a| a.kind == AttemptKind::Transfer)
 }
 
 pub(super) fn cursor(conn: &mut AnyConn, chain_id: u64) -> Result<Option<u64>, StoreError> {

@@ -13,10 +13,10 @@ pub(super) mod postgres;
 pub(super) mod sqlite;
 
 use super::conn::{AnyConn, insert_rows};
-use super::rows::{AttemptRow, NewHistory, hex_addr, hex_hash, nonce_row};
+use super::rows::{AttemptRow, NewHistory, hex_addr, nonce_row};
 use crate::adapters::schema::{attempts, history, wallet_nonces, withdrawals};
 use crate::domain::{Status, WithdrawalId};
-use crate::ports::{AttemptKind, SignFn, SignOutcome, StoreError, Withdrawal};
+use crate::ports::{SignFn, SignOutcome, StoreError, Withdrawal};
 use alloy::primitives::Address;
 use diesel::prelude::*;
 
@@ -75,20 +75,7 @@ impl Batch {
             match sign(w, next as u64) {
                 Ok(tx) => {
                     taken.insert(id);
-                    rows.push(AttemptRow {
-                        tx_hash: hex_hash(&tx.hash),
-                        withdrawal_id: id.as_str().to_owned(),
-                        wallet: self.wallet.clone(),
-                        chain_id: self.chain_id as i64,
-                        nonce: next,
-                        kind: AttemptKind::Transfer.as_str().to_owned(),
-                        raw: tx.raw.to_vec(),
-                        max_fee_per_gas: tx.max_fee_per_gas.to_string(),
-                        max_priority_fee_per_gas: tx.max_priority_fee_per_gas.to_string(),
-                        gas_limit: tx.gas_limit as i64,
-                        created_at: self.now,
-                        sent_at: None,
-                    });
+                    rows.push(AttemptRow::transfer(&tx, id.as_str(), &self.wallet, self.chain_id, next, self.now));
                     outcomes.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
                     next += 1;
                 }
