@@ -41,16 +41,17 @@ run_bench() {
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do global+=("$1"); shift; done
   [ $# -gt 0 ] && shift
   WITHDRAW_LOG=${WITHDRAW_LOG:-warn} ./target/release/withdrawd --log-format json "${global[@]}" dev --rpc-url "$anvil_url" \
-    --data-dir "$work/data" --intake-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 >"$work/withdrawd.log" 2>&1 &
+    --data-dir "$work/data" --intake-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 >"$work/withdrawd.log" 2>&1 &
   local wd=$!
   pids+=("$wd")
   for _ in $(seq 1 100); do [ -s "$work/data/endpoints.json" ] && break; sleep 0.1; done
   [ -s "$work/data/endpoints.json" ] || { cat "$work/withdrawd.log" >&2; exit 1; }
-  local intake admin
+  local intake admin health
   intake=$(sed -nE 's/.*"intake": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
   admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
+  health=$(sed -nE 's/.*"health": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
   ./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@"
   # Where the time went, from withdrawd's own histograms.
-  curl -s "http://$admin/metrics" | python3 "$root/scripts/bench-breakdown.py"
+  curl -s "http://$health/metrics" | python3 "$root/scripts/bench-breakdown.py"
   echo "peak RSS of withdrawd: $(grep VmHWM /proc/"$wd"/status | awk '{print $2, $3}')"
 }

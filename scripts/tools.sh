@@ -63,6 +63,8 @@ apt_install() {
 }
 apt_install redis-server redis-server
 export REDIS_SERVER_BIN="$(command -v redis-server)"
+# The TLS tests of Redis and PostgreSQL make a CA of their own with openssl.
+apt_install openssl openssl
 
 pg_dir=""
 for v in 17 16 15; do

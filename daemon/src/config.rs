@@ -145,10 +145,25 @@ pub enum BalanceBackend {
 pub struct BalancesConfig {
     #[serde(default)]
     pub backend: BalanceBackend,
-    /// `redis://[:password@]host:port/db` (or `rediss://` for TLS); a secret, since the URL
-    /// may carry the password.
+    /// `redis://[:password@]host:port/db`, or `rediss://` for TLS (ElastiCache with
+    /// in-transit encryption, which AUTH needs); a secret, since the URL may carry the
+    /// password.
     #[serde(default)]
     pub redis_url: Option<SecretRef>,
+    /// PEM file of the CA that signs Redis's certificate, for a private CA. Unset, a
+    /// `rediss://` server is verified against the system's roots (ElastiCache's are there).
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
+}
+
+impl BalancesConfig {
+    /// The CA to verify Redis's certificate against, when one is configured.
+    pub fn redis_ca(&self) -> Result<Option<Vec<u8>>> {
+        self.redis_ca_file
+            .as_ref()
+            .map(|f| std::fs::read(f).with_context(|| format!("balances.redis_ca_file: cannot read {}", f.display())))
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -189,7 +204,9 @@ pub struct ChainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
-    pub url: String,
+    /// The endpoint's URL, given as is or, since a provider's URL often carries its API key,
+    /// as a secret (`{ env = "…" }` or `{ file = "…" }`), resolved at start.
+    pub url: UrlSource,
     /// Shown in logs, metrics and the admin API (provider URLs often embed API keys, so the
     /// default is scheme://host:port only).
     #[serde(default)]
@@ -198,6 +215,34 @@ pub struct EndpointConfig {
     pub tier: TierConfig,
     #[serde(default = "one_u32")]
     pub weight: u32,
+}
+
+/// A URL in the config file, or a reference to a secret holding it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UrlSource {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+impl UrlSource {
+    /// The URL itself; `what` names it in errors (which never include the URL).
+    pub fn resolve(&self, what: &str) -> Result<Zeroizing<String>> {
+        match self {
+            UrlSource::Plain(u) => Ok(Zeroizing::new(u.clone())),
+            UrlSource::Secret(r) => resolve_secret(what, r),
+        }
+    }
+}
+
+impl std::fmt::Debug for UrlSource {
+    /// A plain URL may carry an API key too: only its scheme, host and port are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlSource::Plain(u) => write!(f, "{}", crate::wiring::redact_url(u)),
+            UrlSource::Secret(r) => r.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -209,33 +254,41 @@ pub enum TierConfig {
 }
 
 impl ChainConfig {
-    /// The pool's endpoints: `endpoints`, or the single `rpc_url`.
-    pub fn endpoint_specs(&self) -> Vec<withdraw_core::adapters::pool::EndpointSpec> {
+    /// The pool's endpoints: `endpoints`, or the single `rpc_url`, with URLs kept as
+    /// secrets resolved.
+    pub fn endpoint_specs(&self) -> Result<Vec<withdraw_core::adapters::pool::EndpointSpec>> {
         use withdraw_core::adapters::pool::EndpointSpec;
         use withdraw_core::ports::EndpointTier;
         if self.endpoints.is_empty() {
-            return self
+            return Ok(self
                 .rpc_url
                 .iter()
                 .map(|u| EndpointSpec { url: u.clone(), name: None, tier: EndpointTier::Primary, weight: 1 })
-                .collect();
+                .collect());
         }
         self.endpoints
             .iter()
-            .map(|e| EndpointSpec {
-                url: e.url.clone(),
-                name: e.name.clone(),
-                tier: match e.tier {
-                    TierConfig::Primary => EndpointTier::Primary,
-                    TierConfig::Backup => EndpointTier::Backup,
-                },
-                weight: e.weight,
+            .enumerate()
+            .map(|(i, e)| {
+                Ok(EndpointSpec {
+                    url: e
+                        .url
+                        .resolve(&format!("chain {} endpoint {}", self.chain_id, e.name.clone().unwrap_or_else(|| i.to_string())))?
+                        .to_string(),
+                    name: e.name.clone(),
+                    tier: match e.tier {
+                        TierConfig::Primary => EndpointTier::Primary,
+                        TierConfig::Backup => EndpointTier::Backup,
+                    },
+                    weight: e.weight,
+                })
             })
             .collect()
     }
 
-    pub fn first_url(&self) -> Option<&str> {
-        self.endpoints.first().map(|e| e.url.as_str()).or(self.rpc_url.as_deref())
+    /// The first endpoint's URL, resolved.
+    pub fn first_url(&self) -> Result<Option<String>> {
+        Ok(self.endpoint_specs()?.into_iter().next().map(|e| e.url))
     }
 }
 
@@ -377,6 +430,7 @@ pub struct DevOverrides {
     pub confirmations: Option<u64>,
     pub intake_listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    pub health_listen: Option<SocketAddr>,
     pub keystore: Option<PathBuf>,
     pub hot_wallets: Option<usize>,
 }
@@ -534,6 +588,9 @@ impl Config {
         }
         if let Some(a) = o.intake_listen {
             self.intake.listen = a;
+        }
+        if let Some(a) = o.health_listen {
+            self.health_listen = a;
         }
         if let Some(a) = o.admin_listen {
             self.admin.listen = a;
@@ -875,5 +932,36 @@ mod tests {
         let s = resolve_secret("x", &SecretRef { env: None, file: Some(f), dev_default: None }).unwrap();
         assert_eq!(s.as_str(), "abc");
         assert!(resolve_secret("x", &SecretRef { env: None, file: None, dev_default: None }).is_err());
+    }
+
+    /// A provider's URL carries its API key: it can be kept as a secret (a file here), and a
+    /// URL written in the config is never printed past its host and port.
+    #[test]
+    fn an_endpoint_url_can_be_a_secret_and_is_never_printed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("rpc-url");
+        std::fs::write(&key, "https://mainnet.example.org/v3/KEY-IN-A-FILE\n").unwrap();
+        let f = dir.path().join("w.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[[chains]]\nchain_id = 31337\nmax_fee_cap_wei = 1\nrpc_timeout_ms = 1\n\
+                 [[chains.endpoints]]\nname = \"infura\"\nurl = {{ file = \"{}\" }}\n\
+                 [[chains.endpoints]]\nurl = \"https://backup.example.org/KEY-IN-THE-CONFIG\"\ntier = \"backup\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        let chain = &c.chains[0];
+        let urls: Vec<String> = chain.endpoint_specs().unwrap().into_iter().map(|e| e.url).collect();
+        assert_eq!(urls, ["https://mainnet.example.org/v3/KEY-IN-A-FILE", "https://backup.example.org/KEY-IN-THE-CONFIG"]);
+        let shown = format!("{:?} {:?}", chain.endpoints, chain.endpoint_specs().unwrap());
+        assert!(!shown.contains("KEY-IN"), "{shown}");
+        assert!(shown.contains("https://backup.example.org:443"), "{shown}");
+
+        std::fs::remove_file(&key).unwrap();
+        let e = format!("{:#}", chain.endpoint_specs().unwrap_err());
+        assert!(e.contains("chain 31337 endpoint infura") && !e.contains("KEY-IN"), "{e}");
     }
 }

@@ -112,6 +112,9 @@ struct DevArgs {
     intake_addr: Option<SocketAddr>,
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (never on the API ports).
+    #[arg(long)]
+    health_addr: Option<SocketAddr>,
     /// Encrypted keystore of the hot wallet (password from signer.keystore_password).
     #[arg(long)]
     keystore: Option<PathBuf>,
@@ -177,10 +180,11 @@ async fn run(cli: Cli) -> Result<()> {
                 confirmations: a.confirmations,
                 intake_listen: a.intake_addr,
                 admin_listen: a.admin_addr,
+                health_listen: a.health_addr,
                 keystore: a.keystore,
                 hot_wallets: a.hot_wallets,
             });
-            let url = cfg.chains.first().and_then(|c| c.first_url()).context("no chain configured")?.to_owned();
+            let url = cfg.chains.first().context("no chain configured")?.first_url()?.context("no chain endpoint configured")?;
             let chain_id = withdraw_core::adapters::evm::EvmChain::probe_chain_id(&url, std::time::Duration::from_secs(5))
                 .await
                 .with_context(|| format!("no usable node at {} (start anvil there, or run scripts/dev.sh)", wiring::redact_url(&url)))?;

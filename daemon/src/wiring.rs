@@ -13,6 +13,7 @@ use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::pool::PoolConfig;
 use withdraw_core::adapters::postgres::Postgres;
 use withdraw_core::adapters::redis_balances::RedisBalances;
+pub use withdraw_core::adapters::rpc::redact_url;
 use withdraw_core::adapters::secrets::SecretsManagerKeys;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
 use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
@@ -69,7 +70,7 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
             max_lag: c.max_lag_blocks,
             fail_threshold: c.fail_threshold,
         };
-        let chain = EvmChain::connect(pool, c.endpoint_specs(), c.max_fee_cap_wei as u128)
+        let chain = EvmChain::connect(pool, c.endpoint_specs()?, c.max_fee_cap_wei as u128)
             .await
             .with_context(|| format!("connecting chain {}", c.chain_id))?;
         chains.insert(c.chain_id, chain);
@@ -93,7 +94,8 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
     let balances = match (cfg.balances.backend, &cfg.balances.redis_url) {
         (BalanceBackend::Redis, Some(url)) => {
             let url = resolve_secret("balances.redis_url", url)?;
-            AnyBalances::Redis(RedisBalances::connect(&url).await.context("connecting the Redis balance store")?)
+            let ca = cfg.balances.redis_ca()?;
+            AnyBalances::Redis(RedisBalances::connect_with_ca(&url, ca.as_deref()).await.context("connecting the Redis balance store")?)
         }
         (BalanceBackend::Redis, None) => bail!("balances.backend is \"redis\" but balances.redis_url is not set"),
         (BalanceBackend::Sqlite, _) => AnyBalances::Sqlite(SqliteBalances::new(sqlite_for("balances")?, clock.clone())),
@@ -148,7 +150,8 @@ pub async fn reconcile_balances(cfg: &Config, dry_run: bool, force: bool) -> Res
         (BalanceBackend::Redis, Some(url)) => resolve_secret("balances.redis_url", url)?,
         _ => bail!("balances live in the database (balances.backend is not \"redis\"): there is nothing to reconcile"),
     };
-    let redis = RedisBalances::connect(&url).await.context("connecting the Redis balance store")?;
+    let ca = cfg.balances.redis_ca()?;
+    let redis = RedisBalances::connect_with_ca(&url, ca.as_deref()).await.context("connecting the Redis balance store")?;
     let (store, _) = open_store(cfg, Arc::new(SystemClock), false).await?;
     let paused = store.signing_controls().await?.iter().any(|c| c.chain_id.is_none() && c.paused);
     if !paused && !force && !dry_run {
@@ -206,14 +209,6 @@ async fn load_keys(cfg: &Config) -> Result<AnyKeys> {
     })
 }
 
-/// Provider URLs often carry an API key in the path or query; show host and port only.
-pub fn redact_url(u: &str) -> String {
-    match reqwest::Url::parse(u) {
-        Ok(p) => format!("{}://{}:{}", p.scheme(), p.host_str().unwrap_or("?"), p.port_or_known_default().unwrap_or(0)),
-        Err(_) => "<unparseable url>".into(),
-    }
-}
-
 async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("{what}: cannot listen on {addr}"))
 }
@@ -248,16 +243,15 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
     if has(Role::Tracker) {
         w.tracker();
     }
-    let ops = w.ops(metrics, has(Role::Signer) || has(Role::Tracker)).await?;
-    let mut endpoints = Endpoints { intake: None, admin: None, health: None };
+    let workers = has(Role::Signer) || has(Role::Sender) || has(Role::Tracker);
+    let needs = http::Needs { queues: workers, balances: has(Role::Signer) || has(Role::Tracker), chains: workers };
+    let ops = w.ops(metrics, needs).await?;
+    let mut endpoints = Endpoints { intake: None, admin: None, health: Some(w.health(&ops).await?) };
     if has(Role::Intake) {
-        endpoints.intake = Some(w.intake(&ops).await?);
+        endpoints.intake = Some(w.intake().await?);
     }
     if has(Role::Admin) {
-        endpoints.admin = Some(w.admin(&ops).await?);
-    }
-    if !has(Role::Intake) && !has(Role::Admin) {
-        endpoints.health = Some(w.health(&ops).await?);
+        endpoints.admin = Some(w.admin().await?);
     }
 
     // The SQLite backend creates the data directory; with PostgreSQL nothing else needs it.
@@ -352,8 +346,8 @@ impl Wiring<'_> {
 
     /// What every role serves besides its work: the readiness prober, `/metrics` on a
     /// listener of its own if configured, and the gauges sampled every 5 s.
-    async fn ops(&mut self, metrics: PrometheusHandle, needs_balances: bool) -> Result<Arc<Ops<Configured>>> {
-        let ops = Arc::new(Ops::new(self.ports.clone(), metrics.clone(), needs_balances));
+    async fn ops(&mut self, metrics: PrometheusHandle, needs: http::Needs) -> Result<Arc<Ops<Configured>>> {
+        let ops = Arc::new(Ops::new(self.ports.clone(), metrics.clone(), needs));
         ops.probe().await;
         {
             let (ops, cancel) = (ops.clone(), self.sup.cancel.clone());
@@ -377,13 +371,8 @@ impl Wiring<'_> {
         Ok(ops)
     }
 
-    /// `/healthz`, `/readyz`, and `/metrics` unless it has a listener of its own.
-    fn ops_routes(&self, ops: &Arc<Ops<Configured>>) -> axum::Router {
-        http::ops_router(ops.clone(), self.cfg.http.metrics_listen.is_none())
-    }
-
     /// The intake API and its group-commit writer. Returns the bound address.
-    async fn intake(&mut self, ops: &Arc<Ops<Configured>>) -> Result<String> {
+    async fn intake(&mut self) -> Result<String> {
         let cfg = self.cfg;
         let mut clients = Vec::new();
         for c in &cfg.intake.clients {
@@ -397,9 +386,7 @@ impl Wiring<'_> {
             assets: self.assets.clone(),
             clients: http::auth::HmacClients::new(clients, cfg.intake.timestamp_window_secs),
         });
-        let app = http::intake::router(state, cfg.intake.max_body_bytes)
-            .merge(self.ops_routes(ops))
-            .layer(axum::middleware::from_fn(crate::logging::with_trace));
+        let app = http::intake::router(state, cfg.intake.max_body_bytes).layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.intake.listen, "intake").await?;
         let addr = listener.local_addr()?.to_string();
         let (limits, cancel) = (self.limits, self.sup.cancel.clone());
@@ -413,7 +400,7 @@ impl Wiring<'_> {
     }
 
     /// The admin API. Returns the bound address.
-    async fn admin(&mut self, ops: &Arc<Ops<Configured>>) -> Result<String> {
+    async fn admin(&mut self) -> Result<String> {
         let cfg = self.cfg;
         let mut tokens = Vec::new();
         for t in &cfg.admin.tokens {
@@ -431,7 +418,7 @@ impl Wiring<'_> {
             tokens: Arc::new(http::auth::AdminTokens::new(tokens)),
             credit_thresholds: Arc::new(cfg.credit_thresholds()?),
         };
-        let app = http::admin::router(state).merge(self.ops_routes(ops)).layer(axum::middleware::from_fn(crate::logging::with_trace));
+        let app = http::admin::router(state).layer(axum::middleware::from_fn(crate::logging::with_trace));
         let listener = bind(cfg.admin.listen, "admin").await?;
         let addr = listener.local_addr()?.to_string();
         let (limits, cancel) = (self.limits, self.sup.cancel.clone());
@@ -439,11 +426,13 @@ impl Wiring<'_> {
         Ok(addr)
     }
 
-    /// The probes and metrics of a role that serves no API. Returns the bound address.
+    /// `/healthz`, `/readyz` and (unless it has a listener of its own) `/metrics`, on a
+    /// listener of their own in every role: never on the API ports, where they would show
+    /// dependency errors and the pipeline's figures to clients. Returns the bound address.
     async fn health(&mut self, ops: &Arc<Ops<Configured>>) -> Result<String> {
         let listener = bind(self.cfg.health_listen, "health").await?;
         let addr = listener.local_addr()?.to_string();
-        let app = self.ops_routes(ops);
+        let app = http::ops_router(ops.clone(), self.cfg.http.metrics_listen.is_none());
         let (limits, cancel) = (self.limits, self.sup.cancel.clone());
         self.sup.spawn_critical("health-http", async move { http::server::serve(listener, app, limits, "health", cancel).await });
         Ok(addr)
@@ -493,13 +482,14 @@ fn print_banner(cfg: &Config, ep: &Endpoints, wallets: &[alloy::primitives::Addr
     let token = &cfg.admin.tokens[0];
     let token_src = token.token.env.as_deref().unwrap_or("file");
     eprintln!(
-        "\nwithdrawd dev is running\n  intake API   http://{}   (HMAC client '{}', secret from ${} or 'dev-secret')\n  admin API    http://{}   (Bearer token from ${} or 'dev-admin-token'; /metrics here)\n  chain        {} (chain id {})\n  hot wallets  {}\n  data         {}\n",
+        "\nwithdrawd dev is running\n  intake API   http://{}   (HMAC client '{}', secret from ${} or 'dev-secret')\n  admin API    http://{}   (Bearer token from ${} or 'dev-admin-token')\n  health       http://{}   (/healthz, /readyz, /metrics)\n  chain        {} (chain id {})\n  hot wallets  {}\n  data         {}\n",
         ep.intake.as_deref().unwrap_or("-"),
         client.id,
         secret_src,
         ep.admin.as_deref().unwrap_or("-"),
         token_src,
-        redact_url(cfg.chains[0].first_url().unwrap_or("-")),
+        ep.health.as_deref().unwrap_or("-"),
+        cfg.chains[0].first_url().ok().flatten().map(|u| redact_url(&u)).unwrap_or_else(|| "-".into()),
         cfg.chains[0].chain_id,
         if wallets.is_empty() { "-".into() } else { wallets.iter().map(|w| w.to_checksum(None)).collect::<Vec<_>>().join(", ") },
         cfg.data_dir.display(),

@@ -22,13 +22,25 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EndpointSpec {
     pub url: String,
     /// Shown in logs, metrics and the admin API; defaults to scheme://host:port.
     pub name: Option<String>,
     pub tier: EndpointTier,
     pub weight: u32,
+}
+
+impl std::fmt::Debug for EndpointSpec {
+    /// The URL may carry a provider's API key: shown as scheme://host:port only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSpec")
+            .field("url", &super::rpc::redact_url(&self.url))
+            .field("name", &self.name)
+            .field("tier", &self.tier)
+            .field("weight", &self.weight)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -196,7 +196,18 @@ fn balance_of(v: Vec<Option<String>>) -> Result<Balance, BalanceError> {
 impl RedisBalances {
     /// Connects (failing within seconds if Redis does not answer) and checks with a PING.
     pub async fn connect(url: &str) -> Result<Self, BalanceError> {
-        let client = redis::Client::open(url).map_err(|e| BalanceError::Failed(format!("Redis URL is not valid: {e}")))?;
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// As [`connect`](Self::connect); a `rediss://` URL's server is verified against `ca`
+    /// (PEM) when given, else against the system's roots. TLS is rustls, as everywhere else.
+    pub async fn connect_with_ca(url: &str, ca: Option<&[u8]>) -> Result<Self, BalanceError> {
+        let invalid = |e: redis::RedisError| BalanceError::Failed(format!("Redis URL is not valid: {e}"));
+        let client = match ca {
+            Some(ca) => redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) })
+                .map_err(invalid)?,
+            None => redis::Client::open(url).map_err(invalid)?,
+        };
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
             .set_response_timeout(Some(Duration::from_secs(5)))

@@ -41,7 +41,7 @@ impl RpcClient {
     /// Where this client sends; never contains credentials in our configs, but print only
     /// scheme, host and port anyway since provider URLs often embed API keys.
     pub fn endpoint_label(&self) -> String {
-        format!("{}://{}:{}", self.url.scheme(), self.url.host_str().unwrap_or("?"), self.url.port_or_known_default().unwrap_or(0))
+        label(&self.url)
     }
 
     pub async fn call(&self, method: &str, params: Value) -> RpcResult {
@@ -140,6 +140,19 @@ fn without_url(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
     }
     msg
+}
+
+/// A URL as logs, metrics and errors may show it: scheme, host and port, never the path or
+/// query where a provider's API key travels.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => label(&u),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+fn label(u: &reqwest::Url) -> String {
+    format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or("?"), u.port_or_known_default().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -105,9 +105,15 @@ fn redis_bin() -> PathBuf {
 }
 
 fn spawn_redis(dir: &Path, port: u16) -> Child {
+    spawn_redis_with(dir, port, &["--port".into(), port.to_string()])
+}
+
+/// redis-server on `port` (the one it is waited on), with `listen` saying how it listens.
+fn spawn_redis_with(dir: &Path, port: u16, listen: &[String]) -> Child {
     let bin = redis_bin();
     let mut child = Command::new(&bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        .args(listen)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -124,6 +130,35 @@ impl Redis {
         let port = free_port();
         let child = spawn_redis(dir.path(), port);
         Redis { child, dir, port, url: format!("redis://127.0.0.1:{port}/") }
+    }
+
+    /// redis-server speaking TLS only (no plain port), its certificate signed by `ca` for
+    /// `localhost`, and AUTH with `password`: as ElastiCache with in-transit encryption.
+    /// `url` is the `rediss://` URL with the password.
+    pub fn start_tls(ca: &TestCa, password: &str) -> Redis {
+        let dir = tempfile::tempdir().expect("redis data directory");
+        let (cert, key) = ca.server_cert(dir.path(), "redis");
+        let port = free_port();
+        let listen: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert.display().to_string(),
+            "--tls-key-file",
+            &key.display().to_string(),
+            "--tls-ca-cert-file",
+            &ca.cert.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(String::from)
+        .to_vec();
+        let child = spawn_redis_with(dir.path(), port, &listen);
+        Redis { child, dir, port, url: format!("rediss://:{password}@localhost:{port}/") }
     }
 
     /// Stops the server (SIGKILL: nothing gets a chance to flush) and starts it again on
@@ -193,6 +228,16 @@ fn as_postgres(bin: &Path, tool: &str) -> Command {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A cluster with `ssl = on`, its certificate signed by `ca` for `localhost`; `url` asks
+    /// for `sslmode=verify-full` against that CA, as a role connects to RDS.
+    pub fn start_tls(ca: &TestCa) -> Postgres {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&TestCa>) -> Postgres {
         let bin = pg_bin_dir();
         let dir = std::env::temp_dir().join(format!("withdraw-pg-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("postgres directory");
@@ -208,7 +253,18 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("cannot run initdb from {} ({e}); run scripts/tools.sh", bin.display()));
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
-        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", dir.display());
+        let mut opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", dir.display());
+        if let Some(ca) = ca {
+            // The server reads its key as the postgres user and refuses one others can read.
+            let (cert, key) = ca.server_cert(&dir, "postgres");
+            if is_root() {
+                for f in [&cert, &key] {
+                    let ok = Command::new("chown").arg("postgres:postgres").arg(f).status().map(|s| s.success()).unwrap_or(false);
+                    assert!(ok, "cannot chown {} to postgres", f.display());
+                }
+            }
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display()));
+        }
         let out = as_postgres(&bin, "pg_ctl")
             .arg("-D")
             .arg(dir.join("data"))
@@ -218,7 +274,87 @@ impl Postgres {
             .output()
             .expect("pg_ctl start");
         assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
-        Postgres { dir, bin, port, url: format!("postgres://postgres@127.0.0.1:{port}/postgres") }
+        let url = match ca {
+            Some(ca) => format!("postgres://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}", ca.cert.display()),
+            None => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        };
+        Postgres { dir, bin, port, url }
+    }
+}
+
+/// A certificate authority of a test's own (openssl, in a temporary directory) that signs
+/// server certificates for `localhost` and 127.0.0.1, for the servers' TLS tests.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    /// The CA's certificate (PEM): what a client trusts.
+    pub cert: PathBuf,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestCa({})", self.cert.display())
+    }
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); run scripts/tools.sh"));
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().expect("CA directory");
+        openssl(
+            &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+                .into_iter()
+                .chain(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=withdrawd test CA"])
+                .chain(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .collect::<Vec<_>>(),
+            dir.path(),
+        );
+        let cert = dir.path().join("ca.crt");
+        TestCa { dir, cert }
+    }
+
+    /// A key and a certificate for `localhost` signed by this CA, written into `into` as
+    /// `name.crt` and `name.key` (the key readable by its owner only).
+    pub fn server_cert(&self, into: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let (cert, key, csr) = (into.join(format!("{name}.crt")), into.join(format!("{name}.key")), into.join(format!("{name}.csr")));
+        let ext = into.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n\
+             subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("extensions file");
+        let s = |p: &Path| p.display().to_string();
+        openssl(
+            &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost"]
+                .into_iter()
+                .chain(["-keyout", &s(&key), "-out", &s(&csr)])
+                .collect::<Vec<_>>(),
+            self.dir.path(),
+        );
+        openssl(
+            &["x509", "-req", "-in", &s(&csr), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
+                .into_iter()
+                .chain(["-out", &s(&cert), "-extfile", &s(&ext)])
+                .collect::<Vec<_>>(),
+            self.dir.path(),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key permissions");
+        (cert, key)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -121,3 +121,27 @@ async fn an_unreachable_database_fails_fast_and_names_the_problem() {
     assert!(err.to_string().contains("PostgreSQL connection failed"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// PostgreSQL over TLS, as a role reaches RDS (`sslmode=verify-full` with the CA's bundle):
+/// the store migrates and works through it, the session is encrypted, and a server whose
+/// certificate the given CA did not sign is refused.
+#[tokio::test]
+async fn the_store_speaks_tls_with_verify_full() {
+    let ca = servers::TestCa::new();
+    let pg = servers::Postgres::start_tls(&ca);
+    let db = Postgres::connect(&pg.url, 2).expect("verify-full against the test CA");
+    db.migrate().unwrap();
+    let s = RecordStore::new(db, Arc::new(SystemClock));
+    let out = s.submit(vec![new_w(1, "tls", "h")]).await.unwrap();
+    assert_eq!(out, [SubmitOutcome::Created { id: wid(1) }]);
+    let ssl = std::process::Command::new("psql")
+        .args([pg.url.as_str(), "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"])
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&ssl.stdout).trim(), "t", "{}", String::from_utf8_lossy(&ssl.stderr));
+
+    let other = servers::TestCa::new();
+    let url = pg.url.replace(&ca.cert.display().to_string(), &other.cert.display().to_string());
+    let Err(err) = Postgres::connect(&url, 2) else { panic!("a certificate the given CA did not sign was accepted") };
+    assert!(err.to_string().contains("certificate"), "{err}");
+}

@@ -8,7 +8,7 @@ use withdraw_core::adapters::redis_balances::RedisBalances;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances};
 use withdraw_core::domain::{Amount, WithdrawalId};
 use withdraw_core::ports::*;
-use withdraw_core::testing::servers::Redis;
+use withdraw_core::testing::servers::{Redis, TestCa};
 
 fn wid(n: u32) -> WithdrawalId {
     WithdrawalId::parse(&format!("00000000-0000-7000-8000-{n:012}")).unwrap()
@@ -118,6 +118,33 @@ async fn redis_balance_contract() {
     concurrent_callers_cannot_overdraw(b.clone()).await;
     reserve_commit_release_are_idempotent(b.clone()).await;
     credit_past_u256_is_refused_and_changes_nothing(b).await;
+}
+
+/// Redis as ElastiCache runs it with in-transit encryption: TLS only, with AUTH. The
+/// balance contract holds through it; a server whose CA is not trusted, a wrong password,
+/// and plain text to the TLS port are each refused with a clear error.
+#[tokio::test]
+async fn the_balance_store_speaks_tls_with_auth() {
+    let ca = TestCa::new();
+    let server = Redis::start_tls(&ca, "tls-auth-pass");
+    let pem = std::fs::read(&ca.cert).unwrap();
+    let b = RedisBalances::connect_with_ca(&server.url, Some(&pem)).await.expect("TLS with AUTH");
+    concurrent_callers_cannot_overdraw(b.clone()).await;
+    reserve_commit_release_are_idempotent(b).await;
+
+    let err = RedisBalances::connect(&server.url).await.expect_err("a CA the system does not trust");
+    assert!(err.to_string().contains("Redis"), "{err}");
+    let other = TestCa::new();
+    let err = RedisBalances::connect_with_ca(&server.url, Some(&std::fs::read(&other.cert).unwrap())).await.expect_err("another CA");
+    assert!(err.to_string().contains("Redis"), "{err}");
+    let wrong = format!("rediss://:not-the-pass@localhost:{}/", server.port);
+    let err = RedisBalances::connect_with_ca(&wrong, Some(&pem)).await.expect_err("a wrong password");
+    assert!(err.to_string().to_lowercase().contains("pass") || err.to_string().contains("auth"), "{err}");
+    assert!(!err.to_string().contains("not-the-pass"), "the password is not in the error: {err}");
+    let plain = format!("redis://:tls-auth-pass@localhost:{}/", server.port);
+    let t = std::time::Instant::now();
+    RedisBalances::connect(&plain).await.expect_err("plain text to a TLS port");
+    assert!(t.elapsed() < Duration::from_secs(15));
 }
 
 /// The scripts' decimal-string arithmetic against U256, on random amounts of every size.

@@ -27,9 +27,22 @@ pub struct Ops<T: PortTypes> {
     pub metrics: PrometheusHandle,
     /// The last readiness probe's findings, refreshed in the background.
     pub readiness: std::sync::RwLock<Readiness>,
-    /// Whether this process's work needs the balance store (the signer reserves, the
-    /// tracker settles); the APIs and the sender do not wait on it.
-    pub needs_balances: bool,
+    /// What this process's roles need to do their work, beyond the database.
+    pub needs: Needs,
+}
+
+/// The dependencies a process's roles need besides the database (which every role needs).
+/// A dependency a role does not use is reported by `/readyz`, never fatal to it: an RPC or
+/// Redis outage must not take the admin API, the one that pauses signing, out of service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The signer, sender and tracker consume queues. Intake does not wait on them: the
+    /// database is its record, and the reconciler enqueues what intake could not.
+    pub queues: bool,
+    /// The signer reserves and the tracker settles.
+    pub balances: bool,
+    /// The signer, sender and tracker talk to the chains.
+    pub chains: bool,
 }
 
 /// What the readiness prober last found: one line per dependency, None while fine.
@@ -47,8 +60,8 @@ pub struct Readiness {
 }
 
 impl<T: PortTypes> Ops<T> {
-    pub fn new(ports: Arc<Ports<T>>, metrics: PrometheusHandle, needs_balances: bool) -> Self {
-        Self { ports, metrics, readiness: std::sync::RwLock::new(Readiness::default()), needs_balances }
+    pub fn new(ports: Arc<Ports<T>>, metrics: PrometheusHandle, needs: Needs) -> Self {
+        Self { ports, metrics, readiness: std::sync::RwLock::new(Readiness::default()), needs }
     }
 
     /// Probes the dependencies once: the database, the queues and the balance store are
@@ -101,12 +114,9 @@ pub fn metrics_router<T: PortTypes>(ops: Arc<Ops<T>>) -> Router {
     Router::new().route("/metrics", get(metrics_text::<T>)).with_state(ops)
 }
 
-/// Ready while the database and the queues answered the last probe (and the balance store,
-/// for the roles whose work needs it: signer, tracker). A chain without a usable endpoint,
-/// or the balance store for the others, is reported, not fatal: the stages hold that work
-/// by themselves, and taking the admin API (the one that pauses signing) out of service for
-/// it would help nobody. Answered
-/// from the last probe, never by asking the dependencies per request.
+/// Ready while the database answered the last probe, and what the process's roles need
+/// besides ([`Needs`]) answered too; anything else is reported in the body, not fatal.
+/// Answered from the last probe, never by asking the dependencies per request.
 async fn readyz<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> Result<impl IntoResponse, Problem> {
     let r = ops.readiness.read().unwrap_or_else(|p| p.into_inner()).clone();
     if !r.probed {
@@ -118,16 +128,22 @@ async fn readyz<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> Result<impl Int
     if let Some(e) = &r.database {
         return Err(Problem::unavailable(format!("database: {e}")));
     }
-    if let Some(e) = &r.queues {
+    if ops.needs.queues
+        && let Some(e) = &r.queues
+    {
         return Err(Problem::unavailable(format!("queues: {e}")));
     }
-    if ops.needs_balances
+    if ops.needs.balances
         && let Some(e) = &r.balances
     {
         return Err(Problem::unavailable(format!("balances: {e}")));
     }
+    if ops.needs.chains && !r.chains_unavailable.is_empty() {
+        return Err(Problem::unavailable(format!("chains without a usable RPC endpoint: {:?}", r.chains_unavailable)));
+    }
     Ok(axum::Json(serde_json::json!({
         "status": "ready",
+        "queues": r.queues.as_deref().unwrap_or("ok"),
         "balances": r.balances.as_deref().unwrap_or("ok"),
         "chains_unavailable": r.chains_unavailable,
     })))

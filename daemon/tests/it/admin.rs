@@ -324,7 +324,7 @@ async fn search_and_dead_letter_queues_in_bulk() {
     }
     assert_eq!(d.admin_get("/admin/v1/dlq/invalid").await, json!([]));
     // Rejecting an INVALID one that never reserved (insufficient balance) is no lost write.
-    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
     let missing: Vec<&str> = metrics.lines().filter(|l| l.starts_with("withdraw_reservation_missing_total{")).collect();
     assert!(!missing.is_empty() && missing.iter().all(|l| l.ends_with(" 0")), "{missing:?}");
     let (s, me) = d.admin_get_as("/admin/v1/me", VIC).await;

@@ -177,7 +177,7 @@ async fn a_dry_hot_wallet_holds_work_and_resumes_when_funded() {
     for q in st["queues"].as_array().unwrap().iter().filter(|q| q["name"].as_str().unwrap().ends_with("dlq")) {
         assert_eq!(q["visible"].as_i64().unwrap() + q["in_flight"].as_i64().unwrap(), 0, "{st}");
     }
-    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("withdraw_hot_wallet_short{chain_id=\"31337\"") && l.ends_with("} 1")), "{metrics}");
 
     // Top up: the held withdrawals go out by themselves.

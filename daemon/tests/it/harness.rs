@@ -17,6 +17,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub intake: String,
     pub admin: String,
+    /// `/healthz`, `/readyz` and `/metrics`: never on the API ports.
+    pub health: String,
     http: reqwest::Client,
     /// Everything secret this daemon was given; checked against its output when dropped.
     secrets: Vec<String>,
@@ -61,7 +63,7 @@ impl Daemon {
             args.extend(["--rpc-url".into(), u.to_owned()]);
         }
         args.extend(["--data-dir".into(), dir.display().to_string()]);
-        args.extend(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"].map(String::from));
+        args.extend(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"].map(String::from));
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let (child, v) = spawn_withdrawd(&args, dir, env).await?;
         Ok(Daemon {
@@ -69,6 +71,7 @@ impl Daemon {
             dir: dir.to_owned(),
             intake: format!("http://{}", v["intake"].as_str().unwrap()),
             admin: format!("http://{}", v["admin"].as_str().unwrap()),
+            health: format!("http://{}", v["health"].as_str().unwrap()),
             http: reqwest::Client::new(),
             secrets: secrets_of(env),
             spawned: true,
@@ -77,12 +80,13 @@ impl Daemon {
 
     /// A client of an intake and an admin API run by other processes (the role
     /// subcommands); it owns no process.
-    pub fn client(intake: &str, admin: &str) -> Daemon {
+    pub fn client(intake: &str, admin: &str, health: &str) -> Daemon {
         Daemon {
             child: None,
             dir: std::env::temp_dir().join("withdraw-client-without-output"),
             intake: intake.to_owned(),
             admin: admin.to_owned(),
+            health: health.to_owned(),
             http: reqwest::Client::new(),
             secrets: Vec::new(),
             spawned: false,

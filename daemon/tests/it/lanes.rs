@@ -31,7 +31,7 @@ async fn lane_is_whole(d: &Daemon, anvil: &Anvil, wallet: &str) -> Value {
 }
 
 async fn metric(d: &Daemon, prefix: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
     text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 

@@ -425,7 +425,7 @@ async fn keystore_wallet_signs_and_its_key_never_appears() {
     assert_eq!(done[0]["attempts"][0]["wallet"].as_str().unwrap(), wallet.to_checksum(None));
     assert_eq!(anvil.balance(&dest(6, 0)).await, wei("0.5"));
     // Scrape everything the process exposes: logs, API answers, metrics.
-    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
     let everything = format!("{}{}{}{}", d.output(), serde_json::to_string(&done).unwrap(), d.stats().await, metrics);
     for needle in [key_hex.as_str(), &key_hex[..24], "pw-123"] {
         assert!(!everything.contains(needle), "secret material {needle:.8}… found in output");
@@ -542,7 +542,7 @@ async fn holes_a_token_whose_transfer_returns_false_is_failed_not_completed() {
     })
     .await;
     assert_eq!((b["available"].as_str(), b["spent"].as_str()), (Some("100"), Some("0")), "the user was not charged: {b}");
-    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l.starts_with("withdraw_token_transfer_unproven_total{") && l.ends_with(" 1")),
         "the alert's counter moved: {metrics}"
@@ -559,7 +559,7 @@ async fn holes_a_silent_client_is_disconnected_by_the_header_deadline() {
     let mut env = fast_env();
     env.push(("WITHDRAW__HTTP__HEADER_TIMEOUT_MS".into(), "1500".into()));
     let d = Daemon::start(&anvil, dir.path(), &env, &[]).await;
-    for base in [&d.intake, &d.admin] {
+    for base in [&d.intake, &d.admin, &d.health] {
         let addr = base.trim_start_matches("http://");
         let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
         sock.write_all(b"POST /v1/withdr").await.unwrap();
@@ -581,7 +581,9 @@ async fn holes_a_silent_client_is_disconnected_by_the_header_deadline() {
         let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
         idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
         let n = idle.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{base}: served first");
+        // Answered (the probes are on the health listener only: 404 on the API ports).
+        let want = if *base == d.health { "HTTP/1.1 200" } else { "HTTP/1.1 404" };
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with(want), "{base}: served first");
         let closed =
             tokio::time::timeout(Duration::from_secs(10), async { while !matches!(idle.read(&mut buf).await, Ok(0) | Err(_)) {} }).await;
         assert!(closed.is_ok(), "{base}: an idle kept-alive connection still open after 10 s");

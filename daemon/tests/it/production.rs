@@ -198,7 +198,7 @@ async fn every_role_in_its_own_process(pg: Option<&Postgres>) {
     let sender_a = Proc::start(&cfg, &["sender"], &dir("sender-a"), &env).await;
     let sender_b = Proc::start(&cfg, &["sender"], &dir("sender-b"), &env).await;
     let _tracker = Proc::start(&cfg, &["tracker"], &dir("tracker"), &env).await;
-    let api = Daemon::client(&intake.url("intake"), &admin.url("admin"));
+    let api = Daemon::client(&intake.url("intake"), &admin.url("admin"), &admin.url("health"));
 
     for u in 0..6 {
         api.credit(&format!("user{u}"), "10").await;
@@ -368,6 +368,11 @@ async fn readyz_reports_a_lost_dependency() {
     // reports the loss.
     let tracker = Proc::start(&cfg, &["tracker"], &root.path().join("tracker"), &env).await;
     let sender = Proc::start(&cfg, &["sender"], &root.path().join("sender"), &env).await;
+    // The APIs need the database only: an operator must be able to pause signing whatever
+    // else is down.
+    let intake = Proc::start(&cfg, &["intake"], &root.path().join("intake"), &env).await;
+    let admin = Proc::start(&cfg, &["admin"], &root.path().join("admin"), &env).await;
+    let api = Daemon::client(&intake.url("intake"), &admin.url("admin"), &admin.url("health"));
     let ready = format!("{}/readyz", tracker.url("health"));
     let sender_ready = format!("{}/readyz", sender.url("health"));
     let http = reqwest::Client::new();
@@ -380,6 +385,12 @@ async fn readyz_reports_a_lost_dependency() {
     })
     .await;
     assert!(body.contains("balances"), "{body}");
+    for (role, p) in [("intake", &intake), ("admin", &admin)] {
+        let r = http.get(format!("{}/readyz", p.url("health"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{role} stays ready without Redis");
+    }
+    let (s, v) = api.admin_post("/admin/v1/signing/pause", &serde_json::json!({"reason": "redis outage drill"}), TOKEN).await;
+    assert_eq!(s, 200, "pause answers while Redis is down: {v}");
     // Each process probes on its own period: wait for the sender's to see it too.
     eventually(Duration::from_secs(20), "the sender to report the loss and stay ready", || async {
         let r = http.get(&sender_ready).send().await.ok()?;

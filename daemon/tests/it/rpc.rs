@@ -93,7 +93,7 @@ async fn reads_fail_over_when_the_primary_node_dies_mid_batch() {
         assert_eq!(backup.balance(&dest(40, i)).await, wei("0.05"), "paid exactly once on the surviving node");
     }
     assert_eq!(backup.nonce(DEV_ADDRESS).await, 40, "one nonce per withdrawal");
-    let metrics = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l.starts_with("withdraw_rpc_endpoint_state{")
             && l.contains("endpoint=\"a\"")
@@ -313,39 +313,85 @@ async fn holes_unknown_send_errors_are_retried_not_dead_lettered() {
     }
 }
 
-/// Probes answer from state already held: with the only RPC endpoint rate-limiting (429),
-/// the admin API stays ready (it is the one that pauses signing), reports the chain, and a
-/// flood of probes adds no RPC traffic that could keep the endpoint's circuit open.
+/// Probes answer from state already held. With the only RPC endpoint rate-limiting (429),
+/// a process running the admin role alone, as its Deployment does, stays ready (it is the
+/// one that pauses signing), reports the chain, and its pause answers; the process whose
+/// roles use the chain is not ready. A flood of probes adds no RPC traffic that could keep
+/// the endpoint's circuit open.
 #[tokio::test]
 async fn holes_readiness_is_cached_and_an_rpc_outage_keeps_the_admin_api_ready() {
     let anvil = Anvil::start(&[]);
     let only = FaultProxy::start(&anvil.url).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = pool_config(dir.path(), &[("only", &only.url, "primary")], "");
-    let d = Daemon::start_on_config(&dir.path().join("data"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    let data = dir.path().join("data");
+    let d = Daemon::start_on_config(&data, &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    let mut env = fast_env();
+    env.extend(
+        [
+            ("WITHDRAW__ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
+            ("WITHDRAW__HEALTH_LISTEN", "127.0.0.1:0".to_owned()),
+            ("WITHDRAW__DATABASE__SQLITE_PATH", data.join("withdrawd.db").display().to_string()),
+            ("WITHDRAW__DATA_DIR", dir.path().join("admin").display().to_string()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let args = ["--config".to_owned(), cfg.display().to_string(), "admin".to_owned()];
+    let (child, eps) =
+        spawn_withdrawd(&args, &dir.path().join("admin"), &env).await.unwrap_or_else(|log| panic!("admin did not start:\n{log}"));
+    let _admin_process = KillOnDrop(child);
+    let admin = Daemon::client(
+        &d.intake,
+        &format!("http://{}", eps["admin"].as_str().unwrap()),
+        &format!("http://{}", eps["health"].as_str().unwrap()),
+    );
+
     only.set(Fault::Status(429));
     until_states(&d, &[("only", "down")], Duration::from_secs(10)).await;
     let http = reqwest::Client::new();
     let v = eventually(Duration::from_secs(15), "readiness to report the chain", || async {
-        let r = http.get(format!("{}/readyz", d.admin)).send().await.ok()?;
+        let r = http.get(format!("{}/readyz", admin.health)).send().await.ok()?;
         assert_eq!(r.status(), 200, "an RPC outage does not take the admin API out of service");
         let v: Value = r.json().await.ok()?;
         (v["chains_unavailable"] == json!([31337])).then_some(v)
     })
     .await;
     assert_eq!(v["status"], "ready");
+    let (s, v) = admin.admin_post("/admin/v1/signing/pause", &json!({"reason": "rpc outage drill"}), TOKEN).await;
+    assert_eq!(s, 200, "pause answers while the chain is down: {v}");
+    let worker = eventually(Duration::from_secs(15), "the pipeline's process to be unready", || async {
+        let r = http.get(format!("{}/readyz", d.health)).send().await.ok()?;
+        (r.status() == 503).then_some(())?;
+        r.text().await.ok()
+    })
+    .await;
+    assert!(worker.contains("31337"), "{worker}");
 
     // Healthy again: a flood of 300 probes adds only the health loop's own calls.
     only.set(Fault::Pass);
     until_states(&d, &[("only", "healthy")], Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(15), "the pipeline's process to be ready again", || async {
+        (http.get(format!("{}/readyz", d.health)).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
     let before = only.calls();
     let started = Instant::now();
-    let flood: Vec<_> = (0..300).map(|_| http.get(format!("{}/readyz", d.intake)).send()).collect();
+    let flood: Vec<_> = (0..300).map(|_| http.get(format!("{}/readyz", d.health)).send()).collect();
     for r in futures::future::join_all(flood).await {
         assert_eq!(r.unwrap().status(), 200);
     }
     let (calls, took) = (only.calls() - before, started.elapsed());
-    // The pipeline and the health loop (every 200 ms) call on their own: a few dozen a
-    // second at most here; 300 probes answered by RPC would be 300 more.
+    // The pipeline and the health loops (every 200 ms, two processes) call on their own: a
+    // few dozen a second at most here; 300 probes answered by RPC would be 300 more.
     assert!(calls < 100 + 40 * took.as_secs(), "{calls} RPC calls during 300 probes in {took:?}");
+}
+
+/// Kills a process started beside a test's daemon when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -59,7 +59,7 @@ async fn a_real_scrape_passes_promtool_and_has_every_series_the_alerts_query() {
     d.wait_settled(&[v["id"].as_str().unwrap().to_owned()], Duration::from_secs(30)).await;
     // The sampled gauges (statuses, oldest SENT) are refreshed every 5 s.
     let scrape = eventually(Duration::from_secs(15), "sampled gauges", || async {
-        let text = reqwest::get(format!("{}/metrics", d.admin)).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
         text.contains("withdraw_withdrawals{status=\"COMPLETED\"} 1").then_some(text)
     })
     .await;
@@ -143,8 +143,9 @@ async fn logs_are_ecs_json_lines_with_trace_and_withdrawal_ids() {
     assert!(saw_trace);
 }
 
-/// `/metrics` moved to a listener of its own (`http.metrics_listen`): served there, and no
-/// longer on the intake and admin ports that face clients and operators.
+/// Probes and metrics are never on the API ports that face clients and operators: they are
+/// on the health listener, and `/metrics` can move to a listener of its own
+/// (`http.metrics_listen`), leaving the health listener only the probes.
 #[tokio::test]
 async fn metrics_can_move_to_their_own_listener() {
     let anvil = Anvil::start(&[]);
@@ -156,7 +157,11 @@ async fn metrics_can_move_to_their_own_listener() {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
     assert!(text.contains("withdraw_transitions_total") || text.contains("withdraw_signer_paused"), "{text}");
     for base in [&d.intake, &d.admin] {
-        assert_eq!(reqwest::get(format!("{base}/metrics")).await.unwrap().status(), 404, "{base}");
-        assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200, "{base}");
+        for path in ["/metrics", "/readyz", "/healthz"] {
+            assert_eq!(reqwest::get(format!("{base}{path}")).await.unwrap().status(), 404, "{base}{path}");
+        }
     }
+    assert_eq!(reqwest::get(format!("{}/metrics", d.health)).await.unwrap().status(), 404, "metrics moved");
+    assert_eq!(reqwest::get(format!("{}/readyz", d.health)).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(format!("{}/healthz", d.health)).await.unwrap().status(), 200);
 }
