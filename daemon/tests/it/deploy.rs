@@ -93,10 +93,11 @@ fn kubernetes_manifests_pass_their_schemas_and_rules() {
     assert!(out.contains("0 problem(s)") && out.contains("against CRD schemas"), "{out}");
 }
 
-/// The check is only worth something if it fails: each of these breaks one promise.
+/// The check is only worth something if it fails: each of these breaks one promise, and the
+/// checker must say which. The cases run in parallel (each is a full checker run).
 #[test]
 fn kubernetes_manifest_check_catches_broken_promises() {
-    let cases: [(&str, &str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str, &str); 36] = [
         ("deployments.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "restricted Pod Security"),
         ("deployments.yaml", "revisionHistoryLimit: 5", "revisionHistoryLimit: 5\n  replicaz: 2", "replicaz"),
         (
@@ -113,17 +114,188 @@ fn kubernetes_manifest_check_catches_broken_promises() {
             "matchLabels: {app.kubernetes.io/name: withdrawd, app.kubernetes.io/component: trackr}",
             "withdrawd-tracker: no PodDisruptionBudget",
         ),
+        // Issue 19, 1: the signer's security group (strict mode) and its link to ACK.
+        (
+            "aws.yaml",
+            "  ingressRules:\n    - ipProtocol: tcp\n      fromPort: 8082\n      toPort: 8082\n",
+            "  ingressRules:\n    - ipProtocol: tcp\n      fromPort: 8080\n      toPort: 8080\n",
+            "no ingress to the health port 8082",
+        ),
+        (
+            "aws.yaml",
+            "    - ipProtocol: tcp\n      fromPort: 53\n      toPort: 53\n",
+            "    - ipProtocol: tcp\n      fromPort: 5353\n      toPort: 5353\n",
+            "DNS needs tcp 53",
+        ),
+        (
+            "aws.yaml",
+            "      fromPort: 8545\n      toPort: 8545\n",
+            "      fromPort: 8546\n      toPort: 8546\n",
+            "no egress to tcp 8545 for the chain endpoint own-node",
+        ),
+        (
+            "kustomization.yaml",
+            "fieldPaths: [spec.securityGroups.groupIds.0]",
+            "fieldPaths: [metadata.annotations.sg]",
+            "groupIds is a literal",
+        ),
+        // 3: alerts reach the admin webhook; CloudWatch watches what Prometheus cannot.
+        (
+            "generated/prometheusrule.yaml",
+            "max by (namespace) (withdraw_withdrawals{status=\"INVALID\"})",
+            "max(withdraw_withdrawals{status=\"INVALID\"})",
+            "aggregates the namespace label away",
+        ),
+        (
+            "aws.yaml",
+            "    - {name: QueueName, value: withdraw-requests}\n",
+            "    - {name: QueueName, value: withdraw-requestz}\n",
+            "no CloudWatch alarm on the ApproximateAgeOfOldestMessage of withdraw-requests",
+        ),
+        (
+            "aws.yaml",
+            "metricName: NumberOfMessagesReceived\n          dimensions: [{name: QueueName, value: withdraw-invalid-dlq}]",
+            "metricName: ApproximateNumberOfMessagesVisible\n          dimensions: [{name: QueueName, value: withdraw-invalid-dlq}]",
+            "sweep keeps visible messages near zero",
+        ),
+        ("aws.yaml", "oKActions:", "okActions:", "spec.okActions is not a field"),
+        // 4: a budget never selects a Job's pods.
+        (
+            "pdbs.yaml",
+            "matchLabels: {app.kubernetes.io/name: withdrawd, app.kubernetes.io/component: tracker}",
+            "matchLabels: {app.kubernetes.io/name: withdrawd}",
+            "also selects the pods of Job/",
+        ),
+        // 5: one tracker.
+        ("deployments.yaml", "    type: Recreate\n", "    type: RollingUpdate\n", "strategy must be Recreate"),
+        (
+            "jobs.yaml",
+            "\"/etc/withdrawd/withdrawd.toml\", \"migrate\"]",
+            "\"/etc/withdrawd/withdrawd.toml\", \"tracker\", \"--once\"]",
+            "runs a tracker beside Deployment/withdrawd-tracker",
+        ),
+        // 6: readiness above the dependency probe.
+        (
+            "deployments.yaml",
+            "            timeoutSeconds: 5\n",
+            "            timeoutSeconds: 3\n",
+            "must be above the dependency probe's 3 s",
+        ),
+        // 7: IAM.
+        ("iam/signer.json", ":key/KEY_ID", ":key/withdraw-hot-wallets", "is not a key ARN"),
+        (
+            "iam/trust/signer.json",
+            "system:serviceaccount:withdraw:withdrawd-signer",
+            "system:serviceaccount:withdraw:*",
+            "iam/trust/signer.json must pin",
+        ),
+        (
+            "iam/intake.json",
+            "\"Resource\": [\"arn:aws:sqs:eu-west-1:123456789012:withdraw-requests\"]",
+            "\"Resource\": [\"arn:aws:sqs:eu-west-1:123456789012:withdraw-*\"]",
+            "is a wildcard: grant the exact queue ARNs",
+        ),
+        // 8: the signer at a fixed count; no replicas where KEDA scales.
+        (
+            "keda.yaml",
+            "  scaleTargetRef:\n    name: withdrawd-sender\n",
+            "  scaleTargetRef:\n    name: withdrawd-signer\n",
+            "scales the signer",
+        ),
+        (
+            "deployments.yaml",
+            "  # No replicas: KEDA's ScaledObject (keda.yaml) owns the count.\n",
+            "  replicas: 2\n",
+            "replicas: fights ScaledObject/withdrawd-sender",
+        ),
+        // 9: the migrate Job.
+        (
+            "jobs.yaml",
+            "kind: Job\nmetadata:\n  name: withdrawd-migrate-",
+            "kind: Job\nmetadata:\n  name: withdrawd-migrate-fixed-",
+            "must carry the release",
+        ),
+        ("jobs.yaml", "  activeDeadlineSeconds: 900\n", "", "no activeDeadlineSeconds"),
+        (
+            "jobs.yaml",
+            "secretKeyRef: {name: withdrawd-database-migrate, key: url}",
+            "secretKeyRef: {name: withdrawd-database, key: url}",
+            "must connect as its own database user",
+        ),
+        // 10, the manifest side: an RPC URL secret reaches every role.
+        (
+            "deployments.yaml",
+            "            - name: WITHDRAW_RPC_PROVIDER_A_URL\n",
+            "            - name: WITHDRAW_RPC_PROVIDER_B_URL\n",
+            "which its container does not set",
+        ),
+        // 11: generated configuration, the health port, the signer's and the console's egress, spreading, digests.
+        (
+            "kustomization.yaml",
+            "    options:\n      labels:",
+            "    options:\n      disableNameSuffixHash: true\n      labels:",
+            "config edits would not roll pods",
+        ),
+        (
+            "deployments.yaml",
+            "httpGet: {path: /readyz, port: health}",
+            "httpGet: {path: /readyz, port: http}",
+            "readinessProbe must use the health port",
+        ),
+        ("deployments.yaml", "            - {name: health, containerPort: 8082, protocol: TCP}\n", "", "no containerPort named health"),
+        (
+            "monitoring.yaml",
+            "    - {port: health, path: /metrics, interval: 15s}\n",
+            "    - {port: http, path: /metrics, interval: 15s}\n",
+            "scrapes port 'http'",
+        ),
+        (
+            "networkpolicies.yaml",
+            "        - namespaceSelector:\n            matchLabels: {kubernetes.io/metadata.name: egress-proxy}\n          podSelector:\n            matchLabels: {app.kubernetes.io/name: egress-proxy}\n      ports:\n        - {protocol: TCP, port: 3128}\n",
+            "        - ipBlock: {cidr: 0.0.0.0/0}\n      ports:\n        - {protocol: TCP, port: 443}\n",
+            "withdrawd-signer allows egress to 0.0.0.0/0",
+        ),
+        (
+            "deployments.yaml",
+            "            - {name: HTTPS_PROXY,",
+            "            - {name: HTTPS_PROXX,",
+            "no HTTPS_PROXY sends them to the egress proxy",
+        ),
+        (
+            "networkpolicies.yaml",
+            "    matchLabels: {app.kubernetes.io/component: console}\n  policyTypes: [Ingress, Egress]\n",
+            "    matchLabels: {app.kubernetes.io/component: consolez}\n  policyTypes: [Ingress, Egress]\n",
+            "limits withdraw-console's egress",
+        ),
+        (
+            "deployments.yaml",
+            "          topologyKey: kubernetes.io/hostname\n",
+            "          topologyKey: topology.kubernetes.io/region\n",
+            "no topologySpreadConstraint over kubernetes.io/hostname",
+        ),
+        ("kustomization.yaml", "    digest: sha256:", "    # digest: sha256:", "not pinned by digest"),
     ];
-    for (file, from, to, expect) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(&Path::new(ROOT).join("k8s"), dir.path());
-        let path = dir.path().join(file);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{file} no longer contains {from:?}");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-        let (ok, out) = check_k8s(dir.path());
-        assert!(!ok && out.contains(expect), "{file}: {from:?} -> {to:?} should fail with {expect:?}:\n{out}");
-    }
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|&(file, from, to, expect)| {
+                s.spawn(move || {
+                    let dir = tempfile::tempdir().unwrap();
+                    copy_dir(&Path::new(ROOT).join("k8s"), dir.path());
+                    let path = dir.path().join(file);
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    if !text.contains(from) {
+                        return Some(format!("{file} no longer contains {from:?}"));
+                    }
+                    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+                    let (ok, out) = check_k8s(dir.path());
+                    (ok || !out.contains(expect)).then(|| format!("{file}: {from:?} -> {to:?} should fail with {expect:?}:\n{out}"))
+                })
+            })
+            .collect();
+        runs.into_iter().filter_map(|r| r.join().unwrap()).collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 fn copy_dir(from: &Path, to: &Path) {
