@@ -144,6 +144,23 @@ fn init_logging(format: Option<LogFormat>) {
     }
 }
 
+/// The error and its causes on one line, each said once: a port error whose message
+/// already carries what its source said does not say it twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if out.contains(&m) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&m);
+    }
+    out
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -158,7 +175,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One readable line (with its causes) instead of a panic or a debug dump.
-            let msg = format!("{e:#}");
+            let msg = one_line(&e);
             tracing::error!(error = %msg, "withdrawd failed");
             eprintln!("withdrawd: {msg}");
             std::process::ExitCode::FAILURE

@@ -173,15 +173,12 @@ impl std::fmt::Debug for RedisBalances {
 }
 
 fn redis_err(what: &str, e: RedisError) -> BalanceError {
-    let msg = format!("Redis {what}: {e}");
     if e.to_string().contains("OVERFLOW") {
         return BalanceError::Failed(format!("Redis {what}: balance arithmetic overflow"));
     }
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() {
-        BalanceError::Unavailable(msg)
-    } else {
-        BalanceError::Failed(msg)
-    }
+    let retryable =
+        e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error();
+    BalanceError::Backend { what: format!("Redis {what}"), retryable, source: Box::new(e) }
 }
 
 fn parse_amount(s: &str, what: &str) -> Result<Amount, BalanceError> {

@@ -62,16 +62,18 @@ impl std::fmt::Debug for SqsQueue {
 
 /// A failed SDK call: transport trouble (no answer, timeout) is `Unavailable`; an answer
 /// that refuses the call is `Failed`.
-fn sdk_err<E: std::error::Error + 'static, R: std::fmt::Debug>(what: &str, q: QueueName, e: SdkError<E, R>) -> QueueError {
-    let msg = format!("SQS {what} on queue {}: {}", q.as_str(), describe(&e));
-    match e {
-        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => QueueError::Failed(msg),
-        _ => QueueError::Unavailable(msg),
-    }
+fn sdk_err<E, R>(what: &str, q: QueueName, e: SdkError<E, R>) -> QueueError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let what = format!("SQS {what} on queue {}: {}", q.as_str(), describe(&e));
+    let retryable = !matches!(e, SdkError::ServiceError(_) | SdkError::ConstructionFailure(_));
+    QueueError::Service { what, retryable, source: Box::new(e) }
 }
 
 fn build_err(e: aws_sdk_sqs::error::BuildError) -> QueueError {
-    QueueError::Failed(format!("SQS request could not be built: {e}"))
+    QueueError::Service { what: format!("SQS request could not be built: {e}"), retryable: false, source: Box::new(e) }
 }
 
 impl SqsQueue {
@@ -92,7 +94,9 @@ impl SqsQueue {
                 .map_err(|e| {
                     let base = sdk_err("GetQueueAttributes", q, e);
                     match base {
-                        QueueError::Failed(m) => QueueError::Failed(format!("{m} (is the queue URL {url} right?)")),
+                        QueueError::Service { what, retryable: false, source } => {
+                            QueueError::Service { what: format!("{what} (is the queue URL {url} right?)"), retryable: false, source }
+                        }
                         other => other,
                     }
                 })?;

@@ -34,6 +34,10 @@ pub struct Ports<T: PortTypes> {
     pub clock: Arc<dyn Clock>,
 }
 
+/// The error of a library below an adapter (the database driver, the Redis client, the AWS
+/// SDK), kept whole as the source of the port's error so it can be walked and downcast.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Failures of the record store. Any of them means "not written": callers retry or leave
 /// the queue message for redelivery.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +48,20 @@ pub enum StoreError {
     Query(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database or its driver failed; `retryable` is the adapter's reading of it (a
+    /// lock, a serialization failure, a lost connection).
+    #[error("{}: {source}", if *retryable { "database unavailable" } else { "database query failed" })]
+    Database {
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl StoreError {
     /// Transient failures clear by themselves (a locked or restarting database).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Database { retryable: true, .. })
     }
 }
 
@@ -325,6 +337,22 @@ pub enum QueueError {
     Unavailable(String),
     #[error("queue operation failed: {0}")]
     Failed(String),
+    /// The queue service refused or could not be reached: `what` names the call and says
+    /// what the service answered, and the service's own error is the source.
+    #[error("{}: {what}", if *retryable { "queue unavailable" } else { "queue operation failed" })]
+    Service {
+        what: String,
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl QueueError {
+    /// A failure of reaching the queue (as opposed to one of the request itself).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_) | QueueError::Service { retryable: true, .. })
+    }
 }
 
 /// A durable queue with SQS semantics: a received message is invisible for the visibility
@@ -382,6 +410,22 @@ pub enum BalanceError {
     Failed(String),
     #[error("balance arithmetic overflow for user {0}")]
     Overflow(String),
+    /// The balance store's server or client failed: `what` names the call, and the
+    /// client's own error is the source.
+    #[error("{}: {what}: {source}", if *retryable { "balance store unavailable" } else { "balance operation failed" })]
+    Backend {
+        what: String,
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl BalanceError {
+    /// Transient failures clear by themselves (the store down or restarting).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BalanceError::Unavailable(_) | BalanceError::Backend { retryable: true, .. })
+    }
 }
 
 /// User balances: credited, reserved and spent per (user, asset). Reserve, commit and

@@ -57,8 +57,8 @@ impl StageError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StageError::Store(e) => e.is_retryable(),
-            StageError::Queue(_) | StageError::Balance(BalanceError::Unavailable(_)) | StageError::Overloaded(_) => true,
-            StageError::Balance(_) => false,
+            StageError::Queue(_) | StageError::Overloaded(_) => true,
+            StageError::Balance(e) => e.is_retryable(),
             StageError::Chain(e) => e.is_retryable(),
             StageError::UnknownChain(_) | StageError::Signing(_) | StageError::Shutdown(_) | StageError::Setup(_) => false,
         }

@@ -317,16 +317,15 @@ impl Sqlite {
 impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
-        match &e {
-            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => StoreError::Unavailable(e.to_string()),
+        let retryable = match &e {
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
             // PostgreSQL chose this transaction as a deadlock's victim (SQLSTATE 40P01, which
             // diesel does not name) and rolled it back: running it again succeeds.
-            Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => StoreError::Unavailable(e.to_string()),
-            Error::DatabaseError(_, info) if info.message().contains("locked") || info.message().contains("busy") => {
-                StoreError::Unavailable(e.to_string())
-            }
-            _ => StoreError::Query(e.to_string()),
-        }
+            Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => true,
+            Error::DatabaseError(_, info) => info.message().contains("locked") || info.message().contains("busy"),
+            _ => false,
+        };
+        StoreError::Database { retryable, source: Box::new(e) }
     }
 }
 
