@@ -258,12 +258,15 @@ with tempfile.TemporaryDirectory() as tmp:
 
 # --- Configuration, queues ---------------------------------------------------------------------
 toml_text = next(d for d in by_kind["ConfigMap"] if d["metadata"]["name"] == "withdrawd-config")["data"]["withdrawd.toml"]
-with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
-    f.write(toml_text)
-    f.flush()
-    out = subprocess.run([withdrawd, "--log-format", "json", "--config", f.name, "check-config"], capture_output=True, text=True)
-    if out.returncode != 0:
-        problem(f"withdrawd refuses the ConfigMap's configuration: {out.stderr.strip()}")
+for d in by_kind["ConfigMap"]:
+    if "withdrawd.toml" not in d.get("data", {}):
+        continue
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(d["data"]["withdrawd.toml"])
+        f.flush()
+        out = subprocess.run([withdrawd, "--log-format", "json", "--config", f.name, "check-config"], capture_output=True, text=True)
+        if out.returncode != 0:
+            problem(f"withdrawd refuses {name(d)}'s configuration: {out.stderr.strip()}")
 cfg = tomllib.loads(toml_text)
 urls = cfg["queues"]["sqs"]
 for so in by_kind.get("ScaledObject", []):
@@ -347,12 +350,18 @@ client_ports = {port_of(cfg[r]["listen"]) for r in ("intake", "admin") if "liste
 # provider; a URL given as a secret is one, its key is in it).
 endpoints = []
 for chain in cfg.get("chains", []):
-    for e in chain.get("endpoints", []):
+    given = list(chain.get("endpoints", []))
+    if "rpc_url" in chain:
+        given.append({"name": f"chain {chain.get('chain_id')} rpc_url", "url": chain["rpc_url"]})
+    for e in given:
         url = e.get("url")
         if isinstance(url, str):
-            m = re.match(r"^(https?)://([^/:]+)(?::(\d+))?", url)
+            m = re.match(r"^([a-z]+)://([^/:?#]+)(?::(\d+))?", url)
+            if not m:
+                problem(f"chains.endpoints {e['name']}: {url!r} is not a URL")
+                continue
             scheme, host, port = m.group(1), m.group(2), m.group(3)
-            port = int(port) if port else (443 if scheme == "https" else 80)
+            port = int(port) if port else (443 if scheme in ("https", "wss") else 80)
             inside = host.endswith((".svc", ".svc.cluster.local", ".cluster.local"))
             endpoints.append({"name": e["name"], "inside": inside, "port": port, "env": None})
             if not inside:
@@ -464,6 +473,10 @@ for j in migrate_jobs:
         problem(f"{name(j)}: the migrate Job's name must carry the release ({want} for image tag {tag}): a Job's template cannot change, so the next release could not apply it")
     if not j["spec"].get("activeDeadlineSeconds"):
         problem(f"{name(j)}: no activeDeadlineSeconds: a hung migration would hold the release forever")
+    generated = {g["name"] for g in gens}
+    for v in j["spec"]["template"]["spec"].get("volumes", []):
+        if v.get("configMap", {}).get("name") in generated:
+            problem(f"{name(j)} mounts the generated ConfigMap/{v['configMap']['name']}: its name changes with every edit and a Job's template cannot, so the next apply would fail; give the Job a config of its own")
     job_db = {env_secret(c, "WITHDRAW_DATABASE_URL") for c in j["spec"]["template"]["spec"]["containers"]}
     if None in job_db or job_db & role_db:
         problem(f"{name(j)}: the migrate Job must connect as its own database user (a Secret no role uses; {sorted(map(str, job_db))} vs the roles' {sorted(map(str, role_db))}), so the roles' user cannot change the schema")
@@ -475,8 +488,18 @@ for j in migrate_jobs:
     for d in needs:
         if phase(d) != "migrate":
             problem(f"{name(d)} is needed by {name(j)}: label it withdrawd/install-phase: migrate")
-    if not any(g.get("options", {}).get("labels", {}).get("withdrawd/install-phase") == "migrate" for g in gens):
-        problem("ConfigMap/withdrawd-config is needed by the migrate Job: label it withdrawd/install-phase: migrate (configMapGenerator options)")
+    for v in j["spec"]["template"]["spec"].get("volumes", []):
+        cm = v.get("configMap", {}).get("name")
+        for d in by_kind.get("ConfigMap", []):
+            if d["metadata"]["name"] == cm and phase(d) != "migrate":
+                problem(f"{name(d)} is needed by {name(j)}: label it withdrawd/install-phase: migrate")
+# sslmode=verify-full needs RDS's CA bundle in the pod: the image carries only public roots.
+for d in list(deployments.values()) + by_kind.get("Job", []):
+    spec = d["spec"]["template"]["spec"]
+    if any(env_secret(c, "WITHDRAW_DATABASE_URL") for c in spec["containers"]):
+        mounted = {v["name"] for v in spec.get("volumes", []) if v.get("configMap", {}).get("name") == "withdrawd-rds-ca"}
+        if not any(m.get("name") in mounted and m.get("mountPath") == "/etc/ssl/rds" for c in spec["containers"] for m in c.get("volumeMounts", [])):
+            problem(f"{name(d)} connects to the database but does not mount ConfigMap/withdrawd-rds-ca at /etc/ssl/rds: sslmode=verify-full cannot find RDS's CA")
 runbook = (root / "RUNBOOK.md").read_text() if (root / "RUNBOOK.md").exists() else ""
 if "wait --for=condition=complete" not in runbook or "job/withdrawd-migrate-" not in runbook:
     problem("RUNBOOK.md does not order the migrate Job before the roles (kubectl wait --for=condition=complete job/withdrawd-migrate-<release>)")

@@ -157,6 +157,21 @@ pub struct BalancesConfig {
 }
 
 impl BalancesConfig {
+    /// Refuses a Redis URL that would turn TLS off without saying so: a CA configured for a
+    /// plain `redis://` URL, or redis-rs's `#insecure`, which skips certificate checks.
+    /// (Errors never quote the URL: it carries the password.)
+    pub fn check_redis_url(&self, url: &str) -> Result<()> {
+        if self.redis_ca_file.is_some() && !url.starts_with("rediss://") {
+            bail!("balances.redis_ca_file is set, but balances.redis_url is not rediss://: the connection would not use TLS");
+        }
+        if url.starts_with("rediss://") && url.contains("#insecure") {
+            bail!(
+                "balances.redis_url ends in #insecure, which turns off the check of Redis's certificate: use balances.redis_ca_file for a private CA"
+            );
+        }
+        Ok(())
+    }
+
     /// The CA to verify Redis's certificate against, when one is configured.
     pub fn redis_ca(&self) -> Result<Option<Vec<u8>>> {
         self.redis_ca_file
@@ -183,7 +198,7 @@ pub struct ChainConfig {
     pub chain_id: u64,
     /// One primary endpoint (shorthand for a one-entry `endpoints`).
     #[serde(default)]
-    pub rpc_url: Option<String>,
+    pub rpc_url: Option<UrlSource>,
     /// The chain's endpoint pool: several providers and own nodes.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
@@ -260,11 +275,14 @@ impl ChainConfig {
         use withdraw_core::adapters::pool::EndpointSpec;
         use withdraw_core::ports::EndpointTier;
         if self.endpoints.is_empty() {
-            return Ok(self
+            return self
                 .rpc_url
                 .iter()
-                .map(|u| EndpointSpec { url: u.clone(), name: None, tier: EndpointTier::Primary, weight: 1 })
-                .collect());
+                .map(|u| {
+                    let url = u.resolve(&format!("chain {} rpc_url", self.chain_id))?.to_string();
+                    Ok(EndpointSpec { url, name: None, tier: EndpointTier::Primary, weight: 1 })
+                })
+                .collect();
         }
         self.endpoints
             .iter()
@@ -489,7 +507,7 @@ impl Config {
             queues: QueuesConfig { visibility_timeout_secs: 30, max_receives: 5, backend: QueueBackend::Sqlite, sqs: None },
             chains: vec![ChainConfig {
                 chain_id: 31337,
-                rpc_url: Some("http://127.0.0.1:8545".into()),
+                rpc_url: Some(UrlSource::Plain("http://127.0.0.1:8545".into())),
                 endpoints: Vec::new(),
                 max_fee_cap_wei: 500_000_000_000,
                 rpc_timeout_ms: 10_000,
@@ -576,7 +594,7 @@ impl Config {
     pub fn apply_dev(&mut self, o: &DevOverrides) {
         if let Some(u) = &o.rpc_url {
             for c in &mut self.chains {
-                c.rpc_url = Some(u.clone());
+                c.rpc_url = Some(UrlSource::Plain(u.clone()));
                 c.endpoints.clear();
             }
         }
@@ -932,6 +950,18 @@ mod tests {
         let s = resolve_secret("x", &SecretRef { env: None, file: Some(f), dev_default: None }).unwrap();
         assert_eq!(s.as_str(), "abc");
         assert!(resolve_secret("x", &SecretRef { env: None, file: None, dev_default: None }).is_err());
+    }
+
+    #[test]
+    fn a_redis_url_that_would_turn_tls_off_is_refused() {
+        let with_ca = BalancesConfig { redis_ca_file: Some("/ca.pem".into()), ..BalancesConfig::default() };
+        let without = BalancesConfig::default();
+        assert!(with_ca.check_redis_url("rediss://:pw@h:6379/0").is_ok());
+        assert!(without.check_redis_url("redis://:pw@h:6379/0").is_ok(), "plain text stays possible without a CA (a local Redis)");
+        for (b, url) in [(&with_ca, "redis://:pw@h:6379/0"), (&without, "rediss://:pw@h:6379/0#insecure")] {
+            let e = b.check_redis_url(url).unwrap_err().to_string();
+            assert!(!e.contains("pw@"), "{e}");
+        }
     }
 
     /// A provider's URL carries its API key: it can be kept as a secret (a file here), and a

@@ -94,6 +94,7 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
     let balances = match (cfg.balances.backend, &cfg.balances.redis_url) {
         (BalanceBackend::Redis, Some(url)) => {
             let url = resolve_secret("balances.redis_url", url)?;
+            cfg.balances.check_redis_url(&url)?;
             let ca = cfg.balances.redis_ca()?;
             AnyBalances::Redis(RedisBalances::connect_with_ca(&url, ca.as_deref()).await.context("connecting the Redis balance store")?)
         }
@@ -150,6 +151,7 @@ pub async fn reconcile_balances(cfg: &Config, dry_run: bool, force: bool) -> Res
         (BalanceBackend::Redis, Some(url)) => resolve_secret("balances.redis_url", url)?,
         _ => bail!("balances live in the database (balances.backend is not \"redis\"): there is nothing to reconcile"),
     };
+    cfg.balances.check_redis_url(&url)?;
     let ca = cfg.balances.redis_ca()?;
     let redis = RedisBalances::connect_with_ca(&url, ca.as_deref()).await.context("connecting the Redis balance store")?;
     let (store, _) = open_store(cfg, Arc::new(SystemClock), false).await?;

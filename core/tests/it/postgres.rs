@@ -145,3 +145,62 @@ async fn the_store_speaks_tls_with_verify_full() {
     let Err(err) = Postgres::connect(&url, 2) else { panic!("a certificate the given CA did not sign was accepted") };
     assert!(err.to_string().contains("certificate"), "{err}");
 }
+
+/// A database error reaches the stages typed: retryable or not as the adapter read it, its
+/// text in the message, and the driver's own error kept as its source.
+#[tokio::test]
+async fn a_driver_error_is_kept_as_the_store_errors_source() {
+    use diesel::{Connection, RunQueryDsl};
+    let pg = servers::Postgres::start();
+    let mut conn = diesel::PgConnection::establish(&pg.url).unwrap();
+    let e = diesel::sql_query("SELECT * FROM no_such_table").execute(&mut conn).expect_err("no such table");
+    let err = StoreError::from(e);
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().starts_with("database query failed: ") && err.to_string().contains("no_such_table"), "{err}");
+    let source = std::error::Error::source(&err).expect("the driver's error is kept");
+    assert!(matches!(source.downcast_ref::<diesel::result::Error>(), Some(diesel::result::Error::DatabaseError(..))), "{source:?}");
+}
+
+/// The roles run as a database user that cannot change the schema (RUNBOOK.md's "Database
+/// users", run here as written): the migrate user owns the schema and migrates it; the
+/// roles' user finds the schema current, records, signs and moves withdrawals, and cannot
+/// create a table.
+#[tokio::test]
+async fn the_roles_run_as_a_user_that_cannot_change_the_schema() {
+    let pg = servers::Postgres::start();
+    let psql = |url: &str, sql: &str| {
+        let out = std::process::Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]).output().expect("psql");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let base = format!("postgres://postgres@127.0.0.1:{}", pg.port);
+    for sql in ["CREATE ROLE withdraw_migrate LOGIN", "CREATE ROLE withdraw_app LOGIN", "CREATE DATABASE withdraw OWNER withdraw_migrate"] {
+        let (ok, out) = psql(&format!("{base}/postgres"), sql);
+        assert!(ok, "{sql}: {out}");
+    }
+    let grants = "ALTER SCHEMA public OWNER TO withdraw_migrate; REVOKE ALL ON SCHEMA public FROM PUBLIC; \
+                  GRANT USAGE ON SCHEMA public TO withdraw_app; \
+                  ALTER DEFAULT PRIVILEGES FOR ROLE withdraw_migrate IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO withdraw_app; \
+                  ALTER DEFAULT PRIVILEGES FOR ROLE withdraw_migrate IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO withdraw_app;";
+    let (ok, out) = psql(&format!("{base}/withdraw"), grants);
+    assert!(ok, "{out}");
+    let migrate_url = format!("postgres://withdraw_migrate@127.0.0.1:{}/withdraw", pg.port);
+    let app_url = format!("postgres://withdraw_app@127.0.0.1:{}/withdraw", pg.port);
+
+    let app = Postgres::connect(&app_url, 2).unwrap();
+    let err = app.check_schema().expect_err("nothing migrated yet");
+    assert!(err.to_string().contains("withdrawd migrate"), "{err}");
+    Postgres::connect(&migrate_url, 2).unwrap().migrate().unwrap();
+    app.check_schema().expect("the roles' user reads the schema version");
+
+    let s = RecordStore::new(app, Arc::new(SystemClock));
+    assert_eq!(s.submit(vec![new_w(1, "least", "h")]).await.unwrap(), [SubmitOutcome::Created { id: wid(1) }]);
+    s.init_nonce(Address::repeat_byte(0xAA), 31337, 0).await.unwrap();
+    let out = s.sign_first_attempts(Address::repeat_byte(0xAA), 31337, vec![wid(1)], fake_sign()).await.unwrap();
+    assert!(matches!(out[..], [SignOutcome::Signed { nonce: 0, .. }]), "{out:?}");
+    let t =
+        Transition { id: wid(1), from: Status::Signed, to: Status::Sent, reason: None, actor: "sender".into(), settle: None, audit: None };
+    assert_eq!(s.transition(vec![t]).await.unwrap(), [true]);
+
+    let (ok, out) = psql(&app_url, "CREATE TABLE intruder (x int)");
+    assert!(!ok && out.contains("permission denied"), "{out}");
+}

@@ -97,7 +97,7 @@ fn kubernetes_manifests_pass_their_schemas_and_rules() {
 /// checker must say which. The cases run in parallel (each is a full checker run).
 #[test]
 fn kubernetes_manifest_check_catches_broken_promises() {
-    let cases: [(&str, &str, &str, &str); 36] = [
+    let cases: [(&str, &str, &str, &str); 38] = [
         ("deployments.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "restricted Pod Security"),
         ("deployments.yaml", "revisionHistoryLimit: 5", "revisionHistoryLimit: 5\n  replicaz: 2", "replicaz"),
         (
@@ -216,6 +216,18 @@ fn kubernetes_manifest_check_catches_broken_promises() {
             "must carry the release",
         ),
         ("jobs.yaml", "  activeDeadlineSeconds: 900\n", "", "no activeDeadlineSeconds"),
+        (
+            "jobs.yaml",
+            "configMap: {name: withdrawd-migrate-config}",
+            "configMap: {name: withdrawd-config}",
+            "mounts the generated ConfigMap",
+        ),
+        (
+            "jobs.yaml",
+            "configMap: {name: withdrawd-rds-ca}",
+            "configMap: {name: withdrawd-rds}",
+            "does not mount ConfigMap/withdrawd-rds-ca",
+        ),
         (
             "jobs.yaml",
             "secretKeyRef: {name: withdrawd-database-migrate, key: url}",

@@ -9,6 +9,7 @@
 use crate::adapters::store::AnyConn;
 use crate::adapters::store::conn::Manager;
 use crate::ports::StoreError;
+use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{Pool, PooledConnection};
 use diesel::{Connection, RunQueryDsl};
@@ -62,14 +63,27 @@ impl Postgres {
         r
     }
 
-    /// Fails unless every migration this build knows has been applied.
+    /// Fails unless every migration this build knows has been applied. Reads diesel's
+    /// migrations table with a plain SELECT: the roles' database user may not change the
+    /// schema, and diesel's own check first creates that table (`CREATE TABLE IF NOT
+    /// EXISTS`), which PostgreSQL refuses such a user even when the table exists.
     pub fn check_schema(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        match conn.postgres().has_pending_migration(MIGRATIONS) {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(StoreError::Unavailable("the PostgreSQL schema is older than this withdrawd; run `withdrawd migrate`".into())),
-            Err(e) => Err(StoreError::Unavailable(format!("cannot read the PostgreSQL schema version: {e}"))),
+        #[derive(diesel::QueryableByName)]
+        struct Applied {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            version: String,
         }
+        let mut conn = self.conn()?;
+        let older = || StoreError::Unavailable("the PostgreSQL schema is older than this withdrawd; run `withdrawd migrate`".into());
+        let applied: Vec<Applied> = match diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load(conn.postgres()) {
+            Ok(rows) => rows,
+            Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("does not exist") => return Err(older()),
+            Err(e) => return Err(StoreError::Unavailable(format!("cannot read the PostgreSQL schema version: {e}"))),
+        };
+        let applied: std::collections::HashSet<String> = applied.into_iter().map(|a| a.version).collect();
+        let known = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+            .map_err(|e| StoreError::Unavailable(format!("cannot list this build's migrations: {e}")))?;
+        if known.iter().all(|m| applied.contains(&m.name().version().to_string())) { Ok(()) } else { Err(older()) }
     }
 
     /// A connection from the pool.
