@@ -217,7 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tracker { once: false } => wiring::run_roles(role_config()?, &[Role::Tracker], false).await,
         Command::Tracker { once: true } => {
             let cfg = role_config()?;
-            let ports = wiring::ports(&cfg).await?;
+            let ports = wiring::ports(&cfg, true).await?;
             withdraw_core::stages::Tracker::new(ports, Arc::new(cfg.asset_registry()?), wiring::tracker_config(&cfg))
                 .once()
                 .await

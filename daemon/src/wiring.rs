@@ -51,8 +51,11 @@ pub fn install_metrics() -> Result<PrometheusHandle> {
 }
 
 /// Opens the database (running migrations), connects the configured queue and balance
-/// backends (checking each answers) and every chain.
-pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
+/// backends (checking each answers) and every chain. With `chains_required`, a chain with
+/// no usable endpoint fails the start (the signer, sender and tracker work on the chain);
+/// without, it is connected all the same and comes in when an endpoint answers (intake and
+/// admin: the API that pauses signing must come up during an RPC outage).
+pub async fn ports(cfg: &Config, chains_required: bool) -> Result<Arc<Ports<Configured>>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (store, sqlite) = open_store(cfg, clock.clone(), false).await?;
     // The SQLite backends of the queues and balances live in the SQLite database.
@@ -70,7 +73,7 @@ pub async fn ports(cfg: &Config) -> Result<Arc<Ports<Configured>>> {
             max_lag: c.max_lag_blocks,
             fail_threshold: c.fail_threshold,
         };
-        let chain = EvmChain::connect(pool, c.endpoint_specs()?, c.max_fee_cap_wei as u128)
+        let chain = EvmChain::connect_with(pool, c.endpoint_specs()?, c.max_fee_cap_wei as u128, chains_required)
             .await
             .with_context(|| format!("connecting chain {}", c.chain_id))?;
         chains.insert(c.chain_id, chain);
@@ -227,7 +230,7 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
     let has = |r: Role| roles.contains(&r);
     let metrics = install_metrics()?;
     let mut w = Wiring {
-        ports: ports(&cfg).await?,
+        ports: ports(&cfg, roles.iter().any(|r| matches!(r, Role::Signer | Role::Sender | Role::Tracker))).await?,
         assets: Arc::new(cfg.asset_registry()?),
         limits: http::server::Limits {
             header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),

@@ -95,8 +95,18 @@ impl EvmChain {
     /// Starts the endpoint pool (which checks every endpoint's chain id and health) for
     /// `cfg.chain_id`; fails if no endpoint is usable, naming each one's problem.
     pub async fn connect(cfg: PoolConfig, endpoints: Vec<EndpointSpec>, max_fee_cap: u128) -> Result<EvmChain, ChainError> {
+        Self::connect_with(cfg, endpoints, max_fee_cap, true).await
+    }
+
+    /// As [`connect`](Self::connect); `require_usable` as in [`RpcPool::start_with`].
+    pub async fn connect_with(
+        cfg: PoolConfig,
+        endpoints: Vec<EndpointSpec>,
+        max_fee_cap: u128,
+        require_usable: bool,
+    ) -> Result<EvmChain, ChainError> {
         let chain_id = cfg.chain_id;
-        let rpc = RpcPool::start(cfg, endpoints).await?;
+        let rpc = RpcPool::start_with(cfg, endpoints, require_usable).await?;
         Ok(EvmChain { rpc, chain_id, max_fee_cap, default_priority_fee: 1_000_000_000 })
     }
 

@@ -102,6 +102,14 @@ impl RpcPool {
     /// when the pool is dropped). Fails only if no endpoint is usable, naming each one's
     /// problem.
     pub async fn start(cfg: PoolConfig, specs: Vec<EndpointSpec>) -> Result<Arc<RpcPool>, ChainError> {
+        Self::start_with(cfg, specs, true).await
+    }
+
+    /// As [`start`](Self::start); with `require_usable` false a pool with no usable
+    /// endpoint starts all the same (warning with each one's problem) and its health loop
+    /// brings endpoints in as they answer: for processes whose work does not wait on the
+    /// chain, such as the admin API, which must come up during an RPC outage.
+    pub async fn start_with(cfg: PoolConfig, specs: Vec<EndpointSpec>, require_usable: bool) -> Result<Arc<RpcPool>, ChainError> {
         if specs.is_empty() {
             return Err(ChainError::Malformed(format!("chain {}: no RPC endpoints configured", cfg.chain_id)));
         }
@@ -151,10 +159,11 @@ impl RpcPool {
                 .into_iter()
                 .map(|h| format!("{}: {}", h.name, h.last_error.unwrap_or_else(|| h.state.as_str().to_owned())))
                 .collect();
-            return Err(ChainError::Transport(
-                TransportKind::Other,
-                format!("chain {}: no usable RPC endpoint ({})", pool.cfg.chain_id, problems.join("; ")),
-            ));
+            let msg = format!("chain {}: no usable RPC endpoint ({})", pool.cfg.chain_id, problems.join("; "));
+            if require_usable {
+                return Err(ChainError::Transport(TransportKind::Other, msg));
+            }
+            tracing::warn!(chain_id = pool.cfg.chain_id, problem = %msg, "starting without a usable RPC endpoint; probing on");
         }
         let weak = Arc::downgrade(&pool);
         let every = pool.cfg.health_every;

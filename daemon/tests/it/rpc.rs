@@ -386,6 +386,45 @@ async fn holes_readiness_is_cached_and_an_rpc_outage_keeps_the_admin_api_ready()
     assert!(calls < 100 + 40 * took.as_secs(), "{calls} RPC calls during 300 probes in {took:?}");
 }
 
+/// The admin API comes up while its chain's only endpoint is down, as a pod rescheduled
+/// during an RPC outage must: ready, the chain reported, and a pause answers. A signer in
+/// the same state refuses to start, naming the problem (its start reads the chain's nonces).
+#[tokio::test]
+async fn the_admin_api_starts_during_an_rpc_outage_and_a_signer_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", withdraw_core::testing::servers::free_port());
+    let cfg = pool_config(dir.path(), &[("only", &dead, "primary")], "");
+    let role = |name: &str| {
+        let mut env = fast_env();
+        env.extend(
+            [
+                ("WITHDRAW__ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
+                ("WITHDRAW__HEALTH_LISTEN", "127.0.0.1:0".to_owned()),
+                ("WITHDRAW__DATA_DIR", dir.path().join(name).display().to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        (["--config".to_owned(), cfg.display().to_string(), name.to_owned()], dir.path().join(name), env)
+    };
+    let (args, at, env) = role("admin");
+    let (child, eps) = spawn_withdrawd(&args, &at, &env).await.unwrap_or_else(|log| panic!("admin did not start:\n{log}"));
+    let _admin_process = KillOnDrop(child);
+    let admin = Daemon::client(
+        "http://127.0.0.1:9",
+        &format!("http://{}", eps["admin"].as_str().unwrap()),
+        &format!("http://{}", eps["health"].as_str().unwrap()),
+    );
+    let http = reqwest::Client::new();
+    let v: Value = http.get(format!("{}/readyz", admin.health)).send().await.unwrap().json().await.unwrap();
+    assert!(v["status"] == "ready" && v["chains_unavailable"] == json!([31337]), "{v}");
+    let (s, v) = admin.admin_post("/admin/v1/signing/pause", &json!({"reason": "rpc outage at start"}), TOKEN).await;
+    assert_eq!(s, 200, "{v}");
+
+    let (args, at, env) = role("signer");
+    let log = spawn_withdrawd(&args, &at, &env).await.map(|_| ()).expect_err("a signer without its chain does not start");
+    assert!(log.contains("no usable RPC endpoint"), "{log}");
+}
+
 /// Kills a process started beside a test's daemon when the test ends, however it ends.
 struct KillOnDrop(std::process::Child);
 
