@@ -108,7 +108,8 @@ impl RpcPool {
     /// As [`start`](Self::start); with `require_usable` false a pool with no usable
     /// endpoint starts all the same (warning with each one's problem) and its health loop
     /// brings endpoints in as they answer: for processes whose work does not wait on the
-    /// chain, such as the admin API, which must come up during an RPC outage.
+    /// chain, such as the admin API, which must come up during an RPC outage. An endpoint
+    /// that serves another chain id still fails the start: that is configuration to fix.
     pub async fn start_with(cfg: PoolConfig, specs: Vec<EndpointSpec>, require_usable: bool) -> Result<Arc<RpcPool>, ChainError> {
         if specs.is_empty() {
             return Err(ChainError::Malformed(format!("chain {}: no RPC endpoints configured", cfg.chain_id)));
@@ -160,7 +161,10 @@ impl RpcPool {
                 .map(|h| format!("{}: {}", h.name, h.last_error.unwrap_or_else(|| h.state.as_str().to_owned())))
                 .collect();
             let msg = format!("chain {}: no usable RPC endpoint ({})", pool.cfg.chain_id, problems.join("; "));
-            if require_usable {
+            // An endpoint serving another chain is a configuration error, not an outage:
+            // that fails every start.
+            let misconfigured = pool.health().iter().any(|h| h.state == EndpointState::Quarantined);
+            if require_usable || misconfigured {
                 return Err(ChainError::Transport(TransportKind::Other, msg));
             }
             tracing::warn!(chain_id = pool.cfg.chain_id, problem = %msg, "starting without a usable RPC endpoint; probing on");

@@ -1750,6 +1750,30 @@ async fn racing_nudgers_take_each_stale_withdrawal_once<S: Store>(a: S, b: S, cl
     }
 }
 
+/// Two bumpers replacing the same attempt at once (a transfer's bump and an operator's
+/// cancel, say): exactly one replacement stands, and it is the newest attempt.
+async fn racing_bumpers_replace_each_attempt_once<S: Store>(a: S, b: S, _clock: &ManualClock) {
+    let all: Vec<u32> = (1..=20).collect();
+    submit(&a, &all).await;
+    a.init_nonce(hot(), CHAIN, 0).await.unwrap();
+    sign(&a, hot(), &all).await;
+    for round in 0..3i64 {
+        let mut olds = Vec::new();
+        for &n in &all {
+            olds.push(latest(&a, n).await);
+        }
+        let at = T0 + 100 * (round + 1);
+        let by_a: Vec<Replacement> = olds.iter().map(|o| replacement(o, AttemptKind::Transfer, at)).collect();
+        let by_b: Vec<Replacement> = olds.iter().map(|o| replacement(o, AttemptKind::Cancel, at + 1)).collect();
+        let (x, y) = tokio::join!(a.record_replacements(by_a.clone()), b.record_replacements(by_b.clone()));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        for (i, &n) in all.iter().enumerate() {
+            let winner = if one_winner(x[i], y[i], &format!("round {round}, withdrawal {n}")) { &by_a[i] } else { &by_b[i] };
+            assert_eq!(latest(&a, n).await.tx_hash, winner.attempt.tx_hash, "round {round}, withdrawal {n}: the winner is the newest");
+        }
+    }
+}
+
 async fn racing_transitions_move_each_withdrawal_once<S: Store>(a: S, b: S, _clock: &ManualClock) {
     submit(&a, &(1..=50).collect::<Vec<_>>()).await;
     let mut won_by_a = HashSet::new();
@@ -2119,6 +2143,7 @@ contract! {
     race:
         racing_submits_of_one_key_never_make_two_withdrawals,
         racing_transitions_move_each_withdrawal_once,
+        racing_bumpers_replace_each_attempt_once,
         racing_nudgers_take_each_stale_withdrawal_once,
         racing_signers_sign_each_withdrawal_once_at_distinct_nonces,
         a_pause_that_answered_holds_for_every_signer,
