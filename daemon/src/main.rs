@@ -144,23 +144,6 @@ fn init_logging(format: Option<LogFormat>) {
     }
 }
 
-/// The error and its causes on one line, each said once: a port error whose message
-/// already carries what its source said does not say it twice.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let m = cause.to_string();
-        if out.contains(&m) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&m);
-    }
-    out
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -174,8 +157,9 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One readable line (with its causes) instead of a panic or a debug dump.
-            let msg = one_line(&e);
+            // One readable line with its causes, each said once, instead of a panic or a
+            // debug dump.
+            let msg = withdraw_core::adapters::aws::describe::<dyn std::error::Error + Send + Sync>(e.as_ref());
             tracing::error!(error = %msg, "withdrawd failed");
             eprintln!("withdrawd: {msg}");
             std::process::ExitCode::FAILURE

@@ -228,9 +228,10 @@ struct Endpoints {
 
 pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> {
     let has = |r: Role| roles.contains(&r);
+    let workers = has(Role::Signer) || has(Role::Sender) || has(Role::Tracker);
     let metrics = install_metrics()?;
     let mut w = Wiring {
-        ports: ports(&cfg, roles.iter().any(|r| matches!(r, Role::Signer | Role::Sender | Role::Tracker))).await?,
+        ports: ports(&cfg, workers).await?,
         assets: Arc::new(cfg.asset_registry()?),
         limits: http::server::Limits {
             header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
@@ -248,7 +249,6 @@ pub async fn run_roles(cfg: Config, roles: &[Role], banner: bool) -> Result<()> 
     if has(Role::Tracker) {
         w.tracker();
     }
-    let workers = has(Role::Signer) || has(Role::Sender) || has(Role::Tracker);
     let needs = http::Needs { queues: workers, balances: has(Role::Signer) || has(Role::Tracker), chains: workers };
     let ops = w.ops(metrics, needs).await?;
     let mut endpoints = Endpoints { intake: None, admin: None, health: Some(w.health(&ops).await?) };

@@ -35,9 +35,10 @@ pub async fn sdk_config(s: &AwsSettings) -> SdkConfig {
     loader.load().await
 }
 
-/// An SDK error as one line with its cause chain (the SDK's own `Display` says only
-/// "service error" or "dispatch failure").
-pub fn describe<E: std::error::Error>(e: &E) -> String {
+/// An error as one line with its cause chain, each cause said once (an SDK error's own
+/// `Display` says only "service error" or "dispatch failure"; a port error's already says
+/// what its source said).
+pub fn describe<E: std::error::Error + ?Sized>(e: &E) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

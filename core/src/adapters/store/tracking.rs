@@ -44,9 +44,10 @@ fn first_passing(
 pub(super) fn stuck(conn: &mut AnyConn, chain_id: u64, older_than_ms: i64, limit: i64) -> Result<Vec<(Withdrawal, Attempt)>, StoreError> {
     let page = |conn: &mut AnyConn, offset: i64, size: i64| {
         withdrawals::table
-            // The database drops what the filter below would (exactly, so pages rarely run
-            // on): a dead-lettered transfer with no cancel — an incident can leave thousands
-            // waiting on an operator — and anything with an attempt signed since the threshold.
+            // The database drops part of what the filter below would, and nothing it keeps
+            // (so pages rarely run on): a dead-lettered transfer with no cancel — an incident
+            // can leave thousands waiting on an operator — and anything with an attempt
+            // signed since the threshold.
             .filter(
                 withdrawals::status.eq(Status::Sent.as_str()).or(withdrawals::status.eq(Status::SendFailed.as_str()).and(
                     diesel::dsl::exists(
