@@ -87,7 +87,15 @@ if [ ! -x "$moto_bin" ]; then
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2
 fi
 [ -x "$moto_bin" ] || { echo "tools: moto_server did not install at $moto_bin" >&2; exit 1; }
-export MOTO_SERVER_BIN="$moto_bin"
+# Started through scripts/moto-server.py, which makes KMS's Sign honour MessageType=DIGEST
+# as AWS does (moto hashes the digest again, so no Ethereum signature would recover).
+moto_launcher="$tools/moto-server"
+cat >"$moto_launcher" <<LAUNCHER
+#!/bin/sh
+exec "$tools/venv/bin/python" "$root/scripts/moto-server.py" "\$@"
+LAUNCHER
+chmod +x "$moto_launcher"
+export MOTO_SERVER_BIN="$moto_launcher"
 
 # The Kubernetes manifests' checks: the Kubernetes schemas (PyPI kubernetes-validate, into
 # the same venv) and the KEDA and Prometheus Operator CRD schemas (npm kubernetes-models).

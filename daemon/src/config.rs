@@ -400,6 +400,17 @@ pub struct SignerConfig {
     /// How often those secrets are read again (rotation).
     #[serde(default = "three_hundred")]
     pub secrets_ttl_secs: u64,
+    /// Wallets whose keys live in AWS KMS and never in this process, beside or instead of
+    /// the sources above: `[[signer.kms_keys]] key_id = "alias/hot-1"`, with an optional
+    /// `address` the key must be.
+    #[serde(default)]
+    pub kms_keys: Vec<KmsKeyConfig>,
+    /// KMS signing requests in flight at once, per batch.
+    #[serde(default = "thirty_two")]
+    pub kms_concurrency: usize,
+    /// Longest one KMS signature may take, the SDK's retries included.
+    #[serde(default = "five_thousand")]
+    pub kms_timeout_ms: u64,
     /// Dev only: sign with anvil's dev accounts.
     #[serde(default)]
     pub use_anvil_dev_key: bool,
@@ -415,6 +426,16 @@ pub struct SignerConfig {
     /// re-signed at a new nonce (its nonce was taken by a transaction not ours).
     #[serde(default = "thirty")]
     pub displaced_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsKeyConfig {
+    /// Key id, key ARN, alias name (`alias/…`) or alias ARN.
+    pub key_id: String,
+    /// The wallet address this key must be (checked at start).
+    #[serde(default)]
+    pub address: Option<alloy::primitives::Address>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -467,6 +488,14 @@ fn three_hundred() -> u64 {
 
 fn one() -> usize {
     1
+}
+
+fn thirty_two() -> usize {
+    32
+}
+
+fn five_thousand() -> u64 {
+    5_000
 }
 
 fn fifteen() -> u64 {
@@ -554,6 +583,9 @@ impl Config {
                 extra_keys: Vec::new(),
                 secrets_manager_ids: Vec::new(),
                 secrets_ttl_secs: 300,
+                kms_keys: Vec::new(),
+                kms_concurrency: 32,
+                kms_timeout_ms: 5_000,
                 use_anvil_dev_key: true,
                 anvil_dev_wallets: 1,
                 stuck_after_secs: 60,
@@ -689,6 +721,9 @@ impl Config {
         if key_sources.iter().filter(|s| **s).count() > 1 {
             bail!("signer: set only one of keystore, key and secrets_manager_ids");
         }
+        if self.signer.kms_concurrency == 0 || self.signer.kms_timeout_ms == 0 {
+            bail!("signer.kms_concurrency and signer.kms_timeout_ms must be at least 1");
+        }
         if self.signer.nonce_check_secs == 0 {
             bail!("signer.nonce_check_secs must be at least 1");
         }
@@ -806,8 +841,16 @@ pub fn resolve_secret(what: &str, r: &SecretRef) -> Result<Zeroizing<String>> {
 /// Where the signer's key comes from. Resolved only by the signer role.
 pub enum KeyMaterial {
     Hex(Vec<Zeroizing<String>>),
-    Keystore { path: PathBuf, password: Zeroizing<String> },
-    SecretsManager { ids: Vec<String>, ttl: std::time::Duration },
+    Keystore {
+        path: PathBuf,
+        password: Zeroizing<String>,
+    },
+    SecretsManager {
+        ids: Vec<String>,
+        ttl: std::time::Duration,
+    },
+    /// Every wallet is a KMS key (`signer.kms_keys`): nothing to load here.
+    None,
 }
 
 pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
@@ -828,6 +871,9 @@ pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
         }
         return Ok(KeyMaterial::Hex(keys));
     }
+    if !cfg.kms_keys.is_empty() {
+        return Ok(KeyMaterial::None);
+    }
     if cfg.use_anvil_dev_key {
         let n = cfg.anvil_dev_wallets;
         if n == 0 || n > ANVIL_DEV_KEYS.len() {
@@ -835,7 +881,7 @@ pub fn key_material(cfg: &SignerConfig) -> Result<KeyMaterial> {
         }
         return Ok(KeyMaterial::Hex(ANVIL_DEV_KEYS[..n].iter().map(|k| Zeroizing::new((*k).to_owned())).collect()));
     }
-    bail!("no hot-wallet key configured: set signer.keystore or signer.key")
+    bail!("no hot-wallet key configured: set signer.keystore, signer.key, signer.secrets_manager_ids or signer.kms_keys")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
+use withdraw_core::adapters::kms::{KmsKey, KmsKeys, KmsLimits};
 use withdraw_core::adapters::pool::PoolConfig;
 use withdraw_core::adapters::postgres::Postgres;
 use withdraw_core::adapters::redis_balances::RedisBalances;
@@ -18,7 +19,7 @@ use withdraw_core::adapters::secrets::SecretsManagerKeys;
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
 use withdraw_core::adapters::sqs::{SqsQueue, SqsQueueUrls};
 use withdraw_core::adapters::store::RecordStore;
-use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, Configured};
+use withdraw_core::adapters::{AnyBalances, AnyKeys, AnyQueue, Configured, KeySource};
 use withdraw_core::domain::AssetRegistry;
 use withdraw_core::ports::Ports;
 use withdraw_core::ports::{Clock, SystemClock};
@@ -204,14 +205,35 @@ fn receive_wait(cfg: &Config) -> Duration {
 }
 
 async fn load_keys(cfg: &Config) -> Result<AnyKeys> {
-    Ok(match key_material(&cfg.signer)? {
-        KeyMaterial::Hex(k) => AnyKeys::Local(LocalKeys::from_hex(&k)?),
-        KeyMaterial::Keystore { path, password } => AnyKeys::Local(LocalKeys::from_keystore(&path, &password)?),
+    let mut sources = Vec::new();
+    match key_material(&cfg.signer)? {
+        KeyMaterial::Hex(k) => sources.push(KeySource::Local(LocalKeys::from_hex(&k)?)),
+        KeyMaterial::Keystore { path, password } => sources.push(KeySource::Local(LocalKeys::from_keystore(&path, &password)?)),
         KeyMaterial::SecretsManager { ids, ttl } => {
             let client = aws_sdk_secretsmanager::Client::new(&aws_config(cfg).await);
-            AnyKeys::SecretsManager(SecretsManagerKeys::load(client, ids, ttl).await?)
+            sources.push(KeySource::SecretsManager(SecretsManagerKeys::load(client, ids, ttl).await?))
         }
-    })
+        KeyMaterial::None => {}
+    }
+    if !cfg.signer.kms_keys.is_empty() {
+        let timeout = Duration::from_millis(cfg.signer.kms_timeout_ms);
+        // The SDK retries a throttled or failed attempt (standard mode, 3 attempts) within
+        // the whole timeout; the adapter bounds each signature by it again.
+        let sdk = aws_config(cfg).await;
+        let kms = aws_sdk_kms::config::Builder::from(&sdk)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2).min(timeout))
+                    .operation_attempt_timeout(timeout / 2)
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        let keys = cfg.signer.kms_keys.iter().map(|k| KmsKey { key_id: k.key_id.clone(), address: k.address }).collect();
+        let limits = KmsLimits { concurrency: cfg.signer.kms_concurrency, timeout };
+        sources.push(KeySource::Kms(KmsKeys::load(aws_sdk_kms::Client::from_conf(kms), keys, limits).await?));
+    }
+    Ok(AnyKeys::new(sources)?)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {

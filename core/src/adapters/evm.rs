@@ -330,16 +330,25 @@ impl Keys for LocalKeys {
 
     fn sign(&self, wallet: Address, t: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
         let signer = self.signers.get(&wallet).ok_or(KeyError::UnknownWallet(wallet))?;
-        let tx = crate::tx::eip1559(t);
-        let sig = signer.sign_hash_sync(&tx.signature_hash()).map_err(|e| KeyError::Signing(e.to_string()))?;
-        let env = TxEnvelope::from(tx.into_signed(sig));
-        Ok(SignedTx {
-            hash: *env.tx_hash(),
-            raw: Bytes::from(env.encoded_2718()),
-            max_fee_per_gas: t.fees.max_fee_per_gas,
-            max_priority_fee_per_gas: t.fees.max_priority_fee_per_gas,
-            gas_limit: t.gas_limit,
-        })
+        let sig = signer.sign_hash_sync(&signature_hash(t)).map_err(|e| KeyError::Signing(e.to_string()))?;
+        Ok(signed(t, sig))
+    }
+}
+
+/// The digest a key signs for `t`.
+pub(crate) fn signature_hash(t: &UnsignedTransfer) -> B256 {
+    crate::tx::eip1559(t).signature_hash()
+}
+
+/// `t` with its signature, as recorded and broadcast.
+pub(crate) fn signed(t: &UnsignedTransfer, sig: alloy::primitives::Signature) -> SignedTx {
+    let env = TxEnvelope::from(crate::tx::eip1559(t).into_signed(sig));
+    SignedTx {
+        hash: *env.tx_hash(),
+        raw: Bytes::from(env.encoded_2718()),
+        max_fee_per_gas: t.fees.max_fee_per_gas,
+        max_priority_fee_per_gas: t.fees.max_priority_fee_per_gas,
+        gas_limit: t.gas_limit,
     }
 }
 

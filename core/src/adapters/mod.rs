@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod evm;
+pub mod kms;
 pub mod pool;
 pub mod postgres;
 pub mod redis_balances;
@@ -41,11 +42,43 @@ pub enum AnyBalances {
     Redis(redis_balances::RedisBalances),
 }
 
-/// Hot-wallet keys: local (keystore, environment, file) or from Secrets Manager.
+/// Where one group of hot-wallet keys lives: this process (keystore, environment, file),
+/// Secrets Manager, or KMS (never in this process).
 #[derive(Debug)]
-pub enum AnyKeys {
+pub enum KeySource {
     Local(evm::LocalKeys),
     SecretsManager(secrets::SecretsManagerKeys),
+    Kms(kms::KmsKeys),
+}
+
+/// The signer's wallets, each from the source configured for it; KMS wallets sit beside
+/// local or Secrets Manager ones.
+#[derive(Debug)]
+pub struct AnyKeys {
+    sources: Vec<KeySource>,
+}
+
+impl AnyKeys {
+    /// Refuses a wallet held by two sources: which key signs must never be ambiguous.
+    pub fn new(sources: Vec<KeySource>) -> Result<AnyKeys, crate::ports::KeyError> {
+        use crate::ports::Keys;
+        let keys = AnyKeys { sources };
+        let mut seen = std::collections::HashSet::new();
+        for w in keys.wallets() {
+            if !seen.insert(w) {
+                return Err(crate::ports::KeyError::Load(format!("wallet {} is configured in two key sources", w.to_checksum(None))));
+            }
+        }
+        if seen.is_empty() {
+            return Err(crate::ports::KeyError::Load("no hot-wallet key is configured".into()));
+        }
+        Ok(keys)
+    }
+
+    fn source_of(&self, wallet: alloy::primitives::Address) -> Option<&KeySource> {
+        use crate::ports::Keys;
+        self.sources.iter().find(|s| s.wallets().contains(&wallet))
+    }
 }
 
 /// A deployment whose database, queue and balance backends are chosen in configuration,
@@ -113,12 +146,42 @@ mod dispatch {
         }
     }
 
-    impl Keys for AnyKeys {
+    impl Keys for KeySource {
         fn wallets(&self) -> Vec<Address> {
-            dispatch!(self, AnyKeys::Local | AnyKeys::SecretsManager, k => k.wallets())
+            match self {
+                KeySource::Local(k) => k.wallets(),
+                KeySource::SecretsManager(k) => k.wallets(),
+                KeySource::Kms(k) => k.wallets(),
+            }
         }
         fn sign(&self, wallet: Address, tx: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
-            dispatch!(self, AnyKeys::Local | AnyKeys::SecretsManager, k => k.sign(wallet, tx))
+            match self {
+                KeySource::Local(k) => k.sign(wallet, tx),
+                KeySource::SecretsManager(k) => k.sign(wallet, tx),
+                KeySource::Kms(k) => k.sign(wallet, tx),
+            }
+        }
+        fn sign_many(&self, wallet: Address, txs: &[UnsignedTransfer]) -> Vec<Result<SignedTx, KeyError>> {
+            match self {
+                KeySource::Local(k) => k.sign_many(wallet, txs),
+                KeySource::SecretsManager(k) => k.sign_many(wallet, txs),
+                KeySource::Kms(k) => k.sign_many(wallet, txs),
+            }
+        }
+    }
+
+    impl Keys for AnyKeys {
+        fn wallets(&self) -> Vec<Address> {
+            self.sources.iter().flat_map(|s| s.wallets()).collect()
+        }
+        fn sign(&self, wallet: Address, tx: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
+            self.source_of(wallet).ok_or(KeyError::UnknownWallet(wallet))?.sign(wallet, tx)
+        }
+        fn sign_many(&self, wallet: Address, txs: &[UnsignedTransfer]) -> Vec<Result<SignedTx, KeyError>> {
+            match self.source_of(wallet) {
+                Some(s) => s.sign_many(wallet, txs),
+                None => txs.iter().map(|_| Err(KeyError::UnknownWallet(wallet))).collect(),
+            }
         }
     }
 }

@@ -288,6 +288,12 @@ pub enum KeyError {
 pub trait Keys: Send + Sync + 'static {
     fn wallets(&self) -> Vec<Address>;
     fn sign(&self, wallet: Address, tx: &UnsignedTransfer) -> Result<super::SignedTx, KeyError>;
+    /// Signs several transfers of one wallet, answering per transfer in order. Keys held in
+    /// this process sign one after another (ECDSA here is microseconds); keys held by a
+    /// service (KMS) sign them concurrently.
+    fn sign_many(&self, wallet: Address, txs: &[UnsignedTransfer]) -> Vec<Result<super::SignedTx, KeyError>> {
+        txs.iter().map(|t| self.sign(wallet, t)).collect()
+    }
 }
 
 #[cfg(test)]

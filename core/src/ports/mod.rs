@@ -65,9 +65,20 @@ impl StoreError {
     }
 }
 
-/// Signs a withdrawal's transfer at the nonce the store allocated; errors are messages
-/// (never key material).
-pub type SignFn = Box<dyn FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send>;
+/// Signs withdrawals' transfers at the nonces the store allocated, answering per item in
+/// order; errors are messages (never key material). A batch, so that keys held elsewhere
+/// (KMS) can sign it concurrently rather than one round trip after another.
+pub type SignFn = Box<dyn FnMut(&[(&Withdrawal, u64)]) -> Vec<Result<SignedTx, String>> + Send>;
+
+/// A [`SignFn`] from a function that signs one transfer at a time.
+pub fn sign_each(mut f: impl FnMut(&Withdrawal, u64) -> Result<SignedTx, String> + Send + 'static) -> SignFn {
+    Box::new(move |items: &[(&Withdrawal, u64)]| items.iter().map(|(w, nonce)| f(w, *nonce)).collect())
+}
+
+/// Signs one transfer with a batch signer.
+pub fn sign_one(sign: &mut SignFn, w: &Withdrawal, nonce: u64) -> Result<SignedTx, String> {
+    sign(&[(w, nonce)]).pop().unwrap_or_else(|| Err("the signer answered nothing".into()))
+}
 
 /// The database: the record of every withdrawal, attempt and transition.
 pub trait Store: Send + Sync + 'static {

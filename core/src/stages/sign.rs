@@ -487,13 +487,29 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
 /// Signs a withdrawal's transfer (native coin or ERC-20 `transfer`) from `wallet` at the
 /// nonce the store allocates.
 pub(super) fn transfer_signer<K: Keys>(keys: Arc<K>, assets: Arc<AssetRegistry>, wallet: Address, fees: Fees) -> SignFn {
-    Box::new(move |w: &Withdrawal, nonce: u64| -> Result<SignedTx, String> {
-        let asset = assets.find(&w.asset, w.chain_id).ok_or("asset is no longer configured")?;
-        let (to, value, input) = match asset.kind {
-            AssetKind::Native => (w.to, w.amount.0, Bytes::new()),
-            AssetKind::Erc20 { contract } => (contract, U256::ZERO, erc20_transfer_calldata(w.to, w.amount.0)),
-        };
-        let t = UnsignedTransfer { chain_id: w.chain_id, nonce, to, value, input, gas_limit: asset.gas_limit, fees };
-        keys.sign(wallet, &t).map_err(|e| e.to_string())
+    Box::new(move |items: &[(&Withdrawal, u64)]| -> Vec<Result<SignedTx, String>> {
+        let unsigned: Vec<Result<UnsignedTransfer, String>> = items
+            .iter()
+            .map(|(w, nonce)| {
+                let asset = assets.find(&w.asset, w.chain_id).ok_or("asset is no longer configured")?;
+                let (to, value, input) = match asset.kind {
+                    AssetKind::Native => (w.to, w.amount.0, Bytes::new()),
+                    AssetKind::Erc20 { contract } => (contract, U256::ZERO, erc20_transfer_calldata(w.to, w.amount.0)),
+                };
+                Ok(UnsignedTransfer { chain_id: w.chain_id, nonce: *nonce, to, value, input, gas_limit: asset.gas_limit, fees })
+            })
+            .collect();
+        let ready: Vec<UnsignedTransfer> = unsigned.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
+        let mut signed = keys.sign_many(wallet, &ready).into_iter();
+        unsigned
+            .into_iter()
+            .map(|t| {
+                t?;
+                signed
+                    .next()
+                    .unwrap_or_else(|| Err(KeyError::Signing("the keys answered fewer transfers than asked".into())))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
     })
 }

@@ -33,7 +33,7 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// moto's server mode: SQS and Secrets Manager on one port.
+/// moto's server mode: SQS, Secrets Manager and KMS on one port.
 pub struct Moto {
     child: Child,
     pub endpoint: String,
@@ -47,13 +47,21 @@ impl std::fmt::Debug for Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_with_env(&[])
+    }
+
+    /// With extra environment for moto, e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to enforce IAM
+    /// policies after that many requests.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let bin = std::env::var("MOTO_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-            let local = tools_dir().join("venv/bin/moto_server");
+            // scripts/tools.sh writes this launcher: moto with KMS's digest signing as AWS's.
+            let local = tools_dir().join("moto-server");
             if local.exists() { local } else { PathBuf::from("moto_server") }
         });
         let port = free_port();
         let mut child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

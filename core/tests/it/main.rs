@@ -1,5 +1,6 @@
 //! Integration tests of withdraw-core's adapters and stages against real servers.
 
+mod kms;
 mod nonce_race;
 pub mod pipeline;
 mod postgres;

@@ -45,7 +45,7 @@ fn fake_hash(id: &WithdrawalId, nonce: u64) -> B256 {
 
 /// A stand-in for the keys port: a distinct, reproducible hash per (withdrawal, nonce).
 pub fn fake_sign() -> SignFn {
-    Box::new(|w: &Withdrawal, nonce: u64| {
+    sign_each(|w: &Withdrawal, nonce: u64| {
         let hash = fake_hash(&w.id, nonce);
         Ok(SignedTx { hash, raw: Bytes::from(hash.to_vec()), max_fee_per_gas: 10, max_priority_fee_per_gas: 1, gas_limit: 21_000 })
     })
@@ -561,14 +561,64 @@ async fn a_refused_signature_takes_no_nonce<S: Store>(s: S, _clock: &ManualClock
     submit(&s, &[1, 2, 3]).await;
     s.init_nonce(hot(), CHAIN, 0).await.unwrap();
     let mut inner = fake_sign();
-    let refusing: SignFn =
-        Box::new(move |w: &Withdrawal, nonce: u64| if w.id == wid(2) { Err("key refused".into()) } else { inner(w, nonce) });
+    let refusing: SignFn = sign_each(
+        move |w: &Withdrawal, nonce: u64| if w.id == wid(2) { Err("key refused".into()) } else { sign_one(&mut inner, w, nonce) },
+    );
     let out = s.sign_first_attempts(hot(), CHAIN, ids(&[1, 2, 3]), refusing).await.unwrap();
     assert_eq!(outs(&out), [(wid(1), Out::Signed(0)), (wid(2), Out::SignError("key refused".into())), (wid(3), Out::Signed(1))]);
     assert_eq!(s.next_nonce(hot(), CHAIN).await.unwrap(), Some(2));
     assert_eq!(s.load(ids(&[2])).await.unwrap()[0].status, Status::Received);
     assert!(s.attempts_of(ids(&[2])).await.unwrap().is_empty());
+    assert_eq!(s.attempts_of(ids(&[3])).await.unwrap()[0].tx_hash, fake_hash(&wid(3), 1), "what is recorded was signed at its nonce");
     assert_eq!(sign(&s, hot(), &[2]).await, [2], "signed later, at the next free nonce");
+}
+
+/// A batch signer (KMS) answers a whole batch at once: refusals anywhere take no nonce, what
+/// is recorded is the signature made at the recorded nonce, and a signer that refuses
+/// everything is asked once, not once per withdrawal.
+async fn a_batch_signer_refusing_some_leaves_no_gap<S: Store>(s: S, _clock: &ManualClock) {
+    submit(&s, &[1, 2, 3, 4, 5, 6]).await;
+    s.init_nonce(hot(), CHAIN, 0).await.unwrap();
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u64>>::new()));
+    let seen = calls.clone();
+    let mut inner = fake_sign();
+    let batch: SignFn = Box::new(move |items: &[(&Withdrawal, u64)]| {
+        seen.lock().unwrap().push(items.iter().map(|(_, n)| *n).collect());
+        items
+            .iter()
+            .map(|(w, n)| if w.id == wid(2) || w.id == wid(4) { Err(format!("refused {}", w.id)) } else { sign_one(&mut inner, w, *n) })
+            .collect()
+    });
+    let out = s.sign_first_attempts(hot(), CHAIN, ids(&[1, 2, 3, 4, 5, 6]), batch).await.unwrap();
+    assert_eq!(
+        outs(&out),
+        [
+            (wid(1), Out::Signed(0)),
+            (wid(2), Out::SignError(format!("refused {}", wid(2)))),
+            (wid(3), Out::Signed(1)),
+            (wid(4), Out::SignError(format!("refused {}", wid(4)))),
+            (wid(5), Out::Signed(2)),
+            (wid(6), Out::Signed(3)),
+        ]
+    );
+    assert_eq!(*calls.lock().unwrap(), [vec![0, 1, 2, 3, 4, 5], vec![1, 2, 3]], "refusals are final; the signed rest is asked again once");
+    assert_eq!(s.next_nonce(hot(), CHAIN).await.unwrap(), Some(4));
+    for (n, nonce) in [(1, 0), (3, 1), (5, 2), (6, 3)] {
+        let a = &s.attempts_of(ids(&[n])).await.unwrap()[0];
+        assert_eq!((a.nonce, a.tx_hash), (nonce, fake_hash(&wid(n), nonce)), "withdrawal {n}");
+    }
+
+    submit(&s, &[7, 8, 9]).await;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let seen = calls.clone();
+    let down: SignFn = Box::new(move |items: &[(&Withdrawal, u64)]| {
+        *seen.lock().unwrap() += 1;
+        items.iter().map(|_| Err("KMS unavailable".to_owned())).collect()
+    });
+    let out = s.sign_first_attempts(hot(), CHAIN, ids(&[7, 8, 9]), down).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, SignOutcome::SignError { .. })), "{out:?}");
+    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(s.next_nonce(hot(), CHAIN).await.unwrap(), Some(4));
 }
 
 async fn signing_needs_an_initialised_wallet<S: Store>(s: S, _clock: &ManualClock) {
@@ -2107,6 +2157,7 @@ contract! {
         sign_first_attempts_take_contiguous_nonces_in_batch_order,
         sign_first_attempts_skip_what_is_not_received_without_a_nonce,
         a_refused_signature_takes_no_nonce,
+        a_batch_signer_refusing_some_leaves_no_gap,
         signing_needs_an_initialised_wallet,
         the_brake_stops_first_signatures_in_its_scope,
         latest_attempts_are_the_newest_per_withdrawal,

@@ -228,7 +228,7 @@ pub(super) fn resign_displaced(
                 out.push(SignOutcome::Skipped { id: id.clone(), status: wd.status });
                 continue;
             }
-            match sign(wd, next as u64) {
+            match crate::ports::sign_one(&mut sign, wd, next as u64) {
                 Ok(tx) => {
                     // Newer than every earlier attempt, so it is the one sent.
                     let row = AttemptRow::transfer(&tx, id.as_str(), &w, chain_id, next, now.max(a.created_at_ms + 1));

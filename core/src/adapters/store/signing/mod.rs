@@ -59,27 +59,74 @@ impl Batch {
 
     /// Signs, in the caller's order (submission order), every withdrawal still RECEIVED, at
     /// consecutive nonces from `start`. A withdrawal listed twice is signed once.
+    ///
+    /// The whole batch goes to the signer at once. A refused signature takes no nonce: what
+    /// was signed before the first refusal stands, every refusal is final for this batch
+    /// (the message is redelivered), and what was signed after one is signed again at the
+    /// nonces left free (those signatures are dropped unseen, never recorded or sent). So a
+    /// signer that is down costs one round, not one per withdrawal, and each round settles
+    /// at least one withdrawal.
     pub fn plan(&self, start: i64, loaded: &[Withdrawal], sign: &mut SignFn) -> Result<Plan, StoreError> {
-        let mut outcomes = Vec::with_capacity(self.batch.len());
-        let mut rows = Vec::new();
-        let mut next = start;
+        enum Slot<'a> {
+            Skip(&'a WithdrawalId, Status),
+            Sign(usize),
+        }
+        let mut slots = Vec::with_capacity(self.batch.len());
+        let mut candidates: Vec<&Withdrawal> = Vec::new();
         let mut taken: std::collections::HashSet<&WithdrawalId> = std::collections::HashSet::new();
         for id in &self.batch {
             let Some(w) = loaded.iter().find(|w| &w.id == id) else {
                 return Err(StoreError::Query(format!("withdrawal {id} does not exist")));
             };
-            if w.status != Status::Received || taken.contains(id) {
-                outcomes.push(SignOutcome::Skipped { id: id.clone(), status: w.status });
+            if w.status != Status::Received || !taken.insert(id) {
+                slots.push(Slot::Skip(id, w.status));
                 continue;
             }
-            match sign(w, next as u64) {
-                Ok(tx) => {
-                    taken.insert(id);
-                    rows.push(AttemptRow::transfer(&tx, id.as_str(), &self.wallet, self.chain_id, next, self.now));
-                    outcomes.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: next as u64 });
-                    next += 1;
+            slots.push(Slot::Sign(candidates.len()));
+            candidates.push(w);
+        }
+
+        let mut answers: Vec<Option<(i64, Result<crate::ports::SignedTx, String>)>> = (0..candidates.len()).map(|_| None).collect();
+        let mut next = start;
+        let mut todo: Vec<usize> = (0..candidates.len()).collect();
+        while !todo.is_empty() {
+            let asked: Vec<(&Withdrawal, u64)> = todo.iter().enumerate().map(|(k, &i)| (candidates[i], (next + k as i64) as u64)).collect();
+            let mut got = sign(&asked).into_iter();
+            let mut rest = Vec::new();
+            let mut refused = false;
+            for &i in &todo {
+                match got.next().unwrap_or_else(|| Err("the signer answered fewer transfers than asked".into())) {
+                    // Signed at a nonce that is still the next one: it stands.
+                    Ok(tx) if !refused => {
+                        answers[i] = Some((next, Ok(tx)));
+                        next += 1;
+                    }
+                    // Signed, but a refusal before it leaves its nonce one too high.
+                    Ok(_) => rest.push(i),
+                    Err(error) => {
+                        answers[i] = Some((next, Err(error)));
+                        refused = true;
+                    }
                 }
-                Err(error) => outcomes.push(SignOutcome::SignError { id: id.clone(), error }),
+            }
+            todo = rest;
+        }
+
+        let mut outcomes = Vec::with_capacity(self.batch.len());
+        let mut rows = Vec::new();
+        for slot in slots {
+            match slot {
+                Slot::Skip(id, status) => outcomes.push(SignOutcome::Skipped { id: id.clone(), status }),
+                Slot::Sign(i) => {
+                    let id = &candidates[i].id;
+                    match answers[i].take().expect("every candidate is answered") {
+                        (nonce, Ok(tx)) => {
+                            rows.push(AttemptRow::transfer(&tx, id.as_str(), &self.wallet, self.chain_id, nonce, self.now));
+                            outcomes.push(SignOutcome::Signed { id: id.clone(), hash: tx.hash, raw: tx.raw, nonce: nonce as u64 });
+                        }
+                        (_, Err(error)) => outcomes.push(SignOutcome::SignError { id: id.clone(), error }),
+                    }
+                }
             }
         }
         Ok(Plan { outcomes, rows, next })
