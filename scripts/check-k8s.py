@@ -607,7 +607,7 @@ for key in ["requests_url", "signed_url", "invalid_dlq_url", "tx_dlq_url"]:
     if m:
         queue_arns.add(f"arn:aws:sqs:{m.group(1)}:{m.group(2)}:{m.group(3)}")
 secret_ids = cfg.get("signer", {}).get("secrets_manager_ids", [])
-key_arn = re.compile(r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|KEY_ID)$")
+key_arn = re.compile(r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|KEY_ID|HOT_WALLET_KEY_ID)$")
 for policy_file in sorted((k8s / "iam").glob("*.json")):
     f = f"iam/{policy_file.name}"
     for st in json.loads(policy_file.read_text())["Statement"]:

@@ -89,7 +89,8 @@ async fn check_key(client: &Client, key: &KmsKey) -> Result<(Address, AwsSigner)
         })
     })?;
     // KMS answers both fields; the older `CustomerMasterKeySpec` alone is still served by
-    // some stand-ins.
+    // some stand-ins (moto), hence the deprecated read as a fallback.
+    #[allow(deprecated)]
     let spec = out.key_spec().map(|s| s.as_str()).or(out.customer_master_key_spec().map(|s| s.as_str())).unwrap_or("unknown");
     if spec != KeySpec::EccSecgP256K1.as_str() {
         return Err(KeyError::Load(format!("KMS key {id} is of spec {spec}; a hot wallet needs ECC_SECG_P256K1")));

@@ -97,7 +97,7 @@ fn kubernetes_manifests_pass_their_schemas_and_rules() {
 /// checker must say which. The cases run in parallel (each is a full checker run).
 #[test]
 fn kubernetes_manifest_check_catches_broken_promises() {
-    let cases: [(&str, &str, &str, &str); 38] = [
+    let cases: [(&str, &str, &str, &str); 39] = [
         ("deployments.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "restricted Pod Security"),
         ("deployments.yaml", "revisionHistoryLimit: 5", "revisionHistoryLimit: 5\n  replicaz: 2", "replicaz"),
         (
@@ -183,6 +183,7 @@ fn kubernetes_manifest_check_catches_broken_promises() {
         ),
         // 7: IAM.
         ("iam/signer.json", ":key/KEY_ID", ":key/withdraw-hot-wallets", "is not a key ARN"),
+        ("iam/signer.json", ":key/HOT_WALLET_KEY_ID\"], \"Condition\"", ":alias/hot-wallet-1\"], \"Condition\"", "is not a key ARN"),
         (
             "iam/trust/signer.json",
             "system:serviceaccount:withdraw:withdrawd-signer",

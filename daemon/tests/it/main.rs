@@ -4,6 +4,7 @@
 mod admin;
 mod chain;
 mod console;
+mod custody;
 mod deploy;
 mod harness;
 mod lanes;
