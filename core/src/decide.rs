@@ -268,7 +268,7 @@ pub fn fills_to_sign(gaps: &[u64], newest: &HashMap<u64, NonceFill>, network: Fe
     let mut stuck: Vec<&NonceFill> = newest.values().filter(|f| f.created_at_ms < stuck_before).collect();
     stuck.sort_by_key(|f| f.nonce);
     for f in stuck {
-        let old = Fees { max_fee_per_gas: f.max_fee_per_gas, max_priority_fee_per_gas: f.max_fee_per_gas };
+        let old = Fees { max_fee_per_gas: f.max_fee_per_gas, max_priority_fee_per_gas: f.max_fee_per_gas, legacy: network.legacy };
         if let Bump::To(fees) = bump(old, network, cap, FILL_BUMP_PERCENT) {
             out.push((f.nonce, fees));
         }
@@ -853,7 +853,7 @@ mod tests {
         }
 
         fn fees(max: u128, tip: u128) -> Fees {
-            Fees { max_fee_per_gas: max, max_priority_fee_per_gas: tip }
+            Fees::eip1559(max, tip)
         }
 
         #[test]

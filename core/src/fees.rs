@@ -25,12 +25,16 @@ pub fn bump(old: Fees, network: Fees, cap: u128, percent: u128) -> Bump {
     let min_tip = min_replacement(old.max_priority_fee_per_gas, percent);
     let tip = min_tip.max(network.max_priority_fee_per_gas);
     let max_fee = min_max.max(network.max_fee_per_gas).max(tip);
+    // A legacy transaction has one price: both fields move together.
+    let legacy = network.legacy;
     if max_fee <= cap {
-        return Bump::To(Fees { max_fee_per_gas: max_fee, max_priority_fee_per_gas: tip });
+        let tip = if legacy { max_fee } else { tip };
+        return Bump::To(Fees { max_fee_per_gas: max_fee, max_priority_fee_per_gas: tip, legacy });
     }
     // Capped: still a valid replacement if the cap clears both minimums.
     if cap >= min_max && cap >= min_tip {
-        return Bump::To(Fees { max_fee_per_gas: cap, max_priority_fee_per_gas: tip.min(cap) });
+        let tip = if legacy { cap } else { tip.min(cap) };
+        return Bump::To(Fees { max_fee_per_gas: cap, max_priority_fee_per_gas: tip, legacy });
     }
     Bump::AtCap
 }
@@ -40,7 +44,7 @@ mod tests {
     use super::*;
 
     fn f(max: u128, tip: u128) -> Fees {
-        Fees { max_fee_per_gas: max, max_priority_fee_per_gas: tip }
+        Fees::eip1559(max, tip)
     }
 
     fn check(old: Fees, network: Fees, cap: u128, expect: Bump) {

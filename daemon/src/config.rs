@@ -214,6 +214,64 @@ pub struct ChainConfig {
     /// Consecutive failures that take an endpoint out (its circuit opens).
     #[serde(default = "three_u32")]
     pub fail_threshold: u32,
+    /// When a mined transfer is final here: `"finalized"` (the chain's finalized block) or
+    /// `{ confirmations = N }`; unset, `tracker.confirmations`.
+    #[serde(default)]
+    pub finality: Option<FinalityConfig>,
+    /// How this chain's transactions are priced.
+    #[serde(default)]
+    pub fees: FeesConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FinalityConfig {
+    Tag(FinalityTag),
+    Depth { confirmations: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalityTag {
+    Finalized,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FeeModelConfig {
+    #[default]
+    Eip1559,
+    Legacy,
+}
+
+/// The fee oracle of one chain (`[chains.fees]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeesConfig {
+    /// `"eip1559"`, or `"legacy"` for a chain without EIP-1559 (gas price from `eth_gasPrice`).
+    pub model: FeeModelConfig,
+    /// Blocks of `eth_feeHistory` the priority fee is read from.
+    pub history_blocks: u64,
+    /// The reward percentile read in each of those blocks (0-100); the median over the
+    /// non-empty blocks is offered.
+    pub reward_percentile: u8,
+    /// Max fee = next block's base fee × this / 100 + priority fee.
+    pub base_fee_multiplier_percent: u64,
+    /// The least priority fee (or legacy gas price) offered, in wei.
+    pub floor_wei: u64,
+}
+
+impl Default for FeesConfig {
+    fn default() -> Self {
+        let p = withdraw_core::adapters::evm::FeePolicy::default();
+        FeesConfig {
+            model: FeeModelConfig::Eip1559,
+            history_blocks: p.history_blocks,
+            reward_percentile: p.reward_percentile,
+            base_fee_multiplier_percent: p.base_fee_multiplier_percent as u64,
+            floor_wei: p.floor_wei as u64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +327,30 @@ pub enum TierConfig {
 }
 
 impl ChainConfig {
+    /// This chain's finality; `default_confirmations` (`tracker.confirmations`) when unset.
+    pub fn finality(&self, default_confirmations: u64) -> withdraw_core::ports::Finality {
+        match self.finality {
+            Some(FinalityConfig::Tag(FinalityTag::Finalized)) => withdraw_core::ports::Finality::Finalized,
+            Some(FinalityConfig::Depth { confirmations }) => withdraw_core::ports::Finality::Confirmations(confirmations),
+            None => withdraw_core::ports::Finality::Confirmations(default_confirmations),
+        }
+    }
+
+    pub fn fee_policy(&self) -> withdraw_core::adapters::evm::FeePolicy {
+        use withdraw_core::adapters::evm::{FeeModel, FeePolicy};
+        let f = &self.fees;
+        FeePolicy {
+            model: match f.model {
+                FeeModelConfig::Eip1559 => FeeModel::Eip1559,
+                FeeModelConfig::Legacy => FeeModel::Legacy,
+            },
+            history_blocks: f.history_blocks,
+            reward_percentile: f.reward_percentile,
+            base_fee_multiplier_percent: f.base_fee_multiplier_percent as u128,
+            floor_wei: f.floor_wei as u128,
+        }
+    }
+
     /// The pool's endpoints: `endpoints`, or the single `rpc_url`, with URLs kept as
     /// secrets resolved.
     pub fn endpoint_specs(&self) -> Result<Vec<withdraw_core::adapters::pool::EndpointSpec>> {
@@ -543,6 +625,8 @@ impl Config {
                 max_lag_blocks: 5,
                 health_every_ms: 1000,
                 fail_threshold: 3,
+                finality: None,
+                fees: FeesConfig::default(),
             }],
             assets: vec![AssetConfig {
                 symbol: "ETH".into(),
@@ -693,6 +777,18 @@ impl Config {
             }
             if c.health_every_ms == 0 || c.fail_threshold == 0 {
                 bail!("chain {}: health_every_ms and fail_threshold must be at least 1", c.chain_id);
+            }
+        }
+        for c in &self.chains {
+            let f = &c.fees;
+            if f.reward_percentile > 100 || !(1..=1024).contains(&f.history_blocks) || f.base_fee_multiplier_percent < 100 {
+                bail!(
+                    "chains[{}].fees: reward_percentile must be 0-100, history_blocks 1-1024 and base_fee_multiplier_percent at least 100",
+                    c.chain_id
+                );
+            }
+            if c.finality == Some(FinalityConfig::Depth { confirmations: 0 }) {
+                bail!("chains[{}].finality: confirmations must be at least 1", c.chain_id);
             }
         }
         if self.tracker.confirmations == 0 {

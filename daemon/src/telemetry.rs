@@ -24,6 +24,11 @@ pub fn describe() {
     describe_counter!("withdraw_transitions_total", "Withdrawal status changes, by status reached.");
     describe_gauge!("withdraw_withdrawals", "Withdrawals by current status.");
     describe_counter!("withdraw_signed_total", "Transfers signed (first attempts).");
+    describe_gauge!("withdraw_fee_max_fee_per_gas_wei", "Max fee per gas (or legacy gas price) the fee oracle offers now, per chain, in wei.");
+    describe_gauge!("withdraw_fee_priority_fee_per_gas_wei", "Priority fee per gas the fee oracle offers now, per chain, in wei.");
+    describe_gauge!("withdraw_fee_base_fee_wei", "The next block's base fee per gas as the fee oracle read it, per chain, in wei.");
+    describe_counter!("withdraw_kms_signatures_total", "Signatures asked of AWS KMS, by outcome (signed, failed).");
+    describe_histogram!("withdraw_kms_batch_seconds", Unit::Seconds, "Time to sign one batch with AWS KMS.");
     describe_counter!("withdraw_sent_total", "Withdrawals whose transfer a node accepted.");
     describe_counter!("withdraw_completed_total", "Withdrawals completed (deep enough on the canonical chain).");
     describe_counter!("withdraw_signer_invalid_total", "Requests the signer refused (balance, limit), sent to the invalid DLQ.");

@@ -76,7 +76,9 @@ pub async fn ports(cfg: &Config, chains_required: bool) -> Result<Arc<Ports<Conf
         };
         let chain = EvmChain::connect_with(pool, c.endpoint_specs()?, c.max_fee_cap_wei as u128, chains_required)
             .await
-            .with_context(|| format!("connecting chain {}", c.chain_id))?;
+            .with_context(|| format!("connecting chain {}", c.chain_id))?
+            .with_fee_policy(c.fee_policy())
+            .with_finality(c.finality(cfg.tracker.confirmations));
         chains.insert(c.chain_id, chain);
     }
     let queue = match (cfg.queues.backend, &cfg.queues.sqs) {
@@ -341,7 +343,6 @@ impl Wiring<'_> {
             self.assets.clone(),
             stages::NonceKeeperConfig {
                 every: Duration::from_secs(cfg.signer.nonce_check_secs),
-                settle_depth: cfg.tracker.confirmations,
                 stuck_after: Duration::from_secs(cfg.signer.stuck_after_secs),
                 displaced_after: Duration::from_secs(cfg.signer.displaced_after_secs),
             },
@@ -468,7 +469,6 @@ impl Wiring<'_> {
 
 pub fn tracker_config(cfg: &Config) -> stages::TrackerConfig {
     stages::TrackerConfig {
-        confirmations: cfg.tracker.confirmations,
         poll: Duration::from_millis(cfg.tracker.poll_ms),
         blocks_per_batch: 100,
         reconcile_every: Duration::from_secs(cfg.tracker.reconcile_every_secs),

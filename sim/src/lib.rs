@@ -52,8 +52,13 @@ pub struct Config {
     /// absorb (depth below `confirmations`); deeper reorgs break the finality assumption
     /// the tracker and the nonce check rely on, and are an experiment of their own.
     pub max_reorg: u64,
-    /// The tracker's confirmations (and the nonce check's settle depth).
+    /// How deep a block must be to be final (the tracker finishes by it, the nonce check
+    /// settles by it).
     pub confirmations: u64,
+    /// The chain's finality is its `finalized` block (which the simulated node keeps
+    /// `confirmations - 1` behind its head) instead of a count of confirmations: the same
+    /// depth, reached through the other code path.
+    pub finalized: bool,
     /// Hot wallets (nonce lanes).
     pub wallets: usize,
     /// At this step, the chain pays a paid destination a second time: a check of the
@@ -63,7 +68,17 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { seed: 1, withdrawals: 200, steps: 1500, faults: true, max_reorg: 2, confirmations: 3, wallets: 1, double_pay_at: None }
+        Config {
+            seed: 1,
+            withdrawals: 200,
+            steps: 1500,
+            faults: true,
+            max_reorg: 2,
+            confirmations: 3,
+            finalized: false,
+            wallets: 1,
+            double_pay_at: None,
+        }
     }
 }
 
@@ -86,6 +101,9 @@ impl Config {
         }
         if self.confirmations != d.confirmations {
             cmd += &format!(" --confirmations {}", self.confirmations);
+        }
+        if self.finalized {
+            cmd += " --finalized";
         }
         if self.wallets != d.wallets {
             cmd += &format!(" --wallets {}", self.wallets);
@@ -375,7 +393,16 @@ impl Sim {
                 world: self.world.clone(),
                 clock: self.clock.clone(),
             },
-            chains: HashMap::from([(CHAIN_ID, SimChain { world: self.world.clone(), chain_id: CHAIN_ID, cap: FEE_CAP })]),
+            chains: HashMap::from([(
+                CHAIN_ID,
+                SimChain {
+                    world: self.world.clone(),
+                    chain_id: CHAIN_ID,
+                    cap: FEE_CAP,
+                    finality: if self.cfg.finalized { Finality::Finalized } else { Finality::Confirmations(self.cfg.confirmations) },
+                    finalized_lag: self.cfg.confirmations.saturating_sub(1),
+                },
+            )]),
             clock: clock.clone(),
         });
         self.books = Some(SqliteBalances::new(db, clock));
@@ -399,7 +426,6 @@ impl Sim {
             self.registry.clone(),
             NonceKeeperConfig {
                 every: Duration::from_secs(5),
-                settle_depth: self.cfg.confirmations,
                 stuck_after: Duration::from_secs(20),
                 displaced_after: Duration::from_secs(15),
             },
@@ -413,7 +439,6 @@ impl Sim {
             ports.clone(),
             self.registry.clone(),
             TrackerConfig {
-                confirmations: self.cfg.confirmations,
                 poll: Duration::from_millis(500),
                 blocks_per_batch: 50,
                 reconcile_every: Duration::from_secs(5),

@@ -29,6 +29,9 @@ struct Args {
     max_reorg: u64,
     #[arg(long, default_value_t = Config::default().confirmations)]
     confirmations: u64,
+    /// Finality by the chain's `finalized` block rather than a count of confirmations.
+    #[arg(long)]
+    finalized: bool,
     #[arg(long, default_value_t = Config::default().wallets)]
     wallets: usize,
     /// Keep going after a failing seed.
@@ -47,6 +50,7 @@ fn config(a: &Args, seed: u64) -> Config {
         faults: !a.no_faults,
         max_reorg: a.max_reorg,
         confirmations: a.confirmations,
+        finalized: a.finalized,
         wallets: a.wallets,
         double_pay_at: None,
     }

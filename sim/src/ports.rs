@@ -53,6 +53,9 @@ pub struct SimChain {
     pub world: Shared,
     pub chain_id: u64,
     pub cap: u128,
+    pub finality: Finality,
+    /// How far behind its head the node reports its `finalized` block.
+    pub finalized_lag: u64,
 }
 
 impl SimChain {
@@ -102,8 +105,17 @@ impl Chain for SimChain {
         self.cap
     }
 
+    fn finality(&self) -> Finality {
+        self.finality
+    }
+
     async fn head(&self) -> Result<u64, ChainError> {
         self.read(|c, v| Ok(c.view_head(v))).await
+    }
+
+    async fn finalized(&self) -> Result<u64, ChainError> {
+        let lag = self.finalized_lag;
+        self.read(move |c, v| Ok(c.view_head(v).saturating_sub(lag))).await
     }
 
     async fn fees(&self) -> Result<Fees, ChainError> {
@@ -111,7 +123,7 @@ impl Chain for SimChain {
         self.read(|c, _| {
             let tip = 1_500_000_000u128;
             let max = c.base_fee.saturating_mul(2).saturating_add(tip).min(cap);
-            Ok(Fees { max_fee_per_gas: max, max_priority_fee_per_gas: tip.min(max) })
+            Ok(Fees::eip1559(max, tip.min(max)))
         })
         .await
     }

@@ -5,7 +5,8 @@ use withdraw_sim::{Config, run};
 
 fn seeds(range: std::ops::RangeInclusive<u64>) {
     for seed in range {
-        let cfg = Config { seed, ..Config::default() };
+        // Even seeds count confirmations; odd ones read the chain's finalized block.
+        let cfg = Config { seed, finalized: seed % 2 == 1, ..Config::default() };
         let r = run(&cfg);
         assert!(
             !r.failed(),

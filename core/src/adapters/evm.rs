@@ -21,8 +21,68 @@ pub struct EvmChain {
     chain_id: u64,
     /// Upper bound on max_fee_per_gas we will ever sign, in wei.
     max_fee_cap: u128,
-    /// Priority fee used when the node cannot suggest one, in wei.
-    default_priority_fee: u128,
+    fee_policy: FeePolicy,
+    finality: Finality,
+}
+
+/// How a chain prices its transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeeModel {
+    /// EIP-1559: the priority fee from `eth_feeHistory`'s rewards, the max fee from the
+    /// next block's base fee.
+    Eip1559,
+    /// A chain without EIP-1559: legacy transactions at the node's `eth_gasPrice`.
+    Legacy,
+}
+
+/// The fee oracle's settings for one chain. Percentages and block counts, never floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeePolicy {
+    pub model: FeeModel,
+    /// Blocks of `eth_feeHistory` the priority fee is read from.
+    pub history_blocks: u64,
+    /// The reward percentile read in each block (0-100).
+    pub reward_percentile: u8,
+    /// Max fee = next base fee × this / 100 + priority fee: room for the base fee to rise
+    /// while the transaction waits (200 = it may double).
+    pub base_fee_multiplier_percent: u128,
+    /// The least priority fee (EIP-1559) or gas price (legacy) ever offered, in wei.
+    pub floor_wei: u128,
+}
+
+impl Default for FeePolicy {
+    fn default() -> Self {
+        FeePolicy {
+            model: FeeModel::Eip1559,
+            history_blocks: 20,
+            reward_percentile: 50,
+            base_fee_multiplier_percent: 200,
+            floor_wei: 1_000_000_000,
+        }
+    }
+}
+
+/// The median of the non-empty blocks' rewards at the percentile: one block with a
+/// bidding war, or a node that skews a few, moves it little. None when every block was
+/// empty (its reward says nothing about the market).
+fn median_reward(history: &Value) -> Result<Option<u128>, ChainError> {
+    let rewards = history["reward"].as_array().ok_or_else(|| ChainError::Malformed("feeHistory without rewards".into()))?;
+    let used = history["gasUsedRatio"].as_array().ok_or_else(|| ChainError::Malformed("feeHistory without gasUsedRatio".into()))?;
+    let mut tips = Vec::new();
+    for (r, u) in rewards.iter().zip(used) {
+        if u.as_f64().unwrap_or(0.0) > 0.0 {
+            tips.push(hex_u128(&r[0])?);
+        }
+    }
+    tips.sort_unstable();
+    Ok(tips.get(tips.len() / 2).copied())
+}
+
+/// The fees the oracle offers, from what the chain said: pure, table-tested.
+fn price(policy: &FeePolicy, cap: u128, next_base: u128, market_tip: Option<u128>) -> Fees {
+    let tip = market_tip.unwrap_or(0).max(policy.floor_wei).min(cap);
+    let max_fee = next_base.saturating_mul(policy.base_fee_multiplier_percent).div_ceil(100).saturating_add(tip).min(cap);
+    Fees::eip1559(max_fee, tip.min(max_fee))
 }
 
 fn hex_u64(v: &Value) -> Result<u64, ChainError> {
@@ -107,7 +167,37 @@ impl EvmChain {
     ) -> Result<EvmChain, ChainError> {
         let chain_id = cfg.chain_id;
         let rpc = RpcPool::start_with(cfg, endpoints, require_usable).await?;
-        Ok(EvmChain { rpc, chain_id, max_fee_cap, default_priority_fee: 1_000_000_000 })
+        Ok(EvmChain { rpc, chain_id, max_fee_cap, fee_policy: FeePolicy::default(), finality: Finality::Confirmations(1) })
+    }
+
+    pub fn with_fee_policy(self, fee_policy: FeePolicy) -> EvmChain {
+        EvmChain { fee_policy, ..self }
+    }
+
+    pub fn with_finality(self, finality: Finality) -> EvmChain {
+        EvmChain { finality, ..self }
+    }
+
+    async fn eip1559_fees(&self) -> Result<Fees, ChainError> {
+        let p = &self.fee_policy;
+        let history = self
+            .rpc
+            .call("eth_feeHistory", json!([format!("{:#x}", p.history_blocks.max(1)), "latest", [p.reward_percentile.min(100)]]))
+            .await?;
+        // baseFeePerGas holds one more entry than blocks: the next block's base fee.
+        let next_base = history["baseFeePerGas"]
+            .as_array()
+            .and_then(|b| b.last())
+            .ok_or_else(|| ChainError::Malformed("feeHistory without baseFeePerGas".into()))
+            .and_then(hex_u128)?;
+        let tip = median_reward(&history)?;
+        metrics::gauge!("withdraw_fee_base_fee_wei", "chain_id" => self.chain_id.to_string()).set(next_base as f64);
+        Ok(price(p, self.max_fee_cap, next_base, tip))
+    }
+
+    async fn legacy_fees(&self) -> Result<Fees, ChainError> {
+        let suggested = hex_u128(&self.rpc.call("eth_gasPrice", json!([])).await?)?;
+        Ok(Fees::legacy(suggested.max(self.fee_policy.floor_wei).min(self.max_fee_cap)))
     }
 
     /// Asks a node which chain it serves, before any config decision is made.
@@ -138,26 +228,34 @@ impl Chain for EvmChain {
         self.rpc.health()
     }
 
+    fn finality(&self) -> Finality {
+        self.finality
+    }
+
     async fn head(&self) -> Result<u64, ChainError> {
         hex_u64(&self.rpc.call("eth_blockNumber", json!([])).await?)
     }
 
+    async fn finalized(&self) -> Result<u64, ChainError> {
+        let block = self.rpc.call("eth_getBlockByNumber", json!(["finalized", false])).await?;
+        if block.is_null() {
+            return Err(ChainError::Malformed(
+                "the node has no finalized block (is finality = \"finalized\" right for this chain?)".into(),
+            ));
+        }
+        hex_u64(&block["number"])
+    }
+
+    /// The market's fees now: never a cached estimate, so a spike prices the next batch.
     async fn fees(&self) -> Result<Fees, ChainError> {
-        let answers = self
-            .rpc
-            .batch(vec![("eth_getBlockByNumber".into(), json!(["latest", false])), ("eth_maxPriorityFeePerGas".into(), json!([]))])
-            .await?;
-        let mut it = answers.into_iter();
-        let block = it.next().unwrap_or_else(|| Err(ChainError::Malformed("no block".into())))?;
-        let base = hex_u128(&block["baseFeePerGas"]).unwrap_or(0);
-        let tip = match it.next() {
-            Some(Ok(v)) => hex_u128(&v).unwrap_or(self.default_priority_fee),
-            _ => self.default_priority_fee,
+        let fees = match self.fee_policy.model {
+            FeeModel::Eip1559 => self.eip1559_fees().await?,
+            FeeModel::Legacy => self.legacy_fees().await?,
         };
-        // Room for the base fee to double over a few blocks, as wallets commonly do; the
-        // cap bounds what a fee spike can cost us.
-        let max_fee = base.saturating_mul(2).saturating_add(tip).min(self.max_fee_cap);
-        Ok(Fees { max_fee_per_gas: max_fee, max_priority_fee_per_gas: tip.min(max_fee) })
+        let chain = self.chain_id.to_string();
+        metrics::gauge!("withdraw_fee_max_fee_per_gas_wei", "chain_id" => chain.clone()).set(fees.max_fee_per_gas as f64);
+        metrics::gauge!("withdraw_fee_priority_fee_per_gas_wei", "chain_id" => chain).set(fees.max_priority_fee_per_gas as f64);
+        Ok(fees)
     }
 
     async fn send_raw(&self, raws: Vec<Bytes>) -> Result<Vec<SendResult>, ChainError> {
@@ -337,12 +435,12 @@ impl Keys for LocalKeys {
 
 /// The digest a key signs for `t`.
 pub(crate) fn signature_hash(t: &UnsignedTransfer) -> B256 {
-    crate::tx::eip1559(t).signature_hash()
+    crate::tx::typed(t).signature_hash()
 }
 
 /// `t` with its signature, as recorded and broadcast.
 pub(crate) fn signed(t: &UnsignedTransfer, sig: alloy::primitives::Signature) -> SignedTx {
-    let env = TxEnvelope::from(crate::tx::eip1559(t).into_signed(sig));
+    let env = TxEnvelope::from(crate::tx::typed(t).into_signed(sig));
     SignedTx {
         hash: *env.tx_hash(),
         raw: Bytes::from(env.encoded_2718()),
@@ -355,6 +453,36 @@ pub(crate) fn signed(t: &UnsignedTransfer, sig: alloy::primitives::Signature) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oracle_prices_from_the_market_within_floor_and_cap() {
+        let p = FeePolicy { floor_wei: 100, ..FeePolicy::default() };
+        let check = |cap: u128, base: u128, tip: Option<u128>, want: (u128, u128)| {
+            let f = price(&p, cap, base, tip);
+            assert_eq!((f.max_fee_per_gas, f.max_priority_fee_per_gas), want, "cap {cap} base {base} tip {tip:?}");
+            assert!(!f.legacy);
+        };
+        check(1_000_000, 1_000, Some(500), (2_500, 500));
+        // Empty blocks say nothing: the floor.
+        check(1_000_000, 1_000, None, (2_100, 100));
+        check(1_000_000, 1_000, Some(7), (2_100, 100));
+        // The cap bounds both fields; the tip never exceeds the max fee.
+        check(1_500, 1_000, Some(500), (1_500, 500));
+        check(50, 1_000, Some(500), (50, 50));
+        // A spike: the next base fee rules.
+        check(u128::MAX, 90_000, Some(500), (180_500, 500));
+        let half = FeePolicy { base_fee_multiplier_percent: 125, ..p };
+        assert_eq!(price(&half, u128::MAX, 1_001, Some(0)).max_fee_per_gas, 1_252 + 100, "rounded up");
+    }
+
+    #[test]
+    fn the_median_reward_ignores_empty_blocks() {
+        let h = json!({"reward": [["0x1"], ["0x64"], ["0x0"], ["0x5"], ["0x3e8"]], "gasUsedRatio": [0.5, 0.2, 0.0, 0.9, 0.1]});
+        assert_eq!(median_reward(&h).unwrap(), Some(0x64));
+        let empty = json!({"reward": [["0x0"], ["0x0"]], "gasUsedRatio": [0.0, 0.0]});
+        assert_eq!(median_reward(&empty).unwrap(), None);
+        assert!(median_reward(&json!({"gasUsedRatio": []})).is_err());
+    }
 
     #[test]
     fn the_best_broadcast_answer_wins() {

@@ -5,10 +5,35 @@
 use alloy::primitives::{Address, B256, Bytes, U256};
 use std::future::Future;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a transaction offers for gas, in wei per unit. An EIP-1559 transaction offers a
+/// max fee and a priority fee; a legacy one (a chain without EIP-1559, configured so) pays
+/// `max_fee_per_gas` as its gas price and carries the same value as its priority fee, so
+/// the replacement rule (+10% on both fields) and the cap read it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fees {
     pub max_fee_per_gas: u128,
     pub max_priority_fee_per_gas: u128,
+    /// Signed as a legacy (type 0, EIP-155) transaction with gas price `max_fee_per_gas`.
+    pub legacy: bool,
+}
+
+impl Fees {
+    pub fn eip1559(max_fee_per_gas: u128, max_priority_fee_per_gas: u128) -> Fees {
+        Fees { max_fee_per_gas, max_priority_fee_per_gas, legacy: false }
+    }
+
+    pub fn legacy(gas_price: u128) -> Fees {
+        Fees { max_fee_per_gas: gas_price, max_priority_fee_per_gas: gas_price, legacy: true }
+    }
+}
+
+/// When a mined transaction counts as final on a chain: a number of blocks (1 = mined), or
+/// the chain's own `finalized` block, which is what proof-of-stake Ethereum and the rollups
+/// promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finality {
+    Confirmations(u64),
+    Finalized,
 }
 
 #[derive(Debug, Clone)]
@@ -233,7 +258,11 @@ pub trait Chain: Send + Sync + 'static {
     fn endpoints(&self) -> Vec<EndpointHealth>;
     /// The highest max_fee_per_gas we may ever sign on this chain, in wei.
     fn max_fee_cap(&self) -> u128;
+    /// When this chain's transactions count as final.
+    fn finality(&self) -> Finality;
     fn head(&self) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// The number of the block the node calls `finalized`.
+    fn finalized(&self) -> impl Future<Output = Result<u64, ChainError>> + Send;
     fn fees(&self) -> impl Future<Output = Result<Fees, ChainError>> + Send;
     /// Broadcasts raw transactions in one batch, in the given order.
     fn send_raw(&self, raws: Vec<Bytes>) -> impl Future<Output = Result<Vec<SendResult>, ChainError>> + Send;

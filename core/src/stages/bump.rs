@@ -67,7 +67,11 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
             let mut replacements = Vec::new();
             let mut rebroadcast = Vec::new();
             for (w, old) in &cancels {
-                let old_fees = Fees { max_fee_per_gas: old.max_fee_per_gas, max_priority_fee_per_gas: old.max_priority_fee_per_gas };
+                let old_fees = Fees {
+                    max_fee_per_gas: old.max_fee_per_gas,
+                    max_priority_fee_per_gas: old.max_priority_fee_per_gas,
+                    legacy: network.legacy,
+                };
                 let fees = match bump(old_fees, network, chain.max_fee_cap(), self.cfg.percent) {
                     Bump::To(f) => f,
                     Bump::AtCap => {
@@ -83,6 +87,7 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
                         let market = Fees {
                             max_fee_per_gas: network.max_fee_per_gas.min(cap),
                             max_priority_fee_per_gas: network.max_priority_fee_per_gas.min(network.max_fee_per_gas).min(cap),
+                            legacy: network.legacy,
                         };
                         tracing::error!(withdrawal.id = %w.id, nonce = old.nonce, cap, max_fee_per_gas = market.max_fee_per_gas, "a cancel cannot outbid the transfer under the fee cap; cancelling at the market's fees, for a pool that no longer holds the transfer; the transfer may still be mined");
                         market
@@ -99,7 +104,11 @@ impl<T: PortTypes, K: Keys> Bumper<T, K> {
             let n_cancels = replacements.len();
             // A stuck transfer with a cancel requested gets the cancel, not a fee bump.
             for (w, old) in stuck.iter().filter(|(w, _)| !cancels.iter().any(|(c, _)| c.id == w.id)) {
-                let old_fees = Fees { max_fee_per_gas: old.max_fee_per_gas, max_priority_fee_per_gas: old.max_priority_fee_per_gas };
+                let old_fees = Fees {
+                    max_fee_per_gas: old.max_fee_per_gas,
+                    max_priority_fee_per_gas: old.max_priority_fee_per_gas,
+                    legacy: network.legacy,
+                };
                 let fees = match bump(old_fees, network, chain.max_fee_cap(), self.cfg.percent) {
                     Bump::To(f) => f,
                     Bump::AtCap => {

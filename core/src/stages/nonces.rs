@@ -5,7 +5,7 @@
 //! - **Nonces used behind our back** (the key used elsewhere, a restored database): the
 //!   store's next nonce is raised past them, and a transfer whose nonce was taken by a
 //!   transaction that is not one of its attempts is re-signed at a new nonce. That is safe
-//!   only once the foreign transaction is `settle_depth` blocks deep and none of the
+//!   only once the foreign transaction is final (the chain's finality, as the tracker uses it) and none of the
 //!   withdrawal's own attempts has a receipt: a nonce mined once cannot be mined again, so
 //!   the old attempts can never pay.
 //! - **Gaps**: a nonce below the next one that the node does not hold and no open
@@ -32,9 +32,6 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct NonceKeeperConfig {
     pub every: Duration,
-    /// How deep a foreign use of our nonce must be before displaced transfers are re-signed
-    /// (the tracker's confirmations: the same trust in the chain's finality).
-    pub settle_depth: u64,
     /// A fill not mined after this long is re-signed with higher fees.
     pub stuck_after: Duration,
     /// How old a transfer's newest attempt must be before a nonce passed by the chain
@@ -46,12 +43,7 @@ pub struct NonceKeeperConfig {
 
 impl Default for NonceKeeperConfig {
     fn default() -> Self {
-        Self {
-            every: Duration::from_secs(15),
-            settle_depth: 1,
-            stuck_after: Duration::from_secs(60),
-            displaced_after: Duration::from_secs(30),
-        }
+        Self { every: Duration::from_secs(15), stuck_after: Duration::from_secs(60), displaced_after: Duration::from_secs(30) }
     }
 }
 
@@ -202,8 +194,14 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
             break (next, owners, head, latest, pending);
         };
 
-        let settled_block = head.saturating_sub(self.cfg.settle_depth.max(1) - 1);
-        let settled = if self.cfg.settle_depth <= 1 { latest } else { chain.nonce_at(wallet, settled_block).await? };
+        // A foreign use of our nonce counts (and displaced transfers are re-signed) only once
+        // it is final by the chain's finality, the tracker's notion of settled.
+        let settled_block = super::final_block(chain, head).await?.unwrap_or(0);
+        let settled = if matches!(chain.finality(), Finality::Confirmations(n) if n <= 1) {
+            latest
+        } else {
+            chain.nonce_at(wallet, settled_block).await?
+        };
         // After a re-sign the lane changed under this read: gaps are looked for on the next
         // check, from a fresh read, never from owners that no longer hold.
         let resigned = self.resign_displaced(chain_id, chain, wallet, &owners, settled, settled_block).await? > 0;
@@ -381,7 +379,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
     }
 
     /// A gap whose nonce belongs to a COMPLETED withdrawal is a transfer the chain forgot: a
-    /// reorg deeper than the confirmations took its block and no node kept it. Filling it
+    /// reorg past the chain's finality took its block and no node kept it. Filling it
     /// with a 0-value transfer would leave the user unpaid while the record says COMPLETED,
     /// so the transaction recorded as mined is broadcast again instead: the same signed
     /// bytes, which can be mined at most once. Only when no such transaction exists, or one
@@ -418,7 +416,7 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
                     withdrawal.id = %a.attempt.withdrawal_id,
                     status = %a.status,
                     result = ?r,
-                    "a finished withdrawal's transaction is no longer on chain (reorg deeper than the confirmations); broadcasting it again"
+                    "a finished withdrawal's transaction is no longer on chain (reorg past the chain's finality); broadcasting it again"
                 );
                 metrics::counter!("withdraw_nonce_restored_total", "chain_id" => chain_id.to_string()).increment(1);
             }

@@ -1,6 +1,6 @@
 //! The tracker: follows each chain block by block, records where our transactions were
-//! mined, and finishes withdrawals once their block is `confirmations` deep and still
-//! canonical. Its reconciler re-enqueues work whose queue message was lost, looks up
+//! mined, and finishes withdrawals once their block is final (the chain's `finality`: N
+//! confirmations deep, or at or below its `finalized` block) and still canonical. Its reconciler re-enqueues work whose queue message was lost, looks up
 //! receipts of transactions the block scan missed, and marks redriven (poison) messages.
 
 use super::{Decision, PortTypes, Ports, StageError, apply};
@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
-    pub confirmations: u64,
     pub poll: Duration,
     /// Blocks read per JSON-RPC batch.
     pub blocks_per_batch: u64,
@@ -29,7 +28,6 @@ pub struct TrackerConfig {
 impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
-            confirmations: 1,
             poll: Duration::from_millis(200),
             blocks_per_batch: 100,
             reconcile_every: Duration::from_secs(5),
@@ -58,13 +56,7 @@ impl<T: PortTypes> Tracker<T> {
         metrics::gauge!("withdraw_tracker_lease_held").set(0.0);
         metrics::counter!("withdraw_tracker_lease_lost_total").absolute(0);
         let holder = format!("tracker-{}-{}", std::process::id(), uuid::Uuid::now_v7());
-        Self {
-            ports,
-            assets,
-            holder,
-            lease: std::sync::Mutex::new((None, false)),
-            cfg: TrackerConfig { confirmations: cfg.confirmations.max(1), ..cfg },
-        }
+        Self { ports, assets, holder, lease: std::sync::Mutex::new((None, false)), cfg }
     }
 
     /// One tracker at a time (the Deployment, a `--once` CronJob, a rolling update's surge):
@@ -250,10 +242,10 @@ impl<T: PortTypes> Tracker<T> {
         }
     }
 
-    /// Finishes withdrawals mined at least `confirmations` deep, after checking that their
-    /// block is still the canonical one at that height.
+    /// Finishes withdrawals mined in a final block (see [`super::final_block`]), after
+    /// checking that their block is still the canonical one at that height.
     async fn finish(&self, chain_id: u64, chain: &T::Chain, head: u64) -> Result<(), StageError> {
-        let Some(max_block) = (head + 1).checked_sub(self.cfg.confirmations) else { return Ok(()) };
+        let Some(max_block) = super::final_block(chain, head).await? else { return Ok(()) };
         let included = self.ports.store.included_up_to(chain_id, max_block).await?;
         if included.is_empty() {
             return Ok(());

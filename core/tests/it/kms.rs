@@ -30,7 +30,7 @@ fn key(id: &str) -> KmsKey {
 }
 
 fn transfer(wallet: Address, nonce: u64) -> UnsignedTransfer {
-    let fees = Fees { max_fee_per_gas: 2_000_000_000, max_priority_fee_per_gas: 1_000_000_000 };
+    let fees = Fees::eip1559(2_000_000_000, 1_000_000_000);
     UnsignedTransfer { value: U256::from(nonce + 1), ..UnsignedTransfer::self_transfer(31337, wallet, nonce, fees) }
 }
 

@@ -39,8 +39,14 @@ impl Chain for HookChain {
     fn max_fee_cap(&self) -> u128 {
         self.inner.max_fee_cap()
     }
+    fn finality(&self) -> Finality {
+        self.inner.finality()
+    }
     async fn head(&self) -> Result<u64, ChainError> {
         self.inner.head().await
+    }
+    async fn finalized(&self) -> Result<u64, ChainError> {
+        self.inner.finalized().await
     }
     async fn fees(&self) -> Result<Fees, ChainError> {
         self.inner.fees().await

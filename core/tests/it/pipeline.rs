@@ -396,9 +396,9 @@ async fn discarded_at_the_cap() -> CapRig {
         ports.clone(),
         keys,
         assets.clone(),
-        NonceKeeperConfig { settle_depth: 1, displaced_after: Duration::ZERO, ..NonceKeeperConfig::default() },
+        NonceKeeperConfig { displaced_after: Duration::ZERO, ..NonceKeeperConfig::default() },
     );
-    let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig { confirmations: 1, ..TrackerConfig::default() });
+    let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig::default());
     ports.balances.credit("cap-1", "u1", "ETH", Amount::parse_positive("1", 18).unwrap()).await.unwrap();
 
     let id = submit_one(&ports, &assets, "k-cap", "0.4").await;

@@ -20,7 +20,7 @@ async fn client(moto: &Moto) -> aws_sdk_secretsmanager::Client {
 
 /// Signs a self-transfer with `wallet` and returns who the chain would see as its sender.
 fn signer_of(keys: &SecretsManagerKeys, wallet: Address) -> Address {
-    let fees = Fees { max_fee_per_gas: 2_000_000_000, max_priority_fee_per_gas: 1_000_000_000 };
+    let fees = Fees::eip1559(2_000_000_000, 1_000_000_000);
     let signed = keys.sign(wallet, &UnsignedTransfer::self_transfer(31337, wallet, 0, fees)).expect("sign");
     let env = TxEnvelope::decode_2718(&mut signed.raw.as_ref()).unwrap();
     let tx = env.as_eip1559().expect("an EIP-1559 transfer");

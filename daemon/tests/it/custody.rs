@@ -119,3 +119,128 @@ async fn a_wrong_kms_key_stops_the_start_with_one_line() {
         assert!(last.contains(key_id) && last.contains(expect), "{name}: {err}");
     }
 }
+
+fn fee(attempt: &serde_json::Value, field: &str) -> u128 {
+    attempt[field].as_str().unwrap().parse().unwrap()
+}
+
+/// The fee oracle reads the market on every batch: after the base fee jumps, the next
+/// transfer offers at least twice the new base fee, and is mined.
+#[tokio::test]
+async fn a_fee_spike_prices_the_next_transfers_from_the_market() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&anvil, dir.path(), &fast_env(), &[]).await;
+    d.credit("fee", "10").await;
+    let (_, v) = d.submit("fee-calm", &body("fee", &dest(0xfe, 0), "0.01")).await;
+    let calm = d.wait_settled(&[v["id"].as_str().unwrap().to_owned()], Duration::from_secs(60)).await.remove(0);
+    assert_eq!(calm["status"], "COMPLETED", "{calm}");
+    let calm_max = fee(&calm["attempts"][0], "max_fee_per_gas");
+    assert!(calm_max < 10_000_000_000, "a calm chain is priced low: {calm_max}");
+
+    let spike: u128 = 100_000_000_000;
+    anvil.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{spike:#x}")])).await;
+    let (_, v) = d.submit("fee-spike", &body("fee", &dest(0xfe, 1), "0.01")).await;
+    let spiked = d.wait_settled(&[v["id"].as_str().unwrap().to_owned()], Duration::from_secs(60)).await.remove(0);
+    assert_eq!(spiked["status"], "COMPLETED", "{spiked}");
+    let a = &spiked["attempts"][0];
+    assert_eq!(spiked["attempts"].as_array().unwrap().len(), 1, "priced right the first time, no bump needed");
+    assert!(fee(a, "max_fee_per_gas") >= 2 * spike + 1_000_000_000, "max fee from the new base fee: {a}");
+    assert_eq!(fee(a, "max_priority_fee_per_gas"), 1_000_000_000, "the floor, on blocks with no market");
+    assert_eq!(anvil.balance(&dest(0xfe, 1)).await, wei("0.01"));
+    let metrics = reqwest::get(format!("{}/metrics", d.health)).await.unwrap().text().await.unwrap();
+    let gauge = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("withdraw_fee_max_fee_per_gas_wei{chain_id=\"31337\"} "))
+        .unwrap_or_else(|| panic!("no fee gauge in\n{metrics}"));
+    assert!(gauge.parse::<f64>().unwrap() >= 2.0 * spike as f64, "the gauge shows the chosen max fee: {gauge}");
+}
+
+/// A chain configured without EIP-1559 gets legacy transactions (type 0, EIP-155) at the
+/// node's gas price, and they pay.
+#[tokio::test]
+async fn a_legacy_chain_is_paid_with_legacy_transactions() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        r#"[[chains]]
+chain_id = 31337
+rpc_url = "http://127.0.0.1:8545"
+max_fee_cap_wei = 500000000000
+rpc_timeout_ms = 3000
+fees = { model = "legacy" }
+"#,
+    );
+    let d = Daemon::start(&anvil, &dir.path().join("d"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    d.credit("legacy", "10").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (s, v) = d.submit(&format!("legacy-{i}"), &body("legacy", &dest(0x1e, i), "0.02")).await;
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let done = d.wait_settled(&ids, Duration::from_secs(60)).await;
+    for (i, w) in done.iter().enumerate() {
+        assert_eq!(w["status"], "COMPLETED", "{w}");
+        let a = &w["attempts"][0];
+        let tx = anvil.rpc("eth_getTransactionByHash", json!([a["tx_hash"]])).await;
+        assert_eq!(tx["type"], "0x0", "a legacy transaction: {tx}");
+        assert_eq!(tx["chainId"], "0x7a69", "replay-protected (EIP-155): {tx}");
+        assert_eq!(u128::from_str_radix(tx["gasPrice"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap(), fee(a, "max_fee_per_gas"));
+        assert_eq!(anvil.balance(&dest(0x1e, i)).await, wei("0.02"));
+    }
+}
+
+/// With finality "finalized", a mined transfer stays SENT until the chain finalizes its
+/// block (anvil keeps it 64 blocks behind its head); a reorg above the finalized block
+/// unmines it, and it is mined again and paid once.
+#[tokio::test]
+async fn finalized_finality_waits_for_the_finalized_block_and_survives_a_reorg_above_it() {
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        r#"[[chains]]
+chain_id = 31337
+rpc_url = "http://127.0.0.1:8545"
+max_fee_cap_wei = 500000000000
+rpc_timeout_ms = 3000
+finality = "finalized"
+"#,
+    );
+    let d = Daemon::start(&anvil, &dir.path().join("d"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
+    d.credit("fin", "10").await;
+    let (_, v) = d.submit("fin-0", &body("fin", &dest(0xf1, 0), "0.3")).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let mined = crate::chain::wait_all(&d, std::slice::from_ref(&id), "inclusion", |w| !w["inclusion"].is_null()).await.remove(0);
+    let first_block = mined["inclusion"]["block_hash"].as_str().unwrap().to_owned();
+    // Twenty blocks on top is far from final here.
+    anvil.rpc("anvil_mine", json!(["0x14"])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(d.get(&id).await["status"], "SENT", "mined 21 deep, but not finalized");
+
+    // A reorg above the finalized block takes the transfer's block away (and all above it).
+    let head = anvil.rpc("eth_blockNumber", json!([])).await;
+    let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let depth = head + 1 - mined["inclusion"]["block_number"].as_u64().unwrap();
+    assert!(depth > 20 && depth < 64, "above the finalized block: {depth}");
+    anvil.rpc("anvil_reorg", json!([depth, []])).await;
+    assert!(anvil.balance(&dest(0xf1, 0)).await.is_zero(), "unpaid after the reorg");
+    let again = crate::chain::wait_all(&d, std::slice::from_ref(&id), "re-inclusion", |w| {
+        w["inclusion"]["block_hash"].as_str().is_some_and(|h| h != first_block)
+    })
+    .await
+    .remove(0);
+    assert_eq!(again["status"], "SENT", "{again}");
+
+    // Past the finalized block: COMPLETED, paid once.
+    anvil.rpc("anvil_mine", json!(["0x50"])).await;
+    let w = d.wait_settled(std::slice::from_ref(&id), Duration::from_secs(60)).await.remove(0);
+    assert_eq!(w["status"], "COMPLETED", "{w}");
+    let finalized = anvil.rpc("eth_getBlockByNumber", json!(["finalized", false])).await;
+    let fin_n = u64::from_str_radix(finalized["number"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(w["inclusion"]["block_number"].as_u64().unwrap() <= fin_n, "completed only at or below the finalized block: {w}");
+    assert_eq!(anvil.balance(&dest(0xf1, 0)).await, wei("0.3"), "paid exactly once");
+    assert_eq!(anvil.nonce(withdraw_core::testing::DEV_ADDRESS).await, 1);
+}
