@@ -33,6 +33,34 @@ start_anvil() {
   exit 1
 }
 
+# Starts `withdrawd [global args] dev` on anvil with its data in $work/$data_name (default
+# "data"); sets wd (its pid) and intake, admin and health (its addresses).
+#   start_withdrawd [withdrawd global args...]
+start_withdrawd() {
+  local data="$work/${data_name:-data}"
+  WITHDRAW_LOG=${WITHDRAW_LOG:-warn} ./target/release/withdrawd --log-format json "$@" dev --rpc-url "$anvil_url" \
+    --data-dir "$data" --intake-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 >"$work/withdrawd.log" 2>&1 &
+  wd=$!
+  pids+=("$wd")
+  for _ in $(seq 1 100); do [ -s "$data/endpoints.json" ] && break; sleep 0.1; done
+  [ -s "$data/endpoints.json" ] || { cat "$work/withdrawd.log" >&2; exit 1; }
+  intake=$(sed -nE 's/.*"intake": "([^"]+)".*/\1/p' "$data/endpoints.json")
+  admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$data/endpoints.json")
+  health=$(sed -nE 's/.*"health": "([^"]+)".*/\1/p' "$data/endpoints.json")
+}
+
+# The bench against the withdrawd start_withdrawd started, then the stage breakdown and
+# withdrawd's peak RSS; stops that withdrawd.
+#   bench_started [bench args...]
+bench_started() {
+  ./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@"
+  # Where the time went, from withdrawd's own histograms.
+  curl -s "http://$health/metrics" | python3 "$root/scripts/bench-breakdown.py"
+  echo "peak RSS of withdrawd: $(grep VmHWM /proc/"$wd"/status | awk '{print $2, $3}')"
+  kill "$wd" 2>/dev/null || true
+  wait "$wd" 2>/dev/null || true
+}
+
 # Runs `withdrawd [global args] dev` on anvil, then the bench with the remaining arguments
 # after `--`, the stage breakdown, and withdrawd's peak RSS.
 #   run_bench [withdrawd global args...] -- [bench args...]
@@ -40,18 +68,6 @@ run_bench() {
   local global=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do global+=("$1"); shift; done
   [ $# -gt 0 ] && shift
-  WITHDRAW_LOG=${WITHDRAW_LOG:-warn} ./target/release/withdrawd --log-format json "${global[@]}" dev --rpc-url "$anvil_url" \
-    --data-dir "$work/data" --intake-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 >"$work/withdrawd.log" 2>&1 &
-  local wd=$!
-  pids+=("$wd")
-  for _ in $(seq 1 100); do [ -s "$work/data/endpoints.json" ] && break; sleep 0.1; done
-  [ -s "$work/data/endpoints.json" ] || { cat "$work/withdrawd.log" >&2; exit 1; }
-  local intake admin health
-  intake=$(sed -nE 's/.*"intake": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
-  admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
-  health=$(sed -nE 's/.*"health": "([^"]+)".*/\1/p' "$work/data/endpoints.json")
-  ./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@"
-  # Where the time went, from withdrawd's own histograms.
-  curl -s "http://$health/metrics" | python3 "$root/scripts/bench-breakdown.py"
-  echo "peak RSS of withdrawd: $(grep VmHWM /proc/"$wd"/status | awk '{print $2, $3}')"
+  start_withdrawd "${global[@]}"
+  bench_started "$@"
 }

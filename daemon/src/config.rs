@@ -490,7 +490,7 @@ pub struct SignerConfig {
     /// KMS signing requests in flight at once, per batch.
     #[serde(default = "thirty_two")]
     pub kms_concurrency: usize,
-    /// Longest one KMS signature may take, the SDK's retries included.
+    /// Longest one batch of KMS signatures may take, the SDK's retries included.
     #[serde(default = "five_thousand")]
     pub kms_timeout_ms: u64,
     /// Dev only: sign with anvil's dev accounts.
@@ -787,6 +787,9 @@ impl Config {
                     c.chain_id
                 );
             }
+            if f.floor_wei > c.max_fee_cap_wei {
+                bail!("chains[{}].fees.floor_wei is above max_fee_cap_wei: nothing could be signed", c.chain_id);
+            }
             if c.finality == Some(FinalityConfig::Depth { confirmations: 0 }) {
                 bail!("chains[{}].finality: confirmations must be at least 1", c.chain_id);
             }
@@ -1022,6 +1025,40 @@ mod tests {
         let cfg = cfg.without_dev_defaults_off_dev_chains();
         assert!(matches!(key_material(&cfg.signer).unwrap(), KeyMaterial::SecretsManager { ref ids, .. } if ids.len() == 2));
         assert!(cfg.admin.tokens.iter().all(|t| t.token.dev_default.is_none()));
+        assert_eq!(cfg.chains[0].finality(1), withdraw_core::ports::Finality::Finalized);
+        assert_eq!(cfg.chains[0].fee_policy().floor_wei, 100_000_000);
+    }
+
+    #[test]
+    fn finality_and_fees_per_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |chain: &str| {
+            let f = dir.path().join("c.toml");
+            std::fs::write(
+                &f,
+                format!("[[chains]]\nchain_id = 31337\nrpc_url = \"http://127.0.0.1:8545\"\nmax_fee_cap_wei = 1000000000000\nrpc_timeout_ms = 1000\n{chain}\n"),
+            )
+            .unwrap();
+            Config::load(Some(&f))
+        };
+        use withdraw_core::adapters::evm::FeeModel;
+        use withdraw_core::ports::Finality;
+        assert_eq!(load("").unwrap().chains[0].finality(4), Finality::Confirmations(4), "unset: tracker.confirmations");
+        assert_eq!(load("finality = \"finalized\"").unwrap().chains[0].finality(4), Finality::Finalized);
+        assert_eq!(load("finality = { confirmations = 12 }").unwrap().chains[0].finality(4), Finality::Confirmations(12));
+        let legacy = load("fees = { model = \"legacy\", floor_wei = 7 }").unwrap();
+        assert_eq!((legacy.chains[0].fee_policy().model, legacy.chains[0].fee_policy().floor_wei), (FeeModel::Legacy, 7));
+        for (bad, says) in [
+            ("finality = \"latest\"", "invalid configuration"),
+            ("finality = { confirmations = 0 }", "at least 1"),
+            ("fees = { reward_percentile = 101 }", "reward_percentile must be 0-100"),
+            ("fees = { base_fee_multiplier_percent = 90 }", "at least 100"),
+            ("fees = { model = \"eip4844\" }", "invalid configuration"),
+            ("fees = { floor_wei = 1000000000001 }", "above max_fee_cap_wei"),
+        ] {
+            let err = format!("{:#}", load(bad).err().unwrap_or_else(|| panic!("{bad} loaded")));
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub fn describe() {
     describe_counter!("withdraw_transitions_total", "Withdrawal status changes, by status reached.");
     describe_gauge!("withdraw_withdrawals", "Withdrawals by current status.");
     describe_counter!("withdraw_signed_total", "Transfers signed (first attempts).");
-    describe_gauge!("withdraw_fee_max_fee_per_gas_wei", "Max fee per gas (or legacy gas price) the fee oracle offers now, per chain, in wei.");
+    describe_gauge!(
+        "withdraw_fee_max_fee_per_gas_wei",
+        "Max fee per gas (or legacy gas price) the fee oracle offers now, per chain, in wei."
+    );
     describe_gauge!("withdraw_fee_priority_fee_per_gas_wei", "Priority fee per gas the fee oracle offers now, per chain, in wei.");
     describe_gauge!("withdraw_fee_base_fee_wei", "The next block's base fee per gas as the fee oracle read it, per chain, in wei.");
     describe_counter!("withdraw_kms_signatures_total", "Signatures asked of AWS KMS, by outcome (signed, failed).");

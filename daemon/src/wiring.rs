@@ -79,6 +79,21 @@ pub async fn ports(cfg: &Config, chains_required: bool) -> Result<Arc<Ports<Conf
             .with_context(|| format!("connecting chain {}", c.chain_id))?
             .with_fee_policy(c.fee_policy())
             .with_finality(c.finality(cfg.tracker.confirmations));
+        // A node without a finalized block would leave every withdrawal SENT forever: say so
+        // at start, in the roles that need the chain.
+        use withdraw_core::ports::Chain as _;
+        if chains_required && chain.finality() == withdraw_core::ports::Finality::Finalized {
+            let finalized = chain.finalized().await.map_err(|e| {
+                anyhow::anyhow!("chain {}: finality is \"finalized\" but the node's finalized block cannot be read: {e}", c.chain_id)
+            })?;
+            if chain.head().await.is_ok_and(|head| finalized >= head) {
+                tracing::warn!(
+                    chain_id = c.chain_id,
+                    finalized,
+                    "this node calls its head finalized: \"finalized\" is no safer than 1 confirmation here; consider {{ confirmations = N }}"
+                );
+            }
+        }
         chains.insert(c.chain_id, chain);
     }
     let queue = match (cfg.queues.backend, &cfg.queues.sqs) {

@@ -13,8 +13,9 @@
 //!
 //! KMS answers DER signatures with any `s`; alloy's `alloy-signer-aws` normalises them to
 //! low-s and finds the recovery id by trial, which is what Ethereum accepts. A batch is
-//! signed with at most `concurrency` requests in flight, each bounded by `timeout` on top of
-//! the SDK's own retries, so a batch of 256 is a few round trips deep, not 256.
+//! signed with at most `concurrency` requests in flight, the whole batch bounded by
+//! `timeout` on top of the SDK's own retries, so a batch of 256 is a few round trips deep,
+//! not 256, and a KMS that hangs costs one timeout.
 
 use super::aws::describe;
 use crate::ports::{KeyError, Keys, SignedTx, UnsignedTransfer};
@@ -42,7 +43,7 @@ pub struct KmsKey {
 pub struct KmsLimits {
     /// Signing requests in flight at once, per batch.
     pub concurrency: usize,
-    /// Longest one signature may take, retries included.
+    /// Longest one batch of signatures may take, retries included.
     pub timeout: Duration,
 }
 
@@ -152,9 +153,9 @@ impl KmsKeys {
         Ok(KmsKeys { signers, order, limits, runtime: tokio::runtime::Handle::current() })
     }
 
-    async fn sign_async(&self, signer: &AwsSigner, t: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
+    async fn sign_async(&self, signer: &AwsSigner, t: &UnsignedTransfer, deadline: tokio::time::Instant) -> Result<SignedTx, KeyError> {
         let hash = crate::adapters::evm::signature_hash(t);
-        let sig = tokio::time::timeout(self.limits.timeout, signer.sign_hash(&hash))
+        let sig = tokio::time::timeout_at(deadline, signer.sign_hash(&hash))
             .await
             .map_err(|_| KeyError::Signing(format!("KMS did not sign within {:?}", self.limits.timeout)))?
             .map_err(|e| KeyError::Signing(format!("KMS: {}", describe(&e))))?;
@@ -188,8 +189,13 @@ impl Keys for KmsKeys {
             return txs.iter().map(|_| Err(KeyError::UnknownWallet(wallet))).collect();
         };
         let started = std::time::Instant::now();
-        let all =
-            futures::stream::iter(txs.iter().map(|t| self.sign_async(signer, t))).buffered(self.limits.concurrency).collect::<Vec<_>>();
+        // One deadline for the whole batch, not one per signature: the store may be holding
+        // the wallet's nonce row while this runs, and a KMS that hangs must cost one
+        // timeout, not one per wave of `concurrency` requests.
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let all = futures::stream::iter(txs.iter().map(|t| self.sign_async(signer, t, deadline)))
+            .buffered(self.limits.concurrency)
+            .collect::<Vec<_>>();
         let out = match self.wait(all) {
             Ok(out) => out,
             Err(e) => return txs.iter().map(|_| Err(KeyError::Signing(e.to_string()))).collect(),

@@ -262,7 +262,6 @@ pub(crate) async fn with_heartbeat<T: PortTypes, F: std::future::Future>(
     }
 }
 
-/// Notes that a stage finished a unit of work now: "no progress" alerts watch this.
 /// The newest block whose transactions count as final on `chain`, given a head read just
 /// before: `head - (n - 1)` for n confirmations (None while the chain is shorter), or the
 /// node's `finalized` block, never above that head. The tracker finishes withdrawals by
@@ -274,6 +273,7 @@ pub async fn final_block<C: Chain>(chain: &C, head: u64) -> Result<Option<u64>, 
     }
 }
 
+/// Notes that a stage finished a unit of work now: "no progress" alerts watch this.
 pub fn mark_processed(stage: &'static str) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     metrics::gauge!("withdraw_stage_last_processed_timestamp_seconds", "stage" => stage).set(now);

@@ -196,11 +196,23 @@ impl<T: PortTypes, K: Keys> NonceKeeper<T, K> {
 
         // A foreign use of our nonce counts (and displaced transfers are re-signed) only once
         // it is final by the chain's finality, the tracker's notion of settled.
-        let settled_block = super::final_block(chain, head).await?.unwrap_or(0);
-        let settled = if matches!(chain.finality(), Finality::Confirmations(n) if n <= 1) {
-            latest
+        // A node that cannot answer for the final block (the finalized block of a rollup
+        // is often past what a pruned node keeps) gives no evidence: nothing is re-signed
+        // this round, and the gap search below still runs.
+        let (settled, settled_block) = if matches!(chain.finality(), Finality::Confirmations(n) if n <= 1) {
+            (latest, head)
         } else {
-            chain.nonce_at(wallet, settled_block).await?
+            let read = async {
+                let block = super::final_block(chain, head).await?.unwrap_or(0);
+                Ok::<_, ChainError>((chain.nonce_at(wallet, block).await?, block))
+            };
+            match read.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(chain_id, %wallet, error = %e, "cannot read the wallet's nonce at the final block; no displaced transfer is re-signed this round");
+                    (0, 0)
+                }
+            }
         };
         // After a re-sign the lane changed under this read: gaps are looked for on the next
         // check, from a fresh read, never from owners that no longer hold.

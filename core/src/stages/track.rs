@@ -117,9 +117,18 @@ impl<T: PortTypes> Tracker<T> {
     }
 
     /// Reads new blocks on every chain and finishes what is deep enough.
+    /// One chain's failure (its nodes down, its finalized block unreadable) does not stop
+    /// the others; the first error is returned after every chain had its turn.
     pub async fn follow(&self) -> Result<(), StageError> {
+        let mut first_error = None;
         for (&chain_id, chain) in &self.ports.chains {
-            self.follow_chain(chain_id, chain).await?;
+            if let Err(e) = self.follow_chain(chain_id, chain).await {
+                tracing::warn!(chain_id, error = %e, "following this chain failed; the other chains go on");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         super::mark_processed("tracker");
         Ok(())

@@ -619,6 +619,24 @@ async fn a_batch_signer_refusing_some_leaves_no_gap<S: Store>(s: S, _clock: &Man
     assert!(out.iter().all(|o| matches!(o, SignOutcome::SignError { .. })), "{out:?}");
     assert_eq!(*calls.lock().unwrap(), 1);
     assert_eq!(s.next_nonce(hot(), CHAIN).await.unwrap(), Some(4));
+
+    // A flapping signer refusing the first of every call: four rounds, then the rest wait.
+    submit(&s, &[10, 11, 12, 13, 14, 15]).await;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let seen = calls.clone();
+    let mut inner = fake_sign();
+    let flapping: SignFn = Box::new(move |items: &[(&Withdrawal, u64)]| {
+        *seen.lock().unwrap() += 1;
+        items.iter().enumerate().map(|(k, (w, n))| if k == 0 { Err("throttled".into()) } else { sign_one(&mut inner, w, *n) }).collect()
+    });
+    let out = s.sign_first_attempts(hot(), CHAIN, ids(&[10, 11, 12, 13, 14, 15]), flapping).await.unwrap();
+    assert_eq!(*calls.lock().unwrap(), 4, "bounded rounds");
+    let errors: Vec<String> =
+        out.iter().map(|o| if let SignOutcome::SignError { error, .. } = o { error.clone() } else { panic!("{o:?}") }).collect();
+    assert_eq!(&errors[..4], ["throttled"; 4]);
+    assert!(errors[4..].iter().all(|e| e.contains("signed later")), "{errors:?}");
+    assert_eq!(s.next_nonce(hot(), CHAIN).await.unwrap(), Some(4), "nothing recorded, no nonce taken");
+    assert!(s.attempts_of(ids(&[10, 11, 12, 13, 14, 15])).await.unwrap().is_empty());
 }
 
 async fn signing_needs_an_initialised_wallet<S: Store>(s: S, _clock: &ManualClock) {

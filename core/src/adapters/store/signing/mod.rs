@@ -20,6 +20,9 @@ use crate::ports::{SignFn, SignOutcome, StoreError, Withdrawal};
 use alloy::primitives::Address;
 use diesel::prelude::*;
 
+/// Rounds of signing one batch may take before what is left is put off to a later batch.
+const MAX_SIGN_ROUNDS: usize = 4;
+
 /// One batch to sign for one wallet, and what its plan signed.
 pub(super) struct Batch {
     pub wallet: String,
@@ -64,8 +67,8 @@ impl Batch {
     /// was signed before the first refusal stands, every refusal is final for this batch
     /// (the message is redelivered), and what was signed after one is signed again at the
     /// nonces left free (those signatures are dropped unseen, never recorded or sent). So a
-    /// signer that is down costs one round, not one per withdrawal, and each round settles
-    /// at least one withdrawal.
+    /// signer that is down costs one round, not one per withdrawal; each round settles at
+    /// least one withdrawal, and after [`MAX_SIGN_ROUNDS`] the rest wait for a later batch.
     pub fn plan(&self, start: i64, loaded: &[Withdrawal], sign: &mut SignFn) -> Result<Plan, StoreError> {
         enum Slot<'a> {
             Skip(&'a WithdrawalId, Status),
@@ -89,7 +92,17 @@ impl Batch {
         let mut answers: Vec<Option<(i64, Result<crate::ports::SignedTx, String>)>> = (0..candidates.len()).map(|_| None).collect();
         let mut next = start;
         let mut todo: Vec<usize> = (0..candidates.len()).collect();
+        // A signer that keeps refusing one more each round (a flapping KMS) would otherwise
+        // take a round per withdrawal while the caller may hold the wallet's nonce row.
+        let mut rounds = 0;
         while !todo.is_empty() {
+            rounds += 1;
+            if rounds > MAX_SIGN_ROUNDS {
+                for i in todo.drain(..) {
+                    answers[i] = Some((next, Err("the signer refused others in this batch several times; signed later".into())));
+                }
+                break;
+            }
             let asked: Vec<(&Withdrawal, u64)> = todo.iter().enumerate().map(|(k, &i)| (candidates[i], (next + k as i64) as u64)).collect();
             let mut got = sign(&asked).into_iter();
             let mut rest = Vec::new();
