@@ -257,7 +257,8 @@ pub struct FeesConfig {
     pub reward_percentile: u8,
     /// Max fee = next block's base fee × this / 100 + priority fee.
     pub base_fee_multiplier_percent: u64,
-    /// The least priority fee (or legacy gas price) offered, in wei.
+    /// The least priority fee (or legacy gas price) offered, in wei; `max_fee_cap_wei` still
+    /// wins over it.
     pub floor_wei: u64,
 }
 
@@ -787,9 +788,6 @@ impl Config {
                     c.chain_id
                 );
             }
-            if f.floor_wei > c.max_fee_cap_wei {
-                bail!("chains[{}].fees.floor_wei is above max_fee_cap_wei: nothing could be signed", c.chain_id);
-            }
             if c.finality == Some(FinalityConfig::Depth { confirmations: 0 }) {
                 bail!("chains[{}].finality: confirmations must be at least 1", c.chain_id);
             }
@@ -1054,7 +1052,6 @@ mod tests {
             ("fees = { reward_percentile = 101 }", "reward_percentile must be 0-100"),
             ("fees = { base_fee_multiplier_percent = 90 }", "at least 100"),
             ("fees = { model = \"eip4844\" }", "invalid configuration"),
-            ("fees = { floor_wei = 1000000000001 }", "above max_fee_cap_wei"),
         ] {
             let err = format!("{:#}", load(bad).err().unwrap_or_else(|| panic!("{bad} loaded")));
             assert!(err.contains(says), "{bad}: {err}");

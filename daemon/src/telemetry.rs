@@ -30,6 +30,10 @@ pub fn describe() {
     );
     describe_gauge!("withdraw_fee_priority_fee_per_gas_wei", "Priority fee per gas the fee oracle offers now, per chain, in wei.");
     describe_gauge!("withdraw_fee_base_fee_wei", "The next block's base fee per gas as the fee oracle read it, per chain, in wei.");
+    describe_counter!(
+        "withdraw_signer_sign_errors_total",
+        "Withdrawals the hot-wallet keys refused to sign (held and offered again), per chain."
+    );
     describe_counter!("withdraw_kms_signatures_total", "Signatures asked of AWS KMS, by outcome (signed, failed).");
     describe_histogram!("withdraw_kms_batch_seconds", Unit::Seconds, "Time to sign one batch with AWS KMS.");
     describe_counter!("withdraw_sent_total", "Withdrawals whose transfer a node accepted.");

@@ -79,6 +79,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 tracing::info!(chain_id, %wallet, next_nonce = stored, "hot wallet ready");
             }
             wallets.insert(chain_id, all.clone());
+            metrics::counter!("withdraw_signer_sign_errors_total", "chain_id" => chain_id.to_string()).absolute(0);
         }
         metrics::gauge!("withdraw_signer_paused", "scope" => "all").set(0.0);
         Ok(Signer {
@@ -448,6 +449,7 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                 let outcomes = self.ports.store.sign_first_attempts(wallet, chain_id, ids, sign).await?;
                 let mut signed = Vec::new();
                 let mut paused = Vec::new();
+                let mut refused = Vec::new();
                 for o in outcomes {
                     match o {
                         // Paused between our view of the controls and the write: held like
@@ -461,9 +463,27 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                             signed.push(id.to_string());
                         }
                         SignOutcome::Skipped { id, .. } => ack.extend(receipts[&id].iter().cloned()),
-                        // Left unacked: redelivered, and dead-lettered if it keeps failing.
-                        SignOutcome::SignError { id, error } => tracing::error!(withdrawal.id = %id, error, "signing failed"),
+                        // The keys refused (KMS down, throttled, its permission removed; an
+                        // asset unknown was refused earlier as invalid): held like work on a
+                        // chain without nodes, offered again in a few seconds, no delivery
+                        // counted toward the dead-letter queue, which an outage would fill.
+                        // Still RECEIVED in the record; the alert on the counter tells.
+                        SignOutcome::SignError { id, error } => {
+                            ack.extend(receipts[&id].iter().cloned());
+                            refused.push((id, error));
+                        }
                     }
+                }
+                if let Some((first, error)) = refused.first() {
+                    metrics::counter!("withdraw_signer_sign_errors_total", "chain_id" => chain_id.to_string())
+                        .increment(refused.len() as u64);
+                    tracing::error!(chain_id, %wallet, held = refused.len(), first = %first, error, "the keys refused to sign; holding these withdrawals and offering them again");
+                    self.held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(chain_id)
+                        .or_default()
+                        .extend(refused.into_iter().map(|(id, _)| id));
                 }
                 if !paused.is_empty() {
                     tracing::info!(chain_id, held = paused.len(), "signing paused for this chain; holding its withdrawals");

@@ -13,7 +13,7 @@ use withdraw_core::adapters::store::RecordStore;
 use withdraw_core::domain::{Amount, Asset, AssetKind, AssetRegistry, Status, WithdrawalId};
 use withdraw_core::ports::*;
 use withdraw_core::stages::*;
-use withdraw_core::testing::{Anvil, DEV_ADDRESS, DEV_KEY};
+use withdraw_core::testing::{Anvil, DEV_ADDRESS, DEV_KEY, eventually};
 use zeroize::Zeroizing;
 
 struct Rig {
@@ -466,4 +466,62 @@ async fn a_discarded_transfer_at_the_fee_cap_that_the_pool_dropped_is_cancelled_
     let bal = ports.balances.get("u1", "ETH").await.unwrap();
     assert_eq!((bal.reserved, bal.spent), (Amount::ZERO, Amount::ZERO), "the reservation is released");
     assert!(anvil.balance(TO).await.is_zero());
+}
+
+/// Keys that refuse while `refuse` is set, as a KMS outage does.
+struct RefusingKeys {
+    inner: LocalKeys,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl Keys for RefusingKeys {
+    fn wallets(&self) -> Vec<alloy::primitives::Address> {
+        self.inner.wallets()
+    }
+    fn sign(&self, wallet: alloy::primitives::Address, tx: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(KeyError::Signing("KMS did not sign within 5s".into()));
+        }
+        self.inner.sign(wallet, tx)
+    }
+}
+
+/// A keys outage holds the withdrawals (acknowledged, still RECEIVED, no delivery counted
+/// toward the dead-letter queue) and they are signed once the keys answer again.
+#[tokio::test]
+async fn a_keys_outage_holds_work_instead_of_dead_lettering_it() {
+    let r = rig(None).await;
+    let keys = Arc::new(RefusingKeys {
+        inner: LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap(),
+        refuse: std::sync::atomic::AtomicBool::new(true),
+    });
+    let signer = Signer::new(r.ports.clone(), keys.clone(), r.assets.clone(), SignerConfig::default()).await.unwrap();
+    r.ports.balances.credit("t1", "u1", "ETH", Amount::parse_positive("10", 18).unwrap()).await.unwrap();
+    let id = r.submit("k-outage", TO, "1").await;
+    // While the keys refuse, every delivery is acknowledged (a message left in flight would
+    // count toward the dead-letter threshold on each redelivery) and re-offered from memory.
+    for _ in 0..8 {
+        let d = r.receive(QueueName::Requests).await;
+        if !d.is_empty() {
+            signer.process(d).await.unwrap();
+        }
+        let q = r.ports.queue.stats(QueueName::Requests).await.unwrap();
+        assert_eq!(q.in_flight, 0, "acknowledged, not left to be redelivered toward the DLQ");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        signer.ready().await;
+    }
+    assert_eq!(r.status(&id).await, Status::Received);
+    assert_eq!(r.ports.queue.stats(QueueName::InvalidDlq).await.unwrap().visible, 0);
+    assert!(r.ports.store.attempts_of(vec![id.clone()]).await.unwrap().is_empty(), "no nonce taken");
+
+    keys.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "signed once the keys answer", || async {
+        signer.ready().await;
+        let d = r.receive(QueueName::Requests).await;
+        if !d.is_empty() {
+            signer.process(d).await.unwrap();
+        }
+        (r.status(&id).await == Status::Signed).then_some(())
+    })
+    .await;
 }
