@@ -180,6 +180,12 @@ impl Chain for SimChain {
         self.read(|c, v| Ok(numbers.iter().map(|&n| c.block(v, n).map(|b| b.hash)).collect())).await
     }
 
+    async fn block_hashes_and_finalized(&self, numbers: Vec<u64>) -> Result<(Vec<Option<B256>>, u64), ChainError> {
+        let lag = self.finalized_lag;
+        self.read(move |c, v| Ok((numbers.iter().map(|&n| c.block(v, n).map(|b| b.hash)).collect(), c.view_head(v).saturating_sub(lag))))
+            .await
+    }
+
     async fn receipts(&self, hashes: Vec<B256>) -> Result<Vec<Option<TxReceipt>>, ChainError> {
         self.read(|c, v| Ok(hashes.iter().map(|h| c.receipt(v, h)).collect())).await
     }

@@ -270,6 +270,10 @@ pub trait Chain: Send + Sync + 'static {
     fn block_receipts(&self, from: u64, to: u64) -> impl Future<Output = Result<Vec<BlockReceipts>, ChainError>> + Send;
     /// Canonical hashes of these block numbers (None past the head).
     fn block_hashes(&self, numbers: Vec<u64>) -> impl Future<Output = Result<Vec<Option<B256>>, ChainError>> + Send;
+    /// As [`block_hashes`](Chain::block_hashes), with the number of the block the node
+    /// calls `finalized`, both from one node in one request: a hash and a finality that
+    /// agree, never one node's hash paired with another node's finalized block.
+    fn block_hashes_and_finalized(&self, numbers: Vec<u64>) -> impl Future<Output = Result<(Vec<Option<B256>>, u64), ChainError>> + Send;
     fn receipts(&self, hashes: Vec<B256>) -> impl Future<Output = Result<Vec<Option<TxReceipt>>, ChainError>> + Send;
     fn nonce(&self, address: Address, pending: bool) -> impl Future<Output = Result<u64, ChainError>> + Send;
     /// The account's transaction count as of block `block` (what was mined up to it).

@@ -262,7 +262,15 @@ impl<T: PortTypes> Tracker<T> {
         let mut numbers: Vec<u64> = included.iter().map(|i| i.inclusion.block_number).collect();
         numbers.sort_unstable();
         numbers.dedup();
-        let hashes = chain.block_hashes(numbers.clone()).await?;
+        // With finality "finalized", the node that vouches for the hashes also says how far
+        // it has finalized; what it has not finalized waits, whatever another node said.
+        let (hashes, finalized_here) = match chain.finality() {
+            Finality::Finalized => {
+                let (h, f) = chain.block_hashes_and_finalized(numbers.clone()).await?;
+                (h, Some(f))
+            }
+            Finality::Confirmations(_) => (chain.block_hashes(numbers.clone()).await?, None),
+        };
         let canonical: HashMap<u64, Option<B256>> = numbers.into_iter().zip(hashes).collect();
         let mut decisions = Vec::new();
         let mut reorged: Vec<WithdrawalId> = Vec::new();
@@ -273,6 +281,9 @@ impl<T: PortTypes> Tracker<T> {
                 tracing::warn!(withdrawal.id = %inc.withdrawal_id, block = inc.block_number, "block of a mined withdrawal was reorged away");
                 reorged.push(inc.withdrawal_id.clone());
                 rewind_to = Some(rewind_to.map_or(inc.block_number, |r| r.min(inc.block_number)));
+                continue;
+            }
+            if finalized_here.is_some_and(|f| inc.block_number > f) {
                 continue;
             }
             let event = match (i.kind, inc.success) {

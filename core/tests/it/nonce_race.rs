@@ -60,6 +60,9 @@ impl Chain for HookChain {
     async fn block_hashes(&self, numbers: Vec<u64>) -> Result<Vec<Option<B256>>, ChainError> {
         self.inner.block_hashes(numbers).await
     }
+    async fn block_hashes_and_finalized(&self, numbers: Vec<u64>) -> Result<(Vec<Option<B256>>, u64), ChainError> {
+        self.inner.block_hashes_and_finalized(numbers).await
+    }
     async fn receipts(&self, hashes: Vec<B256>) -> Result<Vec<Option<TxReceipt>>, ChainError> {
         self.inner.receipts(hashes).await
     }
