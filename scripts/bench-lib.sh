@@ -53,12 +53,39 @@ start_withdrawd() {
 # withdrawd's peak RSS; stops that withdrawd.
 #   bench_started [bench args...]
 bench_started() {
-  ./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@"
+  ./target/release/withdrawd bench --intake "http://$intake" --admin "http://$admin" "$@" ${ceiling_args[@]+"${ceiling_args[@]}"} | tee "$work/bench.out"
   # Where the time went, from withdrawd's own histograms.
   curl -s "http://$health/metrics" | python3 "$root/scripts/bench-breakdown.py"
   echo "peak RSS of withdrawd: $(grep VmHWM /proc/"$wd"/status | awk '{print $2, $3}')"
+  # CPU seconds withdrawd used (user + system, from /proc) per 1,000 withdrawals: work
+  # moved onto anvil's cores shows here, not in the rates.
+  local n ticks
+  n=$(awk '/^withdrawals/ {print $2}' "$work/bench.out")
+  ticks=$(awk '{print $14 + $15}' /proc/"$wd"/stat)
+  python3 -c "import sys; t=$ticks/$(getconf CLK_TCK); print(f'CPU of withdrawd: {t:.1f} s, {t*1000/$n:.2f} s per 1,000 withdrawals')"
   kill "$wd" 2>/dev/null || true
   wait "$wd" 2>/dev/null || true
+}
+
+# The chain's ceiling on a fresh anvil of its own (started as start_anvil starts it, then
+# stopped): pre-signed transfers from one key in batches of 256. Sets ceiling_args for the
+# benches that follow, which print their rates as ratios to it.
+#   measure_ceiling COUNT
+measure_ceiling() {
+  start_anvil
+  local pid=${pids[${#pids[@]}-1]}
+  ./target/release/withdrawd ceiling --rpc-url "$anvil_url" --count "$1" | tee "$work/ceiling.out"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  ceiling_args=(--ceiling-accepted "$(awk '/^ceiling accepted/ {sub("/s", "", $3); print $3}' "$work/ceiling.out")"
+    --ceiling-mined "$(awk '/^ceiling mined/ {sub("/s", "", $3); print $3}' "$work/ceiling.out")")
+}
+
+# The --count among the bench arguments (20000, the bench's default, if none).
+bench_count() {
+  local n=20000
+  while [ $# -gt 0 ]; do [ "$1" = "--count" ] && [ $# -gt 1 ] && n=$2; shift; done
+  echo "$n"
 }
 
 # Runs `withdrawd [global args] dev` on anvil, then the bench with the remaining arguments

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark on the production profile's backends: PostgreSQL for the record, Redis for
-# the balances, SQS for the queues -- here moto's server standing in for SQS, so queue
-# figures are moto's, not Amazon's -- with every role in one `withdrawd dev` process and a
-# fresh anvil. Same arguments and report as scripts/bench.sh.
+# the balances, SQS for the queues -- here fauxqs (an SQS server in Node, installed from npm
+# into .tools) standing in for SQS, so queue figures are fauxqs's, not Amazon's; moto, at
+# ~100 requests/s, would measure itself -- with every role in one `withdrawd dev` process
+# and a fresh anvil. Same arguments and report as scripts/bench.sh, ceiling included.
 #   scripts/bench-production.sh [--count N] [--concurrency C] [...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,11 +31,22 @@ pg_ctl_as -D "$work/pg/data" -l "$work/pg/log" -w -o "-p $pg_port -k $work/pg -c
 redis_port=$(free_port)
 "$REDIS_SERVER_BIN" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
-moto_port=$(free_port)
-"$MOTO_SERVER_BIN" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+# fauxqs 1.9.2 runs on Node 20 (2.x needs Node 22.5). Started through a two-line module,
+# not its CLI, which logs every request.
+if [ ! -d "$tools/node_modules/fauxqs" ]; then
+  echo "bench: installing fauxqs from npm into $tools" >&2
+  npm install --prefix "$tools" --no-audit --no-fund --silent fauxqs@1.9.2 >&2
+fi
+cat >"$tools/fauxqs-server.mjs" <<'JS'
+import { startFauxqs } from "fauxqs";
+await startFauxqs({ port: Number(process.argv[2]), logger: false });
+JS
+sqs_port=$(free_port)
+(cd "$tools" && exec node fauxqs-server.mjs "$sqs_port") >"$work/fauxqs.log" 2>&1 &
 pids+=($!)
+measure_ceiling "$(bench_count "$@")"
 start_anvil
-for p in "$redis_port" "$moto_port"; do
+for p in "$redis_port" "$sqs_port"; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -59,7 +71,7 @@ redis_url = { env = "WITHDRAW_BENCH_REDIS_URL" }
 
 [aws]
 region = "us-east-1"
-endpoint_url = "http://127.0.0.1:$moto_port"
+endpoint_url = "http://127.0.0.1:$sqs_port"
 TOML
 ./target/release/withdrawd --log-format json --config "$work/withdrawd.toml" queues ensure --prefix bench | sed -n '/^\[queues.sqs\]/,$p' >>"$work/withdrawd.toml"
 echo "wait_secs = 1" >>"$work/withdrawd.toml"

@@ -41,6 +41,110 @@ pub struct BenchArgs {
     /// Give up waiting for completion after this long.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// The chain's own rate of taking pre-signed transfers (`withdrawd ceiling`, measured
+    /// beside this run): accepted, signed and sent are also printed as a ratio to it.
+    #[arg(long)]
+    ceiling_accepted: Option<f64>,
+    /// The chain's own rate of mining them: completed is also printed as a ratio to it.
+    #[arg(long)]
+    ceiling_mined: Option<f64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CeilingArgs {
+    /// A fresh node started the way the bench starts it (anvil: it must serve
+    /// `anvil_setBalance`).
+    #[arg(long)]
+    rpc_url: String,
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    /// Transfers per JSON-RPC batch (the sender's batch).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+}
+
+/// The ceiling: how fast the chain itself takes and mines transfers when nothing else is in
+/// the way. One fresh key, `count` 1-wei transfers pre-signed before the clock starts, sent
+/// in JSON-RPC batches one after another; accepted is until the last batch is answered,
+/// mined until the key's mined nonce reaches `count`. withdrawd's rates are reported as
+/// ratios to these, measured in the same sitting, since absolute rates on a shared machine
+/// drift by half from run to run.
+pub async fn ceiling(a: CeilingArgs) -> Result<()> {
+    use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy::eips::eip2718::Encodable2718;
+    use alloy::primitives::{Address, TxKind, U256, keccak256};
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+    use serde_json::{Value, json};
+
+    let http = reqwest::Client::new();
+    let call = |method: &'static str, params: Value| {
+        let http = http.clone();
+        let url = a.rpc_url.clone();
+        async move {
+            let v: Value =
+                http.post(&url).json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).send().await?.json().await?;
+            v.get("result").cloned().with_context(|| format!("{method}: {v}"))
+        }
+    };
+    let quantity = |v: &Value| u128::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0);
+    let chain_id = quantity(&call("eth_chainId", json!([])).await?) as u64;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let signer = PrivateKeySigner::from_bytes(&keccak256(format!("withdrawd ceiling {nanos} {}", std::process::id())))?;
+    let from = signer.address();
+    call("anvil_setBalance", json!([from, "0xD3C21BCECCEDA1000000"])).await.context("funding the ceiling's key (is this anvil?)")?;
+    let base = quantity(&call("eth_getBlockByNumber", json!(["latest", false])).await?["baseFeePerGas"]);
+    let tip = 1_000_000_000u128;
+    let to = Address::repeat_byte(0xce);
+    let raws: Vec<String> = (0..a.count as u64)
+        .map(|nonce| {
+            let tx = TxEip1559 {
+                chain_id,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: base * 4 + tip,
+                max_priority_fee_per_gas: tip,
+                to: TxKind::Call(to),
+                value: U256::from(1),
+                access_list: Default::default(),
+                input: Default::default(),
+            };
+            let sig = signer.sign_hash_sync(&tx.signature_hash())?;
+            Ok(format!("0x{}", hex::encode(TxEnvelope::from(tx.into_signed(sig)).encoded_2718())))
+        })
+        .collect::<Result<_>>()?;
+    eprintln!("ceiling: {} pre-signed transfers from one key, batches of {}", a.count, a.batch);
+    let t0 = Instant::now();
+    let mut refused = 0;
+    for (b, chunk) in raws.chunks(a.batch.max(1)).enumerate() {
+        let body: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| json!({"jsonrpc": "2.0", "id": b * a.batch + i, "method": "eth_sendRawTransaction", "params": [raw]}))
+            .collect();
+        let answers: Vec<Value> = http.post(&a.rpc_url).json(&body).send().await?.json().await?;
+        refused += answers.iter().filter(|v| v.get("error").is_some()).count();
+    }
+    let accepted = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mined = quantity(&call("eth_getTransactionCount", json!([from, "latest"])).await?) as usize;
+        if mined >= a.count {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("ceiling: {mined} of {} mined after 10 minutes", a.count);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mined = t0.elapsed();
+    let rate = |d: Duration| a.count as f64 / d.as_secs_f64();
+    println!("ceiling accepted   {:.0}/s ({:.2} s), {refused} refused", rate(accepted), accepted.as_secs_f64());
+    println!("ceiling mined      {:.0}/s ({:.2} s)", rate(mined), mined.as_secs_f64());
+    if refused > 0 {
+        bail!("{refused} pre-signed transfers were refused: the ceiling is not measured");
+    }
+    Ok(())
 }
 
 fn now() -> u64 {
@@ -190,19 +294,27 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let last = last?;
     lat.sort();
     let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
-    let rate = |d: Option<Duration>| {
-        d.map(|d| format!("{:.0}/s ({:.2} s)", a.count as f64 / d.as_secs_f64(), d.as_secs_f64())).unwrap_or_else(|| "not reached".into())
+    // A rate, and its ratio to the chain's own ceiling when one was measured beside.
+    let ratio = |r: f64, ceiling: Option<f64>, what: &str| ceiling.map(|c| format!("   {:.2} × ceiling {what}", r / c)).unwrap_or_default();
+    let rate = |d: Option<Duration>, ceiling: Option<f64>, what: &str| {
+        d.map(|d| {
+            let r = a.count as f64 / d.as_secs_f64();
+            format!("{r:.0}/s ({:.2} s){}", d.as_secs_f64(), ratio(r, ceiling, what))
+        })
+        .unwrap_or_else(|| "not reached".into())
     };
+    let accepted = lat.len() as f64 / submitted_in.as_secs_f64();
     println!("withdrawals        {}", a.count);
     println!(
-        "accepted           {}/s ({:.2} s), {} errors",
-        (lat.len() as f64 / submitted_in.as_secs_f64()) as u64,
+        "accepted           {}/s ({:.2} s), {} errors{}",
+        accepted as u64,
         submitted_in.as_secs_f64(),
-        errors
+        errors,
+        ratio(accepted, a.ceiling_accepted, "accepted")
     );
-    println!("signed             {}", rate(marks.signed));
-    println!("sent               {}", rate(marks.sent));
-    println!("completed          {}", rate(marks.completed));
+    println!("signed             {}", rate(marks.signed, a.ceiling_accepted, "accepted"));
+    println!("sent               {}", rate(marks.sent, a.ceiling_accepted, "accepted"));
+    println!("completed          {}", rate(marks.completed, a.ceiling_mined, "mined"));
     println!(
         "intake latency     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         ms(pct(0.50)),

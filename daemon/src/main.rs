@@ -70,6 +70,9 @@ enum Command {
     },
     /// Drives the intake over HTTP and reports throughput and latency.
     Bench(bench::BenchArgs),
+    /// Measures the chain's own ceiling for the bench: pre-signed transfers from one key,
+    /// sent in batches to a fresh anvil, accepted/s and mined/s.
+    Ceiling(bench::CeilingArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,5 +254,6 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => bench::run(a).await,
+        Command::Ceiling(a) => bench::ceiling(a).await,
     }
 }
