@@ -463,27 +463,19 @@ impl<T: PortTypes, K: Keys> Signer<T, K> {
                             signed.push(id.to_string());
                         }
                         SignOutcome::Skipped { id, .. } => ack.extend(receipts[&id].iter().cloned()),
-                        // The keys refused (KMS down, throttled, its permission removed; an
-                        // asset unknown was refused earlier as invalid): held like work on a
-                        // chain without nodes, offered again in a few seconds, no delivery
-                        // counted toward the dead-letter queue, which an outage would fill.
-                        // Still RECEIVED in the record; the alert on the counter tells.
-                        SignOutcome::SignError { id, error } => {
-                            ack.extend(receipts[&id].iter().cloned());
-                            refused.push((id, error));
-                        }
+                        // The keys refused (KMS down, throttled, its permission removed).
+                        // Left unacked: redelivered, and dead-lettered if it keeps failing,
+                        // so a refusal that lasts ends where an operator sees it (and its
+                        // reservation is freed) rather than held out of sight. Holding it in
+                        // memory instead would re-offer every copy the reconciler adds, and
+                        // keep a throttled KMS throttled. The counter pages while it lasts.
+                        SignOutcome::SignError { id, error } => refused.push((id, error)),
                     }
                 }
                 if let Some((first, error)) = refused.first() {
                     metrics::counter!("withdraw_signer_sign_errors_total", "chain_id" => chain_id.to_string())
                         .increment(refused.len() as u64);
-                    tracing::error!(chain_id, %wallet, held = refused.len(), first = %first, error, "the keys refused to sign; holding these withdrawals and offering them again");
-                    self.held
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(chain_id)
-                        .or_default()
-                        .extend(refused.into_iter().map(|(id, _)| id));
+                    tracing::error!(chain_id, %wallet, refused = refused.len(), first = %first, error, "the keys refused to sign; these withdrawals are redelivered, and dead-lettered if it lasts");
                 }
                 if !paused.is_empty() {
                     tracing::info!(chain_id, held = paused.len(), "signing paused for this chain; holding its withdrawals");

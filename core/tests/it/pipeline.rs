@@ -486,10 +486,11 @@ impl Keys for RefusingKeys {
     }
 }
 
-/// A keys outage holds the withdrawals (acknowledged, still RECEIVED, no delivery counted
-/// toward the dead-letter queue) and they are signed once the keys answer again.
+/// A keys outage takes no nonce and signs nothing; the request is left to be redelivered
+/// (toward the dead-letter queue if it lasts, where an operator sees it) and is signed once
+/// the keys answer again.
 #[tokio::test]
-async fn a_keys_outage_holds_work_instead_of_dead_lettering_it() {
+async fn a_keys_outage_takes_no_nonce_and_the_request_is_signed_when_the_keys_answer() {
     let r = rig(None).await;
     let keys = Arc::new(RefusingKeys {
         inner: LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap(),
@@ -497,31 +498,23 @@ async fn a_keys_outage_holds_work_instead_of_dead_lettering_it() {
     });
     let signer = Signer::new(r.ports.clone(), keys.clone(), r.assets.clone(), SignerConfig::default()).await.unwrap();
     r.ports.balances.credit("t1", "u1", "ETH", Amount::parse_positive("10", 18).unwrap()).await.unwrap();
+    let nonce_before = r.ports.store.next_nonce(DEV_ADDRESS.parse().unwrap(), 31337).await.unwrap();
     let id = r.submit("k-outage", TO, "1").await;
-    // While the keys refuse, every delivery is acknowledged (a message left in flight would
-    // count toward the dead-letter threshold on each redelivery) and re-offered from memory.
-    for _ in 0..8 {
-        let d = r.receive(QueueName::Requests).await;
-        if !d.is_empty() {
-            signer.process(d).await.unwrap();
-        }
-        let q = r.ports.queue.stats(QueueName::Requests).await.unwrap();
-        assert_eq!(q.in_flight, 0, "acknowledged, not left to be redelivered toward the DLQ");
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        signer.ready().await;
+    let receive = || r.ports.queue.receive(QueueName::Requests, 100, Duration::from_millis(300), Duration::from_millis(200));
+    for round in 0..3 {
+        let d = eventually(Duration::from_secs(5), "a (re)delivery", || async { Some(receive().await.unwrap()).filter(|d| !d.is_empty()) })
+            .await;
+        assert_eq!(d[0].receive_count, round + 1, "redelivered, counting toward the dead-letter queue");
+        signer.process(d).await.unwrap();
+        assert_eq!(r.status(&id).await, Status::Received);
+        assert!(r.ports.store.attempts_of(vec![id.clone()]).await.unwrap().is_empty(), "nothing signed");
+        assert_eq!(r.ports.store.next_nonce(DEV_ADDRESS.parse().unwrap(), 31337).await.unwrap(), nonce_before, "no nonce taken");
     }
-    assert_eq!(r.status(&id).await, Status::Received);
-    assert_eq!(r.ports.queue.stats(QueueName::InvalidDlq).await.unwrap().visible, 0);
-    assert!(r.ports.store.attempts_of(vec![id.clone()]).await.unwrap().is_empty(), "no nonce taken");
 
     keys.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
-    eventually(Duration::from_secs(20), "signed once the keys answer", || async {
-        signer.ready().await;
-        let d = r.receive(QueueName::Requests).await;
-        if !d.is_empty() {
-            signer.process(d).await.unwrap();
-        }
-        (r.status(&id).await == Status::Signed).then_some(())
-    })
-    .await;
+    let d = eventually(Duration::from_secs(5), "the next delivery", || async { Some(receive().await.unwrap()).filter(|d| !d.is_empty()) })
+        .await;
+    signer.process(d).await.unwrap();
+    assert_eq!(r.status(&id).await, Status::Signed);
+    assert_eq!(r.ports.store.next_nonce(DEV_ADDRESS.parse().unwrap(), 31337).await.unwrap(), nonce_before.map(|n| n + 1));
 }
