@@ -330,18 +330,19 @@ impl Chain for EvmChain {
     }
 
     async fn block_hashes_and_finalized(&self, numbers: Vec<u64>) -> Result<(Vec<Option<B256>>, u64), ChainError> {
-        let mut calls: Vec<(String, Value)> =
-            numbers.iter().map(|n| ("eth_getBlockByNumber".to_owned(), json!([format!("{n:#x}"), false]))).collect();
-        calls.push(("eth_getBlockByNumber".to_owned(), json!(["finalized", false])));
-        // One batch goes to one endpoint.
-        let mut answers = self.rpc.batch(calls).await?;
-        let finalized = answers.pop().ok_or_else(|| ChainError::Malformed("no finalized block in the answer".into()))??;
+        // Finalized first: a block at or below it cannot change under the hash reads that
+        // follow (read the other way round, a reorg between the two could pair a hash that
+        // was never final with a finality that covers its height). One batch goes to one
+        // endpoint.
+        let mut calls: Vec<(String, Value)> = vec![("eth_getBlockByNumber".to_owned(), json!(["finalized", false]))];
+        calls.extend(numbers.iter().map(|n| ("eth_getBlockByNumber".to_owned(), json!([format!("{n:#x}"), false]))));
+        let mut answers = self.rpc.batch(calls).await?.into_iter();
+        let finalized = answers.next().ok_or_else(|| ChainError::Malformed("no finalized block in the answer".into()))??;
         if finalized.is_null() {
             return Err(ChainError::Malformed("the node has no finalized block".into()));
         }
         let finalized = hex_u64(&finalized["number"])?;
         let hashes = answers
-            .into_iter()
             .map(|a| {
                 let b = a?;
                 if b.is_null() { Ok(None) } else { parse(&b["hash"], "block hash").map(Some) }
