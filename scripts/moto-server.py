@@ -13,6 +13,14 @@ import threading
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from moto.kms import responses, utils as kms_utils
 
+# The patch leans on moto's KMS internals; a moto that moved them must fail here, loudly,
+# not sign digests wrongly (scripts/tools.sh pins the version it was written against).
+for name in ("_ECDSAPrivateKey__hash_algorithm", "sign"):
+    if not hasattr(kms_utils.ECDSAPrivateKey, name):
+        sys.exit(f"moto-server.py: moto's ECDSAPrivateKey has no {name}; update the launcher for this moto")
+if not hasattr(kms_utils, "validate_signing_algorithm") or not hasattr(responses.KmsResponse, "sign"):
+    sys.exit("moto-server.py: moto's KMS module changed; update the launcher for this moto")
+
 _digest = threading.local()
 
 _original_response_sign = responses.KmsResponse.sign

@@ -84,11 +84,12 @@ moto_bin="$tools/venv/bin/moto_server"
 if [ ! -x "$moto_bin" ]; then
   echo "tools: installing moto[server] from PyPI into $tools/venv" >&2
   python3 -m venv "$tools/venv" >&2
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.6' >&2
 fi
 [ -x "$moto_bin" ] || { echo "tools: moto_server did not install at $moto_bin" >&2; exit 1; }
 # Started through scripts/moto-server.py, which makes KMS's Sign honour MessageType=DIGEST
-# as AWS does (moto hashes the digest again, so no Ethereum signature would recover).
+# as AWS does (moto hashes the digest again, so no Ethereum signature would recover). The
+# launcher patches moto's KMS internals, hence the exact version above.
 moto_launcher="$tools/moto-server"
 cat >"$moto_launcher" <<LAUNCHER
 #!/bin/sh
