@@ -12,12 +12,11 @@ cargo build --release -p withdrawd >&2
 BENCH_LOG=${BENCH_LOG:-/tmp/withdrawd-bench-kms.log}
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 moto_port=$(free_port)
 "$MOTO_SERVER_BIN" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$moto_port") 2>/dev/null && break; sleep 0.1; done
+wait_port "$moto_port"
 start_anvil
 
 echo "== local key (in this process)"

@@ -15,6 +15,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# A free loopback port, and waiting (up to 10 s) until something listens on one.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+}
+
 # Starts anvil with 1 s blocks like a real chain (automine mines one block per arriving
 # transaction, so the tail of a burst larger than one block would wait for a transaction
 # that never comes) and no block gas cap, so a block holds a whole burst; sets anvil_url.

@@ -18,7 +18,6 @@ source scripts/bench-lib.sh
 pg_ctl_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN_DIR/pg_ctl" "$@"; else "$PG_BIN_DIR/pg_ctl" "$@"; fi; }
 stop_postgres() { [ -d "$work/pg/data" ] && pg_ctl_as -D "$work/pg/data" -m immediate stop >/dev/null 2>&1; }
 cleanup_hooks+=(stop_postgres)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # PostgreSQL: a cluster of its own, fsync on (the record must survive a crash).
 mkdir -p "$work/pg"
@@ -46,9 +45,8 @@ sqs_port=$(free_port)
 pids+=($!)
 measure_ceiling "$(bench_count "$@")"
 start_anvil
-for p in "$redis_port" "$sqs_port"; do
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && break; sleep 0.1; done
-done
+wait_port "$redis_port"
+wait_port "$sqs_port"
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 export WITHDRAW_BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"

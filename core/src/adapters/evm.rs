@@ -99,6 +99,12 @@ fn parse<T: std::str::FromStr>(v: &Value, what: &str) -> Result<T, ChainError> {
     v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| ChainError::Malformed(format!("bad {what}: {v}")))
 }
 
+/// The hash in an `eth_getBlockByNumber` answer; None for a block past the node's head.
+fn block_hash(answer: Result<Value, ChainError>) -> Result<Option<B256>, ChainError> {
+    let b = answer?;
+    if b.is_null() { Ok(None) } else { parse(&b["hash"], "block hash").map(Some) }
+}
+
 /// How good a broadcast answer is when endpoints disagree (lower is better): any node that
 /// has the transaction settles it; "nonce too low" from a node that is ahead beats a
 /// transport error; a definitive refusal counts only if no node did better.
@@ -318,15 +324,7 @@ impl Chain for EvmChain {
 
     async fn block_hashes(&self, numbers: Vec<u64>) -> Result<Vec<Option<B256>>, ChainError> {
         let calls = numbers.iter().map(|n| ("eth_getBlockByNumber".to_owned(), json!([format!("{n:#x}"), false]))).collect();
-        self.rpc
-            .batch(calls)
-            .await?
-            .into_iter()
-            .map(|a| {
-                let b = a?;
-                if b.is_null() { Ok(None) } else { parse(&b["hash"], "block hash").map(Some) }
-            })
-            .collect()
+        self.rpc.batch(calls).await?.into_iter().map(block_hash).collect()
     }
 
     async fn block_hashes_and_finalized(&self, numbers: Vec<u64>) -> Result<(Vec<Option<B256>>, u64), ChainError> {
@@ -342,13 +340,7 @@ impl Chain for EvmChain {
             return Err(ChainError::Malformed("the node has no finalized block".into()));
         }
         let finalized = hex_u64(&finalized["number"])?;
-        let hashes = answers
-            .map(|a| {
-                let b = a?;
-                if b.is_null() { Ok(None) } else { parse(&b["hash"], "block hash").map(Some) }
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((hashes, finalized))
+        Ok((answers.map(block_hash).collect::<Result<_, _>>()?, finalized))
     }
 
     async fn receipts(&self, hashes: Vec<B256>) -> Result<Vec<Option<TxReceipt>>, ChainError> {

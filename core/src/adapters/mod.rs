@@ -98,10 +98,9 @@ mod dispatch {
 
     /// The same call on whichever backend the enum holds.
     macro_rules! dispatch {
-        ($self:ident, $a:path | $b:path, $x:ident => $call:expr) => {
+        ($self:ident, $($variant:path)|+, $x:ident => $call:expr) => {
             match $self {
-                $a($x) => $call,
-                $b($x) => $call,
+                $($variant($x) => $call,)+
             }
         };
     }
@@ -148,25 +147,13 @@ mod dispatch {
 
     impl Keys for KeySource {
         fn wallets(&self) -> Vec<Address> {
-            match self {
-                KeySource::Local(k) => k.wallets(),
-                KeySource::SecretsManager(k) => k.wallets(),
-                KeySource::Kms(k) => k.wallets(),
-            }
+            dispatch!(self, KeySource::Local | KeySource::SecretsManager | KeySource::Kms, k => k.wallets())
         }
         fn sign(&self, wallet: Address, tx: &UnsignedTransfer) -> Result<SignedTx, KeyError> {
-            match self {
-                KeySource::Local(k) => k.sign(wallet, tx),
-                KeySource::SecretsManager(k) => k.sign(wallet, tx),
-                KeySource::Kms(k) => k.sign(wallet, tx),
-            }
+            dispatch!(self, KeySource::Local | KeySource::SecretsManager | KeySource::Kms, k => k.sign(wallet, tx))
         }
         fn sign_many(&self, wallet: Address, txs: &[UnsignedTransfer]) -> Vec<Result<SignedTx, KeyError>> {
-            match self {
-                KeySource::Local(k) => k.sign_many(wallet, txs),
-                KeySource::SecretsManager(k) => k.sign_many(wallet, txs),
-                KeySource::Kms(k) => k.sign_many(wallet, txs),
-            }
+            dispatch!(self, KeySource::Local | KeySource::SecretsManager | KeySource::Kms, k => k.sign_many(wallet, txs))
         }
     }
 

@@ -120,6 +120,19 @@ async fn a_wrong_kms_key_stops_the_start_with_one_line() {
     }
 }
 
+/// The dev chain (its URL replaced by `--rpc-url`) with `extra` settings of its own.
+fn dev_chain_with(extra: &str) -> String {
+    format!(
+        r#"[[chains]]
+chain_id = 31337
+rpc_url = "http://127.0.0.1:8545"
+max_fee_cap_wei = 500000000000
+rpc_timeout_ms = 3000
+{extra}
+"#
+    )
+}
+
 fn fee(attempt: &serde_json::Value, field: &str) -> u128 {
     attempt[field].as_str().unwrap().parse().unwrap()
 }
@@ -162,16 +175,7 @@ async fn a_fee_spike_prices_the_next_transfers_from_the_market() {
 async fn a_legacy_chain_is_paid_with_legacy_transactions() {
     let anvil = Anvil::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config_file(
-        dir.path(),
-        r#"[[chains]]
-chain_id = 31337
-rpc_url = "http://127.0.0.1:8545"
-max_fee_cap_wei = 500000000000
-rpc_timeout_ms = 3000
-fees = { model = "legacy" }
-"#,
-    );
+    let cfg = config_file(dir.path(), &dev_chain_with(r#"fees = { model = "legacy" }"#));
     let d = Daemon::start(&anvil, &dir.path().join("d"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
     d.credit("legacy", "10").await;
     let mut ids = Vec::new();
@@ -199,16 +203,7 @@ fees = { model = "legacy" }
 async fn finalized_finality_waits_for_the_finalized_block_and_survives_a_reorg_above_it() {
     let anvil = Anvil::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config_file(
-        dir.path(),
-        r#"[[chains]]
-chain_id = 31337
-rpc_url = "http://127.0.0.1:8545"
-max_fee_cap_wei = 500000000000
-rpc_timeout_ms = 3000
-finality = "finalized"
-"#,
-    );
+    let cfg = config_file(dir.path(), &dev_chain_with(r#"finality = "finalized""#));
     let d = Daemon::start(&anvil, &dir.path().join("d"), &fast_env(), &["--config", cfg.to_str().unwrap()]).await;
     d.credit("fin", "10").await;
     let (_, v) = d.submit("fin-0", &body("fin", &dest(0xf1, 0), "0.3")).await;
