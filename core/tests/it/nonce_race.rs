@@ -1,7 +1,9 @@
-//! The nonce check racing a signer: transfers signed between the check's read of the
-//! owners and its raise of the next nonce past a foreign one must not look like gaps (the
-//! "money safety under attack" issue, item 4). A chain wrapper runs the signer's commit at
-//! exactly that moment, on the real store and a real anvil.
+//! A real anvil behind a wrapper that acts at the worst moment, on the real store:
+//! - the nonce check racing a signer: transfers signed between the check's read of the
+//!   owners and its raise of the next nonce past a foreign one must not look like gaps (the
+//!   "money safety under attack" issue, item 4);
+//! - with finality "finalized", an endpoint that calls its head finalized must not finish a
+//!   withdrawal the endpoint vouching for its block hash has not finalized.
 
 use super::store_contract::{fake_sign, new_w, wid};
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use withdraw_core::adapters::evm::{EvmChain, LocalKeys};
 use withdraw_core::adapters::sqlite::{Sqlite, SqliteBalances, SqliteQueue};
 use withdraw_core::adapters::store::RecordStore;
-use withdraw_core::domain::AssetRegistry;
+use withdraw_core::domain::{AssetRegistry, Status};
 use withdraw_core::ports::*;
 use withdraw_core::ports::{PortTypes, Ports};
 use withdraw_core::stages::{NonceKeeper, NonceKeeperConfig};
@@ -20,10 +22,13 @@ use zeroize::Zeroizing;
 
 type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
-/// The real chain, with a hook run once, just before the first pending-count read.
+/// The real chain, with a hook run once, just before the first pending-count read, and
+/// optionally a lie: `finalized()` answering the head (as a misconfigured or lying endpoint
+/// would), while the batched read stays the real node's.
 struct HookChain {
     inner: EvmChain,
     hook: Mutex<Option<Hook>>,
+    finalized_is_head: bool,
 }
 
 impl Chain for HookChain {
@@ -46,6 +51,9 @@ impl Chain for HookChain {
         self.inner.head().await
     }
     async fn finalized(&self) -> Result<u64, ChainError> {
+        if self.finalized_is_head {
+            return self.inner.head().await;
+        }
         self.inner.finalized().await
     }
     async fn fees(&self) -> Result<Fees, ChainError> {
@@ -119,7 +127,7 @@ async fn holes_transfers_signed_during_a_nonce_check_are_not_gaps() {
             assert!(out.iter().all(|o| matches!(o, SignOutcome::Signed { .. })), "{out:?}");
         })
     });
-    let chain = HookChain { inner, hook: Mutex::new(Some(hook)) };
+    let chain = HookChain { inner, hook: Mutex::new(Some(hook)), finalized_is_head: false };
     let ports = Arc::new(Ports::<Hooked> {
         store: store.clone(),
         queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
@@ -134,4 +142,60 @@ async fn holes_transfers_signed_during_a_nonce_check_are_not_gaps() {
     assert!(check.gaps.is_empty(), "nonces our signer took during the check are not gaps: {check:?}");
     assert!(store.fills(31337, wallet, 0).await.unwrap().is_empty(), "no 0-value fill fights our transfers");
     assert_eq!(check.next_nonce, 3, "{check:?}");
+}
+
+#[tokio::test]
+async fn an_endpoint_calling_its_head_finalized_does_not_finish_a_withdrawal() {
+    use withdraw_core::domain::Amount;
+    use withdraw_core::stages::*;
+    let anvil = Anvil::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("w.db")).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let inner = super::pipeline::anvil_chain(&anvil).await.with_finality(Finality::Finalized);
+    let chain = HookChain { inner, hook: Mutex::new(None), finalized_is_head: true };
+    let ports = Arc::new(Ports::<Hooked> {
+        store: RecordStore::new(db.clone(), clock.clone()),
+        queue: SqliteQueue::new(db.clone(), clock.clone(), 5),
+        balances: SqliteBalances::new(db, clock.clone()),
+        chains: HashMap::from([(31337, chain)]),
+        clock,
+    });
+    let assets = super::pipeline::eth_only(None);
+    let keys = Arc::new(LocalKeys::from_hex(&[Zeroizing::new(DEV_KEY.to_owned())]).unwrap());
+    let signer = Signer::new(ports.clone(), keys, assets.clone(), SignerConfig::default()).await.unwrap();
+    let sender = Sender::new(ports.clone(), SenderConfig::default());
+    let tracker = Tracker::new(ports.clone(), assets.clone(), TrackerConfig::default());
+    ports.balances.credit("t1", "u1", "ETH", Amount::parse_positive("10", 18).unwrap()).await.unwrap();
+
+    let req = WithdrawalRequest {
+        user_id: "u1".into(),
+        asset: "ETH".into(),
+        chain_id: 31337,
+        to: "0x1000000000000000000000000000000000000001".into(),
+        amount: "1".into(),
+    };
+    let (intake, writer) = Intake::spawn(ports.clone(), IntakeConfig::default());
+    let id = match intake.submit("c", "k-final", &validate(&req, &assets).unwrap()).await.unwrap() {
+        SubmitOutcome::Created { id } => id,
+        other => panic!("{other:?}"),
+    };
+    drop(intake);
+    writer.await.unwrap();
+    let receive = |q| ports.queue.receive(q, 10, std::time::Duration::from_secs(30), std::time::Duration::from_millis(200));
+    signer.process(receive(QueueName::Requests).await.unwrap()).await.unwrap();
+    sender.process(receive(QueueName::Signed).await.unwrap()).await.unwrap();
+    let status = || async { ports.store.get(&id).await.unwrap().unwrap().withdrawal.status };
+
+    // Mined (automine), 10 blocks on top; anvil finalizes 64 behind its head.
+    anvil.rpc("anvil_mine", json!(["0xa"])).await;
+    for _ in 0..3 {
+        tracker.follow().await.unwrap();
+    }
+    assert!(ports.store.get(&id).await.unwrap().unwrap().inclusion.is_some(), "the tracker saw it mined");
+    assert_eq!(status().await, Status::Sent, "not finalized by the node that vouches for its block");
+
+    anvil.rpc("anvil_mine", json!(["0x50"])).await;
+    tracker.follow().await.unwrap();
+    assert_eq!(status().await, Status::Completed);
 }

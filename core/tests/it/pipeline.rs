@@ -56,7 +56,7 @@ async fn submit_one<T: PortTypes>(ports: &Arc<Ports<T>>, assets: &AssetRegistry,
 }
 
 /// The one asset these rigs pay: native ETH on anvil's chain.
-fn eth_only(max_amount: Option<&str>) -> Arc<AssetRegistry> {
+pub fn eth_only(max_amount: Option<&str>) -> Arc<AssetRegistry> {
     Arc::new(AssetRegistry::new(vec![Asset {
         symbol: "ETH".into(),
         chain_id: 31337,
