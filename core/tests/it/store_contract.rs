@@ -1425,8 +1425,15 @@ async fn search_matches_exactly_and_pages_newest_first<S: Store>(s: S, _clock: &
     assert_eq!(find(Some(Status::Received), None, None, 10).await, ids(&[4, 3, 1]), "2 is SIGNED");
     assert_eq!(find(None, q("alice"), None, 10).await, ids(&[5, 3, 1]), "by user id");
     assert_eq!(find(Some(Status::Received), q("alice"), None, 10).await, ids(&[3, 1]), "both filters");
-    assert!(find(None, q("ali"), None, 10).await.is_empty(), "exact, not a prefix");
+    assert!(find(None, q("ali"), None, 10).await.is_empty(), "a user id matches exactly, not a prefix");
     assert_eq!(find(None, q(wid(4).as_str()), None, 10).await, ids(&[4]), "by withdrawal id");
+    // The start of an id, as lists show it, finds the ids it starts (uppercase too).
+    assert_eq!(find(None, q("00000000-0000-7000"), None, 10).await, ids(&[5, 4, 3, 2, 1]), "by the start of an id");
+    assert_eq!(find(None, q(&wid(4).as_str()[..35]), None, 10).await, ids(&[5, 4, 3, 2, 1]), "these differ in the last digit only");
+    assert_eq!(find(None, q(&format!("{}-", &wid(4).as_str()[..23].to_uppercase())), None, 10).await, ids(&[5, 4, 3, 2, 1]));
+    assert_eq!(find(Some(Status::Received), q(&wid(4).as_str()[..13]), None, 10).await, ids(&[4, 3, 1]), "with a status");
+    assert!(find(None, q("00000000-0000-7000-8000-0000000009"), None, 10).await.is_empty());
+    assert!(find(None, q("0000000"), None, 10).await.is_empty(), "under 8 characters is not an id's start");
     assert_eq!(find(None, Some(format!("{a:#x}")), None, 10).await, ids(&[3, 1]), "by destination");
     assert_eq!(find(None, Some(a.to_checksum(None)), None, 10).await, ids(&[3, 1]), "a checksummed address is the same address");
     assert_eq!(find(None, Some(format!("{first_hash:#x}")), None, 10).await, ids(&[2]), "by any attempt's hash");

@@ -313,6 +313,11 @@ pub(super) fn search(conn: &mut AnyConn, f: SearchFilter) -> Result<Vec<Withdraw
             q = q.filter(withdrawals::id.eq_any(ids));
         } else if lower.len() == 42 && lower.starts_with("0x") {
             q = q.filter(withdrawals::to_address.eq(lower));
+        } else if let Some((start, end)) = id_prefix_range(&lower) {
+            // The start of an id (lists show the first 13 characters): a range on the primary
+            // key, which any index answers, where LIKE would need a pattern-ops index.
+            let in_range = withdrawals::id.ge(start).and(withdrawals::id.lt(end));
+            q = q.filter(in_range.or(withdrawals::user_id.eq(text.to_owned())));
         } else {
             q = q.filter(withdrawals::id.eq(text.to_owned()).or(withdrawals::user_id.eq(text.to_owned())));
         }
@@ -324,6 +329,23 @@ pub(super) fn search(conn: &mut AnyConn, f: SearchFilter) -> Result<Vec<Withdraw
     let rows: Vec<WithdrawalRow> =
         q.order(withdrawals::id.desc()).limit(f.limit.clamp(1, 1000)).select(WithdrawalRow::as_select()).load(conn)?;
     rows.into_iter().map(WithdrawalRow::into_domain).collect()
+}
+
+/// For the start of a withdrawal id (8 to 36 characters of an id's lowercase hex and dashes),
+/// the range of ids it starts: [prefix, prefix with its last character raised by one). A
+/// trailing dash is dropped first (every id has its dashes at the same places), so neither
+/// bound ends in punctuation, which a non-C collation would skip. None for anything else,
+/// which is then matched exactly.
+fn id_prefix_range(text: &str) -> Option<(String, String)> {
+    let start = text.trim_end_matches('-');
+    let ok = (8..=36).contains(&start.len()) && start.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
+    if !ok {
+        return None;
+    }
+    let mut end = start.as_bytes().to_vec();
+    let last = end.last_mut()?;
+    *last += 1; // '0'-'9' and 'a'-'f' each have a next ASCII character
+    Some((start.to_owned(), String::from_utf8(end).ok()?))
 }
 
 pub(super) fn oldest_in(conn: &mut AnyConn, status: Status) -> Result<Option<i64>, StoreError> {
