@@ -1,7 +1,8 @@
 //! The admin API client. Every call runs in its own task and answers with a `Msg`, so a
-//! slow or dead API never blocks the UI loop; each call has a timeout.
+//! slow or dead API never blocks the UI loop; each call has a timeout. Failures keep their
+//! kind (no answer, or an HTTP refusal) so the console never calls a 404 "API down".
 
-use crate::app::{Action, Cmd, Fetch, Loaded, Msg};
+use crate::app::{Acted, Action, Cmd, Failure, Fetch, Loaded, Msg, urlencode};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,69 +28,80 @@ impl Api {
         Ok(Api { base: base.trim_end_matches('/').to_owned(), token, http })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(self.token.as_str()).send().await.map_err(describe)?;
         answer(r).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T, String> {
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T, Failure> {
         let r =
             self.http.post(format!("{}{path}", self.base)).bearer_auth(self.token.as_str()).json(&body).send().await.map_err(describe)?;
         answer(r).await
     }
 
-    pub async fn fetch(&self, f: &Fetch) -> Result<Loaded, String> {
+    pub async fn fetch(&self, f: &Fetch) -> Result<Loaded, Failure> {
+        let p = f.path();
         Ok(match f {
-            Fetch::Me => Loaded::Me(self.get("/admin/v1/me").await?),
-            Fetch::Stats => Loaded::Stats(self.get("/admin/v1/stats").await?),
-            Fetch::Rpc => Loaded::Rpc(self.get("/admin/v1/rpc").await?),
-            Fetch::Wallets => Loaded::Wallets(self.get("/admin/v1/hot-wallets").await?),
-            Fetch::Signing => Loaded::Signing(self.get("/admin/v1/signing").await?),
-            Fetch::Alerts => Loaded::Alerts(self.get("/admin/v1/alerts?limit=200").await?),
-            Fetch::Audit => Loaded::Audit(self.get("/admin/v1/audit?limit=200").await?),
-            Fetch::Withdrawals(q) => {
-                let q = if q.is_empty() { String::new() } else { format!("&q={}", urlencode(q)) };
-                Loaded::Withdrawals(self.get(&format!("/admin/v1/withdrawals?limit=200{q}")).await?)
-            }
-            Fetch::Dlq(k) => Loaded::Dlq(*k, self.get(&format!("/admin/v1/dlq/{}?limit=500", k.path())).await?),
-            Fetch::Approvals => Loaded::Approvals(self.get("/admin/v1/approvals?limit=500").await?),
-            Fetch::Detail(id) => Loaded::Detail(Box::new(self.get(&format!("/admin/v1/withdrawals/{}", urlencode(id))).await?)),
+            Fetch::Me => Loaded::Me(self.get(&p).await?),
+            Fetch::Stats => Loaded::Stats(self.get(&p).await?),
+            Fetch::Rpc => Loaded::Rpc(self.get(&p).await?),
+            Fetch::Wallets => Loaded::Wallets(self.get(&p).await?),
+            Fetch::Signing => Loaded::Signing(self.get(&p).await?),
+            Fetch::Alerts => Loaded::Alerts(self.get(&p).await?),
+            Fetch::Audit => Loaded::Audit(self.get(&p).await?),
+            Fetch::Withdrawals(_) => Loaded::Withdrawals(self.get(&p).await?),
+            Fetch::Dlq(k) => Loaded::Dlq(*k, self.get(&p).await?),
+            Fetch::Approvals => Loaded::Approvals(self.get(&p).await?),
+            Fetch::Detail(_) => Loaded::Detail(Box::new(self.get(&p).await?)),
         })
     }
 
-    /// Carries out an operator's action; the summary goes to the status line.
-    pub async fn act(&self, action: Action, ids: &[String], reason: &str) -> Result<String, String> {
+    /// Carries out an operator's action: which items moved, which did not and why.
+    pub async fn act(&self, action: Action, ids: &[String], reason: &str) -> Acted {
+        let mut acted = Acted { action, done: Vec::new(), failed: Vec::new(), error: None };
         match action {
             Action::Reprocess(k) | Action::Discard(k) => {
                 let verb = if matches!(action, Action::Reprocess(_)) { "reprocess" } else { "discard" };
-                let r: BulkActionResultV1 =
-                    self.post(&format!("/admin/v1/dlq/{}/{verb}", k.path()), serde_json::json!({"ids": ids, "reason": reason})).await?;
-                let failed: Vec<String> = r.results.iter().filter_map(|i| i.error.as_ref().map(|e| format!("{}: {e}", i.id))).collect();
-                let ok = r.results.len() - failed.len();
-                Ok(if failed.is_empty() {
-                    format!("{verb}: {ok} done")
-                } else {
-                    format!("{verb}: {ok} done, {} failed ({})", failed.len(), failed.join("; "))
-                })
+                let r: Result<BulkActionResultV1, Failure> =
+                    self.post(&format!("/admin/v1/dlq/{}/{verb}", k.path()), serde_json::json!({"ids": ids, "reason": reason})).await;
+                match r {
+                    Ok(r) => {
+                        for i in r.results {
+                            match i.error {
+                                Some(e) => acted.failed.push((i.id, e)),
+                                None => acted.done.push(i.id),
+                            }
+                        }
+                    }
+                    Err(e) => acted.error = Some(e),
+                }
             }
             Action::Approve | Action::Reject => {
                 let verb = if action == Action::Approve { "approve" } else { "reject" };
-                let mut failed = Vec::new();
                 for id in ids {
-                    let r: Result<ActionResultV1, String> =
+                    let r: Result<ActionResultV1, Failure> =
                         self.post(&format!("/admin/v1/approvals/{}/{verb}", urlencode(id)), serde_json::json!({"reason": reason})).await;
-                    if let Err(e) = r {
-                        failed.push(format!("{id}: {e}"));
+                    match r {
+                        Ok(_) => acted.done.push(id.clone()),
+                        // No answer at all: the rest would fail the same way.
+                        Err(e @ Failure::Down(_)) if acted.done.is_empty() && acted.failed.is_empty() => {
+                            acted.error = Some(e);
+                            break;
+                        }
+                        Err(e) => acted.failed.push((id.clone(), e.to_string())),
                     }
                 }
-                let ok = ids.len() - failed.len();
-                Ok(if failed.is_empty() {
-                    format!("{verb}: {ok} done")
-                } else {
-                    format!("{verb}: {ok} done, {} failed ({})", failed.len(), failed.join("; "))
-                })
+            }
+            Action::Pause(chain) | Action::Resume(chain) => {
+                let verb = if matches!(action, Action::Pause(_)) { "pause" } else { "resume" };
+                let r: Result<SigningStateV1, Failure> =
+                    self.post(&format!("/admin/v1/signing/{verb}"), serde_json::json!({"reason": reason, "chain_id": chain})).await;
+                if let Err(e) = r {
+                    acted.error = Some(e);
+                }
             }
         }
+        acted
     }
 }
 
@@ -108,40 +120,33 @@ pub fn spawn(api: &Arc<Api>, cmd: Cmd, tx: &UnboundedSender<Msg>) {
         }
         Cmd::Act { action, ids, reason } => {
             tokio::spawn(async move {
-                let summary = api.act(action, &ids, &reason).await.unwrap_or_else(|e| format!("{} failed: {e}", action.verb()));
-                let _ = tx.send(Msg::Acted(summary));
+                let _ = tx.send(Msg::Acted(api.act(action, &ids, &reason).await));
             });
         }
         Cmd::Copy(_) => {} // done by the runtime, which owns the terminal
     }
 }
 
-fn describe(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "cannot connect".into()
-    } else {
-        "request failed".into()
-    }
+fn describe(e: reqwest::Error) -> Failure {
+    Failure::Down(
+        if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "connection failed"
+        }
+        .into(),
+    )
 }
 
-async fn answer<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, String> {
+async fn answer<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, Failure> {
     let status = r.status();
     if status.is_success() {
-        return r.json().await.map_err(|e| format!("unreadable answer: {e}"));
+        return r.json().await.map_err(|e| Failure::Unreadable(e.to_string()));
     }
-    // problem+json: show its detail, else the status.
+    // problem+json: show its detail, else its title, else the status alone.
     let text = r.text().await.unwrap_or_default();
-    let detail = serde_json::from_str::<ProblemV1>(&text).ok().and_then(|p| p.detail.or(Some(p.title)));
-    Err(format!("HTTP {}{}", status.as_u16(), detail.map(|d| format!(": {d}")).unwrap_or_default()))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let detail = serde_json::from_str::<ProblemV1>(&text).ok().map(|p| p.detail.unwrap_or(p.title)).unwrap_or_default();
+    Err(Failure::Http { status: status.as_u16(), detail })
 }

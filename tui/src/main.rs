@@ -14,7 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use withdraw_console::api::{self, Api};
-use withdraw_console::app::{App, Cmd, Look, Msg, View};
+use withdraw_console::app::{App, Cmd, GOTO_TARGETS, Look, Msg, View};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -26,7 +26,8 @@ struct Cli {
     /// A file holding the bearer token (else $WITHDRAW_ADMIN_TOKEN).
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
-    /// Open a view at start: tx/<id>, dlq/invalid, dlq/tx, approvals, alerts, health.
+    /// Open a view at start: dashboard, withdrawals, tx/<id>, dlq/invalid, dlq/tx, approvals,
+    /// alerts, audit or health (alerts' console links use these).
     #[arg(long)]
     goto: Option<String>,
 }
@@ -76,8 +77,7 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<()> {
     let cli = Cli::parse();
     let view = match &cli.goto {
-        Some(g) => View::from_goto(g)
-            .with_context(|| format!("--goto {g:?}: expected tx/<id>, dlq/invalid, dlq/tx, approvals, alerts or health"))?,
+        Some(g) => View::from_goto(g).with_context(|| format!("--goto {g:?}: expected {GOTO_TARGETS}"))?,
         None => View::Dashboard,
     };
     let api = Arc::new(Api::new(&cli.api, token(&cli)?)?);

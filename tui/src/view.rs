@@ -2,8 +2,12 @@
 //! box, and a footer line (key hints, the command or filter being typed, or a status). Sized
 //! for 80x24 first; wider terminals get wider columns. With `NO_COLOR` nothing is coloured;
 //! on a dumb terminal (as under `kubectl exec` without a TERM) only ASCII is drawn.
+//!
+//! Nothing unknown is drawn as nothing: each part of a view says whether it is loading,
+//! unavailable (with the call and its error), stale (with its age, in words as well as
+//! colour), empty, or filtered to nothing.
 
-use crate::app::{Action, App, DlqKind, Focus, Mode, View};
+use crate::app::{Action, App, Fetch, Focus, Freshness, Mode, View, goto_of, short_id};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -59,6 +63,18 @@ impl Theme {
     fn arrow(&self) -> &'static str {
         if self.unicode { "→" } else { "->" }
     }
+    fn more(&self) -> &'static str {
+        if self.unicode { "…" } else { "..." }
+    }
+    fn enter(&self) -> &'static str {
+        if self.unicode { "⏎" } else { "enter" }
+    }
+    fn warn(&self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
+    fn bad(&self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
 }
 
 /// Pads or cuts `s` to exactly `w` characters.
@@ -105,7 +121,7 @@ fn short(addr: &str) -> String {
 pub fn draw(f: &mut Frame, app: &App) {
     let t = Theme { color: app.look.color, unicode: app.look.unicode };
     let [head, body, foot] = Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(f.area());
-    f.render_widget(Paragraph::new(header(app, &t)), head);
+    f.render_widget(Paragraph::new(header(app, &t, head.width as usize)), head);
     let block = t.block(app.view.title());
     let inner = block.inner(body);
     f.render_widget(block, body);
@@ -119,38 +135,58 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Help => help(app),
     };
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
-    f.render_widget(Paragraph::new(footer(app, &t)), foot);
+    f.render_widget(Paragraph::new(footer(app, &t, foot.width as usize)), foot);
     if let Mode::Dialog(d) = &app.mode {
         dialog(f, &t, d);
     }
 }
 
-fn header<'a>(app: &App, t: &Theme) -> Line<'a> {
-    let who = match &app.me {
-        Some(m) if app.read_only() => format!("{} (read-only)", m.name),
-        Some(m) => m.name.clone(),
-        None => "…".into(),
-    };
-    let api = match (&app.api.error, app.api.last_ok_ms) {
-        (None, _) if app.slow_for_ms().is_some() => Span::styled(
-            format!("API SLOW: waiting {}s", app.slow_for_ms().unwrap_or(0) / 1000),
-            t.fg(Color::Yellow).add_modifier(Modifier::BOLD),
-        ),
-        (Some((e, since)), _) => {
-            Span::styled(format!("API DOWN {}: {}", ago(app.now_ms, *since), e), t.fg(Color::Red).add_modifier(Modifier::BOLD))
+/// The API's state, who we are and what we may do; the program's name only if it all fits.
+fn header<'a>(app: &App, t: &Theme, width: usize) -> Line<'a> {
+    // "API DOWN" only when calls get no answer at all; a refused call is its view's to show.
+    let api = match (&app.down, app.last_ok_ms) {
+        (Some((e, since)), _) => Span::styled(format!("API DOWN {}: {e}", ago(app.now_ms, *since)), t.bad()),
+        (None, _) if app.slow_for_ms().is_some() => {
+            Span::styled(format!("API SLOW: waiting {}s", app.slow_for_ms().unwrap_or(0) / 1000), t.warn())
         }
         (None, Some(_)) => Span::styled("API ok", t.fg(Color::Green)),
-        (None, None) => Span::styled("API …", t.dim()),
+        (None, None) => Span::styled(format!("API {}", t.more()), t.dim()),
     };
-    let mut spans = vec![Span::styled("withdraw-console ", t.bold()), Span::raw(format!("| {who} | "))];
+    let mut spans = vec![api, Span::raw(" | ")];
     if app.frozen {
-        spans.push(Span::styled("FROZEN | ", t.fg(Color::Cyan).add_modifier(Modifier::BOLD)));
+        spans.push(Span::styled("FROZEN ", t.fg(Color::Cyan).add_modifier(Modifier::BOLD)));
     }
-    spans.push(api);
+    if let Some(m) = &app.me {
+        spans.push(Span::raw(format!("{} ", m.name)));
+    }
+    if let Some(cause) = app.read_only_cause() {
+        spans.push(Span::styled(format!("[READ-ONLY: {cause}]"), t.warn()));
+    }
+    let name = "withdraw-console | ";
+    if Line::from(spans.clone()).width() + name.len() <= width {
+        spans.insert(0, Span::styled(name, t.bold()));
+    }
     Line::from(spans)
 }
 
-fn footer<'a>(app: &App, t: &Theme) -> Line<'a> {
+/// Joins hints that fit `width`, in order of importance; `tail` always shows.
+fn fit_hints(hints: &[String], tail: &[&str], width: usize) -> String {
+    const SEP: usize = 2;
+    let tail_w: usize = tail.iter().map(|h| h.chars().count() + SEP).sum();
+    let mut out: Vec<&str> = Vec::new();
+    let mut used = tail_w;
+    for h in hints {
+        let w = h.chars().count() + SEP;
+        if used + w <= width + SEP {
+            out.push(h);
+            used += w;
+        }
+    }
+    out.extend(tail.iter().copied());
+    out.join("  ")
+}
+
+fn footer<'a>(app: &App, t: &Theme, width: usize) -> Line<'a> {
     match &app.mode {
         Mode::Command(buf) => return Line::from(vec![Span::styled(":", t.bold()), Span::raw(buf.clone()), Span::raw("_")]),
         Mode::Filter(buf) => return Line::from(vec![Span::styled("/", t.bold()), Span::raw(buf.clone()), Span::raw("_")]),
@@ -159,56 +195,145 @@ fn footer<'a>(app: &App, t: &Theme) -> Line<'a> {
     if let Some(s) = &app.status {
         return Line::from(Span::styled(s.clone(), t.fg(Color::Cyan)));
     }
-    // The view's own keys first: on a narrow terminal the general ones (in help) are cut.
-    let mut hints: Vec<&str> = Vec::new();
+    // The view's own keys first, most used first; what does not fit is in help (`?`).
+    let open = format!("{} open", t.enter());
+    let mut hints: Vec<String> = Vec::new();
+    let mut add = |h: &str| hints.push(h.to_owned());
     match &app.view {
         View::Dlq(k) => {
-            hints.push("/ filter");
             if app.can(Action::Reprocess(*k)) {
-                hints.extend(["space mark", "r reprocess", "d discard"]);
+                ["spc/* mark", "r reprocess", "d discard"].into_iter().for_each(&mut add);
             }
-            hints.push("enter open");
+            add("/ filter");
+            add(&open);
+            add("s sort");
         }
         View::Approvals => {
-            hints.push("/ filter");
             if app.can(Action::Approve) {
-                hints.extend(["space mark", "a approve", "x reject"]);
+                ["spc/* mark", "a approve", "x reject"].into_iter().for_each(&mut add);
             }
-            hints.push("enter open");
+            add("/ filter");
+            add(&open);
+            add("s sort");
         }
-        View::Withdrawals => hints.extend(["/ search", "enter open"]),
-        View::Detail(_) => hints.push("c copy tx hash"),
-        View::Alerts => hints.push("enter open view"),
-        _ => {}
+        View::Withdrawals => {
+            add("/ search");
+            add(&open);
+            add("s sort");
+        }
+        View::Detail(id) => {
+            let status = app.data.detail.as_ref().filter(|d| &d.id == id).map(|d| d.status.as_str());
+            match status {
+                Some("INVALID" | "SEND_FAILED") if app.can(Action::Reprocess(crate::app::DlqKind::Invalid)) => {
+                    ["r reprocess", "d discard"].into_iter().for_each(&mut add);
+                }
+                Some("PENDING_APPROVAL") if app.can(Action::Approve) => {
+                    ["a approve", "x reject"].into_iter().for_each(&mut add);
+                }
+                _ => {}
+            }
+            add("c copy tx hash");
+        }
+        View::Dashboard | View::Health => {
+            if matches!(app.view, View::Dashboard) && !app.firing().is_empty() {
+                add(&format!("{} open alert", t.enter()));
+            }
+            if app.can(Action::Pause(None)) {
+                let paused = app.data.signing.as_ref().is_some_and(|s| s.paused_all || !s.paused_chains.is_empty());
+                add(if paused { "p resume signing" } else { "p pause signing" });
+            }
+            add(": go to");
+        }
+        View::Alerts => add(&format!("{} open its view", t.enter())),
+        View::Audit => add(&format!("{} open withdrawal", t.enter())),
+        View::Help => {}
     }
-    hints.extend(["? help", ": command", "esc back", "f freeze", "^r refresh"]);
-    Line::from(Span::styled(hints.join("  "), t.dim()))
+    add("q quit");
+    let tail: &[&str] = if app.view == View::Help { &["esc back"] } else { &["esc back", "? more"] };
+    Line::from(Span::styled(fit_hints(&hints, tail, width), t.dim()))
+}
+
+/// One line for a part of a view that cannot be shown as data: loading, or unavailable.
+fn problem<'a>(app: &App, t: &Theme, f: &Fetch, what: &str) -> Option<Line<'a>> {
+    match app.freshness(f) {
+        Freshness::Loading => Some(Line::from(Span::styled(format!("loading {what}{}", t.more()), t.dim()))),
+        Freshness::Unavailable { error: error @ crate::app::Failure::Http { status: 404, .. }, call } => {
+            Some(Line::from(Span::styled(format!("NOT FOUND {what}: {call}: {error}"), t.bad())))
+        }
+        Freshness::Unavailable { call, error } => {
+            let since = app.calls.get(f).and_then(|c| c.failure.as_ref()).map(|(_, s)| ago(app.now_ms, *s)).unwrap_or_default();
+            Some(Line::from(Span::styled(format!("UNAVAILABLE {what}: {call}: {error} (for {since}, retrying)"), t.bad())))
+        }
+        _ => None,
+    }
+}
+
+/// "stale 34s" (and why) for data shown from an older answer; None when fresh.
+fn stale(app: &App, f: &Fetch) -> Option<String> {
+    match app.freshness(f) {
+        Freshness::Stale { age_ms, call, error: Some(e) } => Some(format!("STALE {}: {call}: {e}", ago(app.now_ms, app.now_ms - age_ms))),
+        Freshness::Stale { age_ms, .. } => Some(format!("STALE {}", ago(app.now_ms, app.now_ms - age_ms))),
+        _ => None,
+    }
+}
+
+/// A section heading with its staleness after it.
+fn heading<'a>(app: &App, t: &Theme, text: String, f: &Fetch) -> Line<'a> {
+    let mut spans = vec![Span::styled(text, t.bold())];
+    if let Some(s) = stale(app, f) {
+        spans.push(Span::styled(format!(" {s}"), t.warn()));
+    }
+    Line::from(spans)
 }
 
 fn dashboard<'a>(app: &App, t: &Theme, width: usize) -> Vec<Line<'a>> {
     let d = &app.data;
     let mut out = Vec::new();
-    let signing = match &d.signing {
-        Some(s) if s.paused_all => Span::styled("PAUSED (all chains)", t.fg(Color::Red).add_modifier(Modifier::BOLD)),
-        Some(s) if !s.paused_chains.is_empty() => Span::styled(
-            format!("PAUSED on chain {}", s.paused_chains.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
-            t.fg(Color::Red).add_modifier(Modifier::BOLD),
-        ),
-        Some(_) => Span::styled("RUNNING", t.state("RUNNING")),
-        None => Span::styled("…", t.dim()),
+    let signing = match (&d.signing, app.freshness(&Fetch::Signing)) {
+        (Some(s), _) if s.paused_all => Span::styled("PAUSED (all chains)", t.bad()),
+        (Some(s), _) if !s.paused_chains.is_empty() => {
+            Span::styled(format!("PAUSED on chain {}", s.paused_chains.iter().map(u64::to_string).collect::<Vec<_>>().join(",")), t.bad())
+        }
+        (Some(_), _) => Span::styled("RUNNING", t.state("RUNNING")),
+        (None, Freshness::Unavailable { error, .. }) => Span::styled(format!("UNKNOWN ({error})"), t.warn()),
+        (None, _) => Span::styled(t.more(), t.dim()),
     };
-    let firing = d.alerts.iter().filter(|a| a.status == "firing").count();
-    out.push(Line::from(vec![
-        Span::raw("signing "),
-        signing,
-        Span::raw("   alerts firing "),
-        Span::styled(firing.to_string(), if firing > 0 { t.fg(Color::Red).add_modifier(Modifier::BOLD) } else { t.fg(Color::Green) }),
-    ]));
-    let spark_w = width.saturating_sub(46).clamp(8, 40);
-    out.push(Line::from(Span::styled(
-        format!("{}{}{}{}{}", fit("queue", 13), fit("visible", 9), fit("flight", 8), fit("oldest", 8), "depth"),
-        t.bold(),
-    )));
+    let mut first = vec![Span::raw("signing "), signing];
+    if let Some(s) = stale(app, &Fetch::Signing) {
+        first.push(Span::styled(format!(" {s}"), t.warn()));
+    }
+    out.push(Line::from(first));
+    // Alerts: named when firing; unknown is never shown as "0".
+    match (&d.alerts, app.freshness(&Fetch::Alerts)) {
+        (None, Freshness::Unavailable { call, error }) => {
+            out.push(Line::from(Span::styled(format!("alerts UNKNOWN: {call}: {error}"), t.warn())));
+        }
+        (None, _) => out.push(Line::from(Span::styled(format!("alerts loading{}", t.more()), t.dim()))),
+        (Some(_), _) => {
+            let firing = app.firing();
+            let mut line = vec![
+                Span::raw("alerts firing "),
+                Span::styled(firing.len().to_string(), if firing.is_empty() { t.fg(Color::Green) } else { t.bad() }),
+            ];
+            if let Some(s) = stale(app, &Fetch::Alerts) {
+                line.push(Span::styled(format!(" {s}"), t.warn()));
+            }
+            out.push(Line::from(line));
+            for (i, a) in firing.iter().take(4).enumerate() {
+                let goto = a.console.as_deref().and_then(goto_of).unwrap_or("-");
+                let what = a.summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
+                let open = format!(" {} {goto}", t.arrow());
+                let text = fit(&format!("{}{what}", a.name), width.saturating_sub(open.chars().count() + 2));
+                let line = Line::from(vec![Span::styled(format!("! {text}"), t.bad()), Span::raw(open)]);
+                out.push(if i == app.place.selected { line.style(t.selected()) } else { line });
+            }
+            if firing.len() > 4 {
+                out.push(Line::from(Span::styled(format!("  and {} more (:alerts)", firing.len() - 4), t.dim())));
+            }
+        }
+    }
+    let spark_w = width.saturating_sub(49).clamp(8, 40);
+    out.push(heading(app, t, format!("{}{}{}{}", fit("queue", 13), fit("messages", 28), fit("oldest", 8), "depth"), &Fetch::Stats));
     match &d.stats {
         Some(s) => {
             for q in &s.queues {
@@ -216,11 +341,8 @@ fn dashboard<'a>(app: &App, t: &Theme, width: usize) -> Vec<Line<'a>> {
                 let hist = d.depth_history.get(&q.name).map(|h| h.iter().copied().collect::<Vec<_>>()).unwrap_or_default();
                 let dlq_alarm = q.name.ends_with("dlq") && q.visible + q.in_flight > 0;
                 out.push(Line::from(vec![
-                    Span::styled(
-                        fit(&q.name, 13),
-                        if dlq_alarm { t.fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::default() },
-                    ),
-                    Span::raw(format!("{}{}{}", fit(&q.visible.to_string(), 9), fit(&q.in_flight.to_string(), 8), fit(&age, 8))),
+                    Span::styled(fit(&q.name, 13), if dlq_alarm { t.bad() } else { Style::default() }),
+                    Span::raw(format!("{}{}", fit(&format!("waiting {}, being worked {}", q.visible, q.in_flight), 28), fit(&age, 8))),
                     Span::styled(spark(hist, spark_w, t.unicode), t.fg(Color::Cyan)),
                 ]));
             }
@@ -245,45 +367,51 @@ fn dashboard<'a>(app: &App, t: &Theme, width: usize) -> Vec<Line<'a>> {
                 order.iter().filter_map(|k| s.statuses.get(*k).filter(|n| **n > 0).map(|n| format!("{k} {n}"))).collect();
             out.push(Line::from(Span::raw(if counts.is_empty() { "no withdrawals yet".to_owned() } else { counts.join("  ") })));
         }
-        None => out.push(Line::from(Span::styled("loading queue depths…", t.dim()))),
+        None => out.extend(problem(app, t, &Fetch::Stats, "queue depths")),
     }
-    out.push(Line::from(Span::styled(
-        format!("{}{}{}{}", fit("endpoint", 16), fit("state", 12), fit("head", 10), "lag  latency"),
-        t.bold(),
-    )));
-    for e in &d.rpc {
-        out.push(Line::from(vec![
-            Span::raw(fit(&format!("{}{}", if e.serving_reads { ">" } else { " " }, e.name), 16)),
-            Span::styled(fit(&e.state, 12), t.state(&e.state)),
-            Span::raw(format!(
-                "{}{}{}",
-                fit(&e.head.map(|h| h.to_string()).unwrap_or_else(|| "-".into()), 10),
-                fit(&e.lag.to_string(), 5),
-                e.latency_ms.map(|l| format!("{l:.0} ms")).unwrap_or_else(|| "-".into())
-            )),
-        ]));
-    }
-    out.push(Line::from(Span::styled(format!("{}{}{}{}", fit("hot wallet", 16), fit("nonce", 8), fit("in flight", 11), "lane"), t.bold())));
-    for w in &d.wallets {
-        let lane = match &w.nonces {
-            Some(n) if !n.blocked.is_empty() => {
-                Span::styled(format!("BLOCKED at {:?}", n.blocked), t.fg(Color::Red).add_modifier(Modifier::BOLD))
+    out.push(heading(app, t, format!("{}{}{}{}", fit("endpoint", 16), fit("state", 12), fit("head", 10), "lag  latency"), &Fetch::Rpc));
+    match &d.rpc {
+        None => out.extend(problem(app, t, &Fetch::Rpc, "endpoints")),
+        Some(r) if r.is_empty() => out.push(Line::from(Span::styled("no endpoint configured", t.dim()))),
+        Some(r) => {
+            for e in r {
+                out.push(Line::from(vec![
+                    Span::raw(fit(&format!("{}{}", if e.serving_reads { ">" } else { " " }, e.name), 16)),
+                    Span::styled(fit(&e.state, 12), t.state(&e.state)),
+                    Span::raw(format!(
+                        "{}{}{}",
+                        fit(&e.head.map(|h| h.to_string()).unwrap_or_else(|| "-".into()), 10),
+                        fit(&e.lag.to_string(), 5),
+                        e.latency_ms.map(|l| format!("{l:.0} ms")).unwrap_or_else(|| "-".into())
+                    )),
+                ]));
             }
-            Some(n) if !n.gaps.is_empty() => Span::styled(format!("filling gaps {:?}", n.gaps), t.fg(Color::Yellow)),
-            Some(_) => Span::styled("whole", t.fg(Color::Green)),
-            None => Span::styled("not checked yet", t.dim()),
-        };
-        let short_by = w.funds.iter().find(|f| f.short_by != "0").map(|f| format!("  SHORT {} {}", f.short_by, f.asset));
-        out.push(Line::from(vec![
-            Span::raw(format!(
-                "{}{}{}",
-                fit(&short(&w.wallet), 16),
-                fit(&w.next_nonce.map(|n| n.to_string()).unwrap_or_else(|| "-".into()), 8),
-                fit(&w.nonces.as_ref().map(|n| n.in_flight.to_string()).unwrap_or_else(|| "-".into()), 11)
-            )),
-            lane,
-            Span::styled(short_by.unwrap_or_default(), t.fg(Color::Red).add_modifier(Modifier::BOLD)),
-        ]));
+        }
+    }
+    out.push(heading(app, t, format!("{}{}{}{}", fit("hot wallet", 16), fit("nonce", 8), fit("in flight", 11), "lane"), &Fetch::Wallets));
+    match &d.wallets {
+        None => out.extend(problem(app, t, &Fetch::Wallets, "hot wallets")),
+        Some(ws) => {
+            for w in ws {
+                let lane = match &w.nonces {
+                    Some(n) if !n.blocked.is_empty() => Span::styled(format!("BLOCKED at {:?}", n.blocked), t.bad()),
+                    Some(n) if !n.gaps.is_empty() => Span::styled(format!("filling gaps {:?}", n.gaps), t.fg(Color::Yellow)),
+                    Some(_) => Span::styled("whole", t.fg(Color::Green)),
+                    None => Span::styled("not checked yet", t.dim()),
+                };
+                let short_by = w.funds.iter().find(|f| f.short_by != "0").map(|f| format!("  SHORT {} {}", f.short_by, f.asset));
+                out.push(Line::from(vec![
+                    Span::raw(format!(
+                        "{}{}{}",
+                        fit(&short(&w.wallet), 16),
+                        fit(&w.next_nonce.map(|n| n.to_string()).unwrap_or_else(|| "-".into()), 8),
+                        fit(&w.nonces.as_ref().map(|n| n.in_flight.to_string()).unwrap_or_else(|| "-".into()), 11)
+                    )),
+                    lane,
+                    Span::styled(short_by.unwrap_or_default(), t.bad()),
+                ]));
+            }
+        }
     }
     out
 }
@@ -296,65 +424,118 @@ fn window(selected: usize, len: usize, height: usize) -> std::ops::Range<usize> 
 }
 
 fn list<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
+    let Some(fetch) = app.view_fetch() else { return Vec::new() };
     let rows = app.rows();
     let width = area.width as usize;
     let mut out = Vec::new();
-    let filter = if app.filter.is_empty() { String::new() } else { format!("  filter: {}", app.filter) };
-    out.push(Line::from(vec![
-        Span::styled(format!("{} rows{}", rows.len(), filter), t.dim()),
-        Span::styled(if app.marks.is_empty() { String::new() } else { format!("  {} marked", app.marks.len()) }, t.fg(Color::Cyan)),
-    ]));
-    // id 14 | status 9 | user 8 | amount 12 | rest: reason (DLQ) or destination.
-    let rest = width.saturating_sub(2 + 14 + 10 + 9 + 13);
+    // What is known: how many rows, the filter, the marks, the order, how fresh.
+    let loaded = matches!(app.freshness(&fetch), Freshness::Fresh { .. } | Freshness::Stale { .. });
+    let mut top: Vec<Span> = Vec::new();
+    if loaded {
+        let total = app.total_rows();
+        let count = if app.place.filter.is_empty() || app.view == View::Withdrawals {
+            format!("{} rows", rows.len())
+        } else {
+            format!("{} of {total} rows", rows.len())
+        };
+        top.push(Span::styled(count, t.dim()));
+    }
+    if !app.place.filter.is_empty() {
+        let kind = if app.view == View::Withdrawals { "search" } else { "filter" };
+        top.push(Span::styled(format!("  {kind}: {}", app.place.filter), t.fg(Color::Cyan)));
+    }
+    if !app.place.marks.is_empty() {
+        let hidden = app.hidden_marks();
+        let hidden = if hidden > 0 { format!(" ({hidden} hidden by the filter)") } else { String::new() };
+        top.push(Span::styled(format!("  {} marked{hidden}", app.place.marks.len()), t.fg(Color::Cyan).add_modifier(Modifier::BOLD)));
+    }
+    top.push(Span::styled(format!("  sort: {}", app.place.sort.name()), t.dim()));
+    out.push(Line::from(top));
+    if let Some(p) = problem(app, t, &fetch, "the list") {
+        out.push(p);
+        return out;
+    }
+    let stale_note = stale(app, &fetch);
+    if let Some(s) = &stale_note {
+        out.push(Line::from(Span::styled(format!("{s}; showing the last answer"), t.warn())));
+    }
+    // mark 2 | id 14 | status 10 | user 9 | amount 13 | age 5 | rest: reason (DLQ) or destination.
+    let rest = width.saturating_sub(2 + 14 + 10 + 9 + 13 + 5);
     let show_reason = matches!(app.view, View::Dlq(_));
     out.push(Line::from(Span::styled(
         format!(
-            "  {}{}{}{}{}",
+            "  {}{}{}{}{}{}",
             fit("id", 14),
             fit("status", 10),
             fit("user", 9),
             fit("amount", 13),
+            fit("age", 5),
             fit(if show_reason { "reason" } else { "to" }, rest)
         ),
         t.bold(),
     )));
     if rows.is_empty() {
-        let empty = match app.view {
-            View::Dlq(DlqKind::Invalid) => "the invalid dead-letter queue is empty",
-            View::Dlq(DlqKind::Tx) => "the tx dead-letter queue is empty",
-            View::Approvals => "nothing waits for approval",
-            _ => "no withdrawals match",
+        let empty = if app.total_rows() > 0 {
+            format!("no row matches the filter \"{}\" ({} hidden); esc clears it", app.place.filter, app.total_rows())
+        } else if app.view == View::Withdrawals && !app.place.filter.is_empty() {
+            format!("no withdrawal matches \"{}\" (searched: id or its start, user, address, tx hash)", app.place.filter)
+        } else {
+            match app.view {
+                View::Dlq(k) => format!("the {} dead-letter queue is empty", k.path()),
+                View::Approvals => "nothing waits for approval".into(),
+                _ => "no withdrawals yet".into(),
+            }
         };
         out.push(Line::from(Span::styled(empty, t.dim())));
         return out;
     }
-    for i in window(app.selected, rows.len(), area.height.saturating_sub(2) as usize) {
+    let used = out.len() as u16;
+    for i in window(app.place.selected, rows.len(), area.height.saturating_sub(used) as usize) {
         let w: &WithdrawalSummaryV1 = rows[i];
-        let mark = if app.marks.contains(&w.id) { t.mark() } else { " " };
+        let mark = if app.place.marks.contains(&w.id) { t.mark() } else { " " };
         let last = if show_reason { w.reason.clone().unwrap_or_default() } else { w.to.clone() };
+        let rest_style = if stale_note.is_some() { t.dim() } else { Style::default() };
         let line = Line::from(vec![
             Span::styled(format!("{mark} "), t.fg(Color::Cyan)),
-            Span::raw(fit(&w.id, 14)),
-            Span::styled(fit(&w.status, 10), t.state(&w.status)),
-            Span::raw(format!("{}{}{}", fit(&w.user_id, 9), fit(&format!("{} {}", w.amount, w.asset), 13), fit(&last, rest))),
+            Span::styled(fit(&w.id, 14), rest_style),
+            Span::styled(fit(&w.status, 10), if stale_note.is_some() { t.dim() } else { t.state(&w.status) }),
+            Span::styled(
+                format!(
+                    "{}{}{}{}",
+                    fit(&w.user_id, 9),
+                    fit(&format!("{} {}", w.amount, w.asset), 13),
+                    fit(&ago(app.now_ms, w.created_at_ms), 5),
+                    fit(&last, rest)
+                ),
+                rest_style,
+            ),
         ]);
-        out.push(if i == app.selected { line.style(t.selected()) } else { line });
+        out.push(if i == app.place.selected { line.style(t.selected()) } else { line });
     }
     out
 }
 
 fn detail<'a>(app: &App, t: &Theme, id: &str, width: usize) -> Vec<Line<'a>> {
+    let f = Fetch::Detail(id.to_owned());
     let Some(d): Option<&WithdrawalV1> = app.data.detail.as_ref().filter(|d| d.id == id) else {
-        return vec![Line::from(Span::styled(format!("loading {id}…"), t.dim()))];
+        let mut out: Vec<Line> = problem(app, t, &f, id).into_iter().collect();
+        if matches!(app.freshness(&f), Freshness::Unavailable { .. }) && id.len() < 36 {
+            out.push(Line::from(Span::styled(format!("lists show the start of an id: :tx {id} searches for it"), t.dim())));
+        }
+        return out;
     };
-    let mut out = vec![
+    let mut out = Vec::new();
+    if let Some(s) = stale(app, &f) {
+        out.push(Line::from(Span::styled(format!("{s}; showing the last answer"), t.warn())));
+    }
+    out.extend([
         Line::from(vec![
             Span::styled("status ", t.bold()),
             Span::styled(d.status.clone(), t.state(&d.status).add_modifier(Modifier::BOLD)),
         ]),
         Line::from(format!("user {}  {} {} on chain {}", d.user_id, d.amount, d.asset, d.chain_id)),
         Line::from(format!("to {}", d.to)),
-    ];
+    ]);
     if let Some(r) = &d.reason {
         out.push(Line::from(Span::styled(format!("reason {r}"), t.fg(Color::Red))));
     }
@@ -393,21 +574,19 @@ fn detail<'a>(app: &App, t: &Theme, id: &str, width: usize) -> Vec<Line<'a>> {
 }
 
 fn alerts<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
-    let a = &app.data.alerts;
-    if a.is_empty() {
-        return vec![Line::from(Span::styled("no alerts received", t.dim()))];
-    }
+    let f = Fetch::Alerts;
+    let Some(a) = &app.data.alerts else { return problem(app, t, &f, "alerts").into_iter().collect() };
     let width = area.width as usize;
-    let mut out =
-        vec![Line::from(Span::styled(format!("{}{}{}{}", fit("status", 10), fit("since", 7), fit("alert", 30), "open with"), t.bold()))];
-    for i in window(app.selected, a.len(), area.height.saturating_sub(1) as usize) {
+    let mut out = vec![heading(app, t, format!("{}{}{}{}", fit("status", 10), fit("since", 7), fit("alert", 30), "open with"), &f)];
+    if a.is_empty() {
+        out.push(Line::from(Span::styled("no alerts received", t.dim())));
+        return out;
+    }
+    for i in window(app.place.selected, a.len(), area.height.saturating_sub(1) as usize) {
         let al = &a[i];
-        let goto = al.console.as_deref().and_then(|c| c.split("--goto").nth(1)).map(str::trim).unwrap_or("-");
+        let goto = al.console.as_deref().and_then(goto_of).unwrap_or("-");
         let line = Line::from(vec![
-            Span::styled(
-                fit(&al.status, 10),
-                if al.status == "firing" { t.fg(Color::Red).add_modifier(Modifier::BOLD) } else { t.fg(Color::Green) },
-            ),
+            Span::styled(fit(&al.status, 10), if al.status == "firing" { t.bad() } else { t.fg(Color::Green) }),
             Span::raw(format!(
                 "{}{}{}",
                 fit(&ago(app.now_ms, al.received_at_ms), 7),
@@ -415,82 +594,97 @@ fn alerts<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
                 fit(goto, width.saturating_sub(47))
             )),
         ]);
-        out.push(if i == app.selected { line.style(t.selected()) } else { line });
+        out.push(if i == app.place.selected { line.style(t.selected()) } else { line });
     }
     out
 }
 
 fn audit<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
-    let a = &app.data.audit;
-    if a.is_empty() {
-        return vec![Line::from(Span::styled("the audit log is empty", t.dim()))];
-    }
+    let f = Fetch::Audit;
+    let Some(a) = &app.data.audit else { return problem(app, t, &f, "the audit log").into_iter().collect() };
     let width = area.width as usize;
     let mut out =
-        vec![Line::from(Span::styled(format!("{}{}{}{}", fit("when", 6), fit("who", 12), fit("action", 22), "reason / target"), t.bold()))];
-    for i in window(app.selected, a.len(), area.height.saturating_sub(1) as usize) {
+        vec![heading(app, t, format!("{}{}{}{}{}", fit("when", 5), fit("who", 10), fit("action", 21), fit("target", 15), "reason"), &f)];
+    if a.is_empty() {
+        out.push(Line::from(Span::styled("the audit log is empty", t.dim())));
+        return out;
+    }
+    for i in window(app.place.selected, a.len(), area.height.saturating_sub(1) as usize) {
         let e = &a[i];
-        // The reason first: it is what an operator reads; the target is an id to search.
-        let why = e.reason.as_deref().map(|r| format!("\"{r}\" ")).unwrap_or_default();
+        // The target's short id tells rows apart; the reason is what an operator reads.
+        let target = e.target.strip_prefix("withdrawal/").map_or(e.target.as_str(), short_id);
+        let why = e.reason.clone().unwrap_or_else(|| e.detail.clone());
         let line = Line::from(format!(
-            "{}{}{}{}",
-            fit(&ago(app.now_ms, e.at_ms), 6),
-            fit(&e.actor, 12),
-            fit(&e.action, 22),
-            fit(&format!("{why}{}", e.target), width.saturating_sub(40))
+            "{}{}{}{}{}",
+            fit(&ago(app.now_ms, e.at_ms), 5),
+            fit(&e.actor, 10),
+            fit(&e.action, 21),
+            fit(target, 15),
+            fit(&why, width.saturating_sub(51))
         ));
-        out.push(if i == app.selected { line.style(t.selected()) } else { line });
+        out.push(if i == app.place.selected { line.style(t.selected()) } else { line });
     }
     out
 }
 
 fn health<'a>(app: &App, t: &Theme, width: usize) -> Vec<Line<'a>> {
     let d = &app.data;
-    let mut out = vec![Line::from(Span::styled(
+    let mut out = vec![heading(
+        app,
+        t,
         format!("{}{}{}{}", fit("endpoint", 16), fit("tier", 9), fit("state", 12), "head / lag / latency / last error"),
-        t.bold(),
-    ))];
-    if d.rpc.is_empty() {
-        out.push(Line::from(Span::styled("loading endpoint health…", t.dim())));
-    }
-    for e in &d.rpc {
-        let err = e.last_error.as_deref().unwrap_or("");
-        out.push(Line::from(vec![
-            Span::raw(fit(&format!("{}{}", if e.serving_reads { ">" } else { " " }, e.name), 16)),
-            Span::raw(fit(&e.tier, 9)),
-            Span::styled(fit(&e.state, 12), t.state(&e.state)),
-            Span::raw(fit(
-                &format!(
-                    "{} / {} / {} {}",
-                    e.head.map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
-                    e.lag,
-                    e.latency_ms.map(|l| format!("{l:.0} ms")).unwrap_or_else(|| "-".into()),
-                    err
-                ),
-                width.saturating_sub(37),
-            )),
-        ]));
+        &Fetch::Rpc,
+    )];
+    match &d.rpc {
+        None => out.extend(problem(app, t, &Fetch::Rpc, "endpoint health")),
+        Some(r) => {
+            for e in r {
+                let err = e.last_error.as_deref().unwrap_or("");
+                out.push(Line::from(vec![
+                    Span::raw(fit(&format!("{}{}", if e.serving_reads { ">" } else { " " }, e.name), 16)),
+                    Span::raw(fit(&e.tier, 9)),
+                    Span::styled(fit(&e.state, 12), t.state(&e.state)),
+                    Span::raw(fit(
+                        &format!(
+                            "{} / {} / {} {}",
+                            e.head.map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
+                            e.lag,
+                            e.latency_ms.map(|l| format!("{l:.0} ms")).unwrap_or_else(|| "-".into()),
+                            err
+                        ),
+                        width.saturating_sub(37),
+                    )),
+                ]));
+            }
+        }
     }
     out.push(Line::from(""));
-    out.push(Line::from(Span::styled(
+    out.push(heading(
+        app,
+        t,
         format!("{}{}{}{}", fit("hot wallet", 44), fit("next", 7), fit("chain", 7), "gaps / blocked"),
-        t.bold(),
-    )));
-    for w in &d.wallets {
-        let (latest, lanes) = match &w.nonces {
-            Some(n) => (n.chain_latest.to_string(), format!("{:?} / {:?}", n.gaps, n.blocked)),
-            None => ("-".into(), "not checked yet".into()),
-        };
-        out.push(Line::from(format!(
-            "{}{}{}{}",
-            fit(&w.wallet, 44),
-            fit(&w.next_nonce.map(|n| n.to_string()).unwrap_or_else(|| "-".into()), 7),
-            fit(&latest, 7),
-            lanes
-        )));
-        for f in &w.funds {
-            let held = if f.held > 0 { format!("  HELD {} (short {})", f.held, f.short_by) } else { String::new() };
-            out.push(Line::from(format!("   {} {} balance, {} in flight{held}", f.asset, f.balance, f.in_flight)));
+        &Fetch::Wallets,
+    ));
+    match &d.wallets {
+        None => out.extend(problem(app, t, &Fetch::Wallets, "hot wallets")),
+        Some(ws) => {
+            for w in ws {
+                let (latest, lanes) = match &w.nonces {
+                    Some(n) => (n.chain_latest.to_string(), format!("{:?} / {:?}", n.gaps, n.blocked)),
+                    None => ("-".into(), "not checked yet".into()),
+                };
+                out.push(Line::from(format!(
+                    "{}{}{}{}",
+                    fit(&w.wallet, 44),
+                    fit(&w.next_nonce.map(|n| n.to_string()).unwrap_or_else(|| "-".into()), 7),
+                    fit(&latest, 7),
+                    lanes
+                )));
+                for f in &w.funds {
+                    let held = if f.held > 0 { format!("  HELD {} (short {})", f.held, f.short_by) } else { String::new() };
+                    out.push(Line::from(format!("   {} {} balance, {} in flight{held}", f.asset, f.balance, f.in_flight)));
+                }
+            }
         }
     }
     out
@@ -498,57 +692,77 @@ fn health<'a>(app: &App, t: &Theme, width: usize) -> Vec<Line<'a>> {
 
 fn help<'a>(app: &App) -> Vec<Line<'a>> {
     let mut lines = vec![
-        "views    :dash  :withdrawals  :tx <id>  :dlq  :dlq tx  :approvals  :alerts  :audit  :health  :q",
-        "move     j/k or arrows, g/G first/last, enter open, esc back (clears a filter first)",
-        "find     / filter the list (withdrawals: id, user, address or tx hash, searched on the server)",
-        "refresh  every 2 s; ctrl-r now; f freezes the screen (no refresh) and again unfreezes",
-        "copy     c on a withdrawal copies its newest tx hash (OSC 52: works over SSH)",
+        "go to    :dash :withdrawals :tx <id> :dlq :dlq tx :approvals :alerts :audit :health".to_owned(),
+        "         a : jump replaces the trail; enter opens a row; esc goes back; q or :q quits".to_owned(),
+        "move     j/k or arrows, g/G first/last; s sorts lists (newest, oldest, amount, user)".to_owned(),
+        "find     / filters a list (withdrawals: id or its start, user, address, tx hash)".to_owned(),
+        "refresh  every 2 s; ctrl-r now; f freezes the screen (no refresh), f again unfreezes".to_owned(),
+        "copy     c on an opened withdrawal copies its newest tx hash (OSC 52: works over SSH)".to_owned(),
+        "alerts   the dashboard names firing alerts; enter opens the selected one's view".to_owned(),
     ];
-    if !app.read_only() {
-        lines.extend([
-            "act      space marks rows; the action takes the marked rows, or the one selected",
-            "         dead-letter queues: r reprocess, d discard;  approvals: a approve, x reject",
-            "         a dialog asks to confirm (focus starts on Cancel) and a reason is required",
-        ]);
-    } else {
-        lines.push("         this token is read-only: actions are not shown");
+    match app.read_only_cause() {
+        None => lines.extend(
+            [
+                "act      space marks a row, * or ctrl-a marks all shown, v marks from the last mark",
+                "         to here; marks stay while you look elsewhere. The action takes the marked",
+                "         rows, or the selected one; r/d/a/x work on an opened withdrawal too",
+                "         dead-letter queues: r reprocess, d discard;  approvals: a approve, x reject",
+                "         p (dashboard, health) pauses or resumes signing; :pause [chain], :resume",
+                "         every action asks for a reason: type it, enter confirms (empty: cancels)",
+            ]
+            .map(str::to_owned),
+        ),
+        Some(cause) => lines.push(format!("         read-only ({cause}): actions are not offered")),
     }
     lines.into_iter().map(Line::from).collect()
 }
 
 fn dialog(f: &mut Frame, t: &Theme, d: &crate::app::Dialog) {
     let area = f.area();
-    let w = area.width.saturating_sub(4).min(64);
-    let h = 9.min(area.height);
+    let w = area.width.saturating_sub(4).min(76);
+    let h = 14.min(area.height);
     let rect = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
     f.render_widget(Clear, rect);
-    let block = t.block(format!("{} {} withdrawal(s)?", d.action.verb(), d.ids.len()));
+    let n = d.items.len();
+    let title = match d.action {
+        Action::Pause(_) | Action::Resume(_) => format!("{}?", d.action.verb()),
+        a => format!("{} {n} withdrawal{}?", a.verb(), if n == 1 { "" } else { "s" }),
+    };
+    let block = t.block(title);
     let inner = block.inner(rect);
     f.render_widget(block, rect);
+    let iw = inner.width as usize;
     let focus = |on: bool| if on { t.selected().add_modifier(Modifier::BOLD) } else { Style::default() };
-    let ids = d.ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ") + if d.ids.len() > 3 { ", …" } else { "" };
-    let what = match d.action {
-        Action::Discard(DlqKind::Tx) => "a signed transfer is cancelled on chain at its nonce",
-        Action::Discard(_) => "rejected; the user's reservation is released",
-        Action::Reprocess(DlqKind::Tx) => "the same signed bytes are broadcast again",
-        Action::Reprocess(_) => "validated and signed again",
-        Action::Approve => "signed and paid",
-        Action::Reject => "rejected; the reservation is released",
-    };
-    let lines = vec![
-        Line::from(fit(&ids, inner.width as usize)),
-        Line::from(Span::styled(what, t.dim())),
-        Line::from(vec![Span::raw("reason: "), Span::styled(format!("{}_", d.reason), focus(d.focus == Focus::Reason))]),
-        Line::from(Span::styled(d.error.clone().unwrap_or_default(), t.fg(Color::Red))),
-        Line::from(vec![
-            Span::styled(if d.focus == Focus::Cancel { ">[ Cancel ]<" } else { " [ Cancel ] " }, focus(d.focus == Focus::Cancel)),
-            Span::raw("   "),
-            Span::styled(
-                if d.focus == Focus::Confirm { format!(">[ {} ]<", d.action.verb()) } else { format!(" [ {} ] ", d.action.verb()) },
-                focus(d.focus == Focus::Confirm),
-            ),
-        ]),
-        Line::from(Span::styled("tab moves, enter chooses, esc cancels", t.dim())),
-    ];
-    f.render_widget(Paragraph::new(lines), inner);
+    let mut lines = Vec::new();
+    if n > 0 {
+        let users = d.users();
+        let shown: Vec<&str> = users.iter().take(4).copied().collect();
+        let more = if users.len() > 4 { format!(" +{} more", users.len() - 4) } else { String::new() };
+        let totals: Vec<String> = d.totals().into_iter().map(|(asset, sum)| format!("{sum} {asset}")).collect();
+        lines.push(Line::from(fit(
+            &format!("{} user{}: {}{more}", users.len(), if users.len() == 1 { "" } else { "s" }, shown.join(", ")),
+            iw,
+        )));
+        lines.push(Line::from(Span::styled(fit(&format!("total {}", totals.join(", ")), iw), t.bold())));
+        let ids: Vec<&str> = d.items.iter().take(4).map(|i| short_id(&i.id)).collect();
+        let more = if n > 4 { format!(" +{}", n - 4) } else { String::new() };
+        lines.push(Line::from(Span::styled(fit(&format!("ids {}{more}", ids.join(" ")), iw), t.dim())));
+        for (status, count) in d.statuses() {
+            lines.push(Line::from(format!("{count} x {}", d.action.effect(&status))));
+        }
+    } else {
+        lines.push(Line::from(d.action.effect("")));
+    }
+    lines.push(Line::from(vec![Span::raw("reason: "), Span::styled(format!("{}_", d.reason), focus(d.focus == Focus::Reason))]));
+    lines.push(Line::from(Span::styled(d.error.clone().unwrap_or_default(), t.fg(Color::Red))));
+    lines.push(Line::from(vec![
+        Span::styled(if d.focus == Focus::Cancel { ">[ Cancel ]<" } else { " [ Cancel ] " }, focus(d.focus == Focus::Cancel)),
+        Span::raw("   "),
+        Span::styled(
+            if d.focus == Focus::Confirm { format!(">[ {} ]<", d.action.verb()) } else { format!(" [ {} ] ", d.action.verb()) },
+            focus(d.focus == Focus::Confirm),
+        ),
+    ]));
+    lines.push(Line::from(Span::styled("type why; enter confirms (no reason: cancels); tab moves; esc cancels", t.dim())));
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }

@@ -63,7 +63,12 @@ impl Daemon {
             args.extend(["--rpc-url".into(), u.to_owned()]);
         }
         args.extend(["--data-dir".into(), dir.display().to_string()]);
-        args.extend(["--intake-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"].map(String::from));
+        // Any port the test names itself (e.g. the admin API's, to restart on it) wins.
+        for flag in ["--intake-addr", "--admin-addr", "--health-addr"] {
+            if !extra_args.contains(&flag) {
+                args.extend([flag.to_owned(), "127.0.0.1:0".to_owned()]);
+            }
+        }
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let (child, v) = spawn_withdrawd(&args, dir, env).await?;
         Ok(Daemon {

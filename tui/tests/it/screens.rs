@@ -133,15 +133,31 @@ fn app(view: View, roles: &[&str], look: Look) -> App {
         ]),
     );
     let invalid = vec![
-        summary("0193a1f0-aaaa", "INVALID", "alice", "2.5", Some("insufficient balance: available 0.5, requested 2.5")),
-        summary("0193a1f0-bbbb", "INVALID", "bob", "150", Some("amount 150 ETH exceeds the per-asset maximum 100")),
-        summary("0193a1f0-cccc", "INVALID", "carol", "0.3", Some("insufficient balance: available 0, requested 0.3")),
+        summary(
+            "0193a1f0-aaaa-7000-8000-00000000aaaa",
+            "INVALID",
+            "alice",
+            "2.5",
+            Some("insufficient balance: available 0.5, requested 2.5"),
+        ),
+        summary("0193a1f0-bbbb-7000-8000-00000000bbbb", "INVALID", "bob", "150", Some("amount 150 ETH exceeds the per-asset maximum 100")),
+        summary(
+            "0193a1f0-cccc-7000-8000-00000000cccc",
+            "INVALID",
+            "carol",
+            "0.3",
+            Some("insufficient balance: available 0, requested 0.3"),
+        ),
     ];
     load(&mut a, Fetch::Dlq(DlqKind::Invalid), Loaded::Dlq(DlqKind::Invalid, invalid.clone()));
     load(&mut a, Fetch::Dlq(DlqKind::Tx), Loaded::Dlq(DlqKind::Tx, vec![]));
-    load(&mut a, Fetch::Approvals, Loaded::Approvals(vec![summary("0193a1f0-dddd", "PENDING_APPROVAL", "dave", "12", None)]));
+    load(
+        &mut a,
+        Fetch::Approvals,
+        Loaded::Approvals(vec![summary("0193a1f0-dddd-7000-8000-00000000dddd", "PENDING_APPROVAL", "dave", "12", None)]),
+    );
     let mut all = invalid;
-    all.push(summary("0193a1f0-eeee", "COMPLETED", "erin", "0.25", None));
+    all.push(summary("0193a1f0-eeee-7000-8000-00000000eeee", "COMPLETED", "erin", "0.25", None));
     load(&mut a, Fetch::Withdrawals(String::new()), Loaded::Withdrawals(all));
     load(
         &mut a,
@@ -167,7 +183,7 @@ fn app(view: View, roles: &[&str], look: Look) -> App {
             },
         ]),
     );
-    load(&mut a, Fetch::Detail("0193a1f0-eeee".into()), Loaded::Detail(Box::new(detail())));
+    load(&mut a, Fetch::Detail("0193a1f0-eeee-7000-8000-00000000eeee".into()), Loaded::Detail(Box::new(detail())));
     a
 }
 
@@ -180,7 +196,7 @@ fn detail() -> WithdrawalV1 {
         at_ms: NOW - ago_s * 1000,
     };
     WithdrawalV1 {
-        id: "0193a1f0-eeee".into(),
+        id: "0193a1f0-eeee-7000-8000-00000000eeee".into(),
         status: "COMPLETED".into(),
         reason: None,
         user_id: "erin".into(),
@@ -258,7 +274,7 @@ const VIEWER: &[&str] = &["viewer"];
 
 screen!(dashboard, View::Dashboard, OPERATOR);
 screen!(withdrawals, View::Withdrawals, OPERATOR);
-screen!(detail_with_history_and_attempts, View::Detail("0193a1f0-eeee".into()), OPERATOR);
+screen!(detail_with_history_and_attempts, View::Detail("0193a1f0-eeee-7000-8000-00000000eeee".into()), OPERATOR);
 screen!(invalid_dlq_with_marks, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
     press(a, KeyCode::Char(' '));
     press(a, KeyCode::Char('j'));
@@ -272,13 +288,23 @@ screen!(audit_log, View::Audit, OPERATOR);
 screen!(health, View::Health, OPERATOR);
 screen!(help, View::Help, OPERATOR);
 screen!(help_read_only, View::Help, VIEWER);
-screen!(discard_dialog_starts_on_cancel, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
+screen!(discard_dialog_starts_on_the_reason, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
     press(a, KeyCode::Char('d'));
+});
+screen!(dialog_shows_count_users_totals_and_effect, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
+    press(a, KeyCode::Char('*'));
+    press(a, KeyCode::Char('r'));
+    for c in "users topped up".chars() {
+        press(a, KeyCode::Char(c));
+    }
 });
 screen!(dialog_refuses_an_empty_reason, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
     press(a, KeyCode::Char('r'));
-    press(a, KeyCode::BackTab); // to confirm
+    press(a, KeyCode::Tab); // to confirm
     press(a, KeyCode::Enter);
+});
+screen!(pause_signing_dialog, View::Dashboard, OPERATOR, |a: &mut App| {
+    press(a, KeyCode::Char('p'));
 });
 screen!(command_line, View::Dashboard, OPERATOR, |a: &mut App| {
     press(a, KeyCode::Char(':'));
@@ -287,16 +313,128 @@ screen!(command_line, View::Dashboard, OPERATOR, |a: &mut App| {
     }
 });
 screen!(api_down_and_frozen, View::Dashboard, OPERATOR, |a: &mut App| {
-    a.update(Msg::Failed(Fetch::Stats, "cannot connect".into()));
+    a.update(Msg::Failed(Fetch::Stats, Failure::Down("cannot connect".into())));
     a.update(Msg::Tick(NOW + 12_000));
     press(a, KeyCode::Char('f'));
     a.status = None;
 });
 
+// The states of a view: loading, unavailable, empty, filtered to nothing, stale, read-only.
+
+/// A console that has heard nothing yet.
+fn fresh_start(view: View) -> App {
+    let mut a = App::new("http://127.0.0.1:8081", view, COLOR, NOW);
+    a.init();
+    a
+}
+
+/// A console started while the API is down: every call failed, for 8 s now.
+fn started_while_down(view: View) -> App {
+    let mut a = fresh_start(view);
+    for f in [Fetch::Me, Fetch::Stats, Fetch::Rpc, Fetch::Wallets, Fetch::Signing, Fetch::Alerts, Fetch::Dlq(DlqKind::Invalid)] {
+        a.update(Msg::Failed(f, Failure::Down("cannot connect".into())));
+    }
+    a.update(Msg::Tick(NOW + 8_000));
+    a
+}
+
+#[test]
+fn invalid_dlq_loading() {
+    insta::assert_snapshot!(render(&fresh_start(View::Dlq(DlqKind::Invalid)), 80, 24).backend());
+}
+
+#[test]
+fn invalid_dlq_unavailable_and_read_only_until_the_api_answers() {
+    insta::assert_snapshot!(render(&started_while_down(View::Dlq(DlqKind::Invalid)), 80, 24).backend());
+}
+
+#[test]
+fn dashboard_unavailable_says_unknown_not_zero() {
+    let a = started_while_down(View::Dashboard);
+    let text = screen_text(&a);
+    assert!(text.contains("alerts UNKNOWN") && !text.contains("alerts firing 0"), "{text}");
+    insta::assert_snapshot!(render(&a, 80, 24).backend());
+}
+
+screen!(invalid_dlq_empty, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
+    load(a, Fetch::Dlq(DlqKind::Invalid), Loaded::Dlq(DlqKind::Invalid, vec![]));
+});
+screen!(invalid_dlq_filtered_to_nothing, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
+    press(a, KeyCode::Char('/'));
+    for c in "mallory".chars() {
+        press(a, KeyCode::Char(c));
+    }
+    press(a, KeyCode::Enter);
+});
+screen!(invalid_dlq_stale_while_the_api_is_down, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
+    press(a, KeyCode::Char(' '));
+    a.update(Msg::Tick(NOW + 34_000));
+    a.update(Msg::Failed(Fetch::Dlq(DlqKind::Invalid), Failure::Down("cannot connect".into())));
+    a.status = None;
+});
+screen!(detail_not_found_is_not_loading, View::Detail("0193a1f0-ffff-7000-8000-00000000ffff".into()), OPERATOR, |a: &mut App| {
+    a.update(Msg::Failed(
+        Fetch::Detail("0193a1f0-ffff-7000-8000-00000000ffff".into()),
+        Failure::Http { status: 404, detail: "not a withdrawal id".into() },
+    ));
+});
+
+fn screen_text(a: &App) -> String {
+    let t = render(a, 80, 24);
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_owned()).collect::<String>().trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn stale_and_read_only_say_so_without_colour() {
+    let look = Look { color: false, unicode: true };
+    let mut a = app(View::Dlq(DlqKind::Invalid), VIEWER, look);
+    a.update(Msg::Tick(NOW + 34_000));
+    a.update(Msg::Failed(Fetch::Dlq(DlqKind::Invalid), Failure::Down("cannot connect".into())));
+    let text = screen_text(&a);
+    assert!(text.contains("STALE 34s"), "{text}");
+    assert!(text.contains("[READ-ONLY: no operator or approver role]"), "{text}");
+}
+
+#[test]
+fn key_hints_fit_80_columns_and_always_offer_back_and_more() {
+    for roles in [OPERATOR, VIEWER] {
+        for view in [
+            View::Dashboard,
+            View::Withdrawals,
+            View::Detail("0193a1f0-eeee-7000-8000-00000000eeee".into()),
+            View::Dlq(DlqKind::Invalid),
+            View::Dlq(DlqKind::Tx),
+            View::Approvals,
+            View::Alerts,
+            View::Audit,
+            View::Health,
+        ] {
+            let a = app(view.clone(), roles, COLOR);
+            let text = screen_text(&a);
+            let footer = text.lines().last().unwrap();
+            assert!(footer.chars().count() <= 80, "{view:?}: {footer}");
+            assert!(footer.contains("esc back") && footer.ends_with("? more"), "{view:?}: {footer}");
+            if roles == OPERATOR && matches!(view, View::Dlq(_)) {
+                assert!(footer.contains("r reprocess") && footer.contains("d discard") && footer.contains("mark"), "{footer}");
+            }
+        }
+    }
+}
+
 #[test]
 fn no_color_draws_no_colour() {
     let look = Look { color: false, unicode: true };
-    for view in [View::Dashboard, View::Dlq(DlqKind::Invalid), View::Detail("0193a1f0-eeee".into()), View::Alerts, View::Health] {
+    for view in [
+        View::Dashboard,
+        View::Dlq(DlqKind::Invalid),
+        View::Detail("0193a1f0-eeee-7000-8000-00000000eeee".into()),
+        View::Alerts,
+        View::Health,
+    ] {
         let mut a = app(view.clone(), OPERATOR, look);
         press(&mut a, KeyCode::Char('d')); // a dialog where there are rows
         let t = render(&a, 80, 24);
@@ -309,8 +447,14 @@ fn no_color_draws_no_colour() {
 #[test]
 fn a_dumb_terminal_gets_ascii_only() {
     let look = Look { color: false, unicode: false };
-    for view in [View::Dashboard, View::Dlq(DlqKind::Invalid), View::Detail("0193a1f0-eeee".into()), View::Alerts, View::Health, View::Help]
-    {
+    for view in [
+        View::Dashboard,
+        View::Dlq(DlqKind::Invalid),
+        View::Detail("0193a1f0-eeee-7000-8000-00000000eeee".into()),
+        View::Alerts,
+        View::Health,
+        View::Help,
+    ] {
         let mut a = app(view.clone(), OPERATOR, look);
         press(&mut a, KeyCode::Char(' '));
         let t = render(&a, 80, 24);
@@ -325,7 +469,7 @@ fn every_view_renders_at_any_size() {
         for view in [
             View::Dashboard,
             View::Withdrawals,
-            View::Detail("0193a1f0-eeee".into()),
+            View::Detail("0193a1f0-eeee-7000-8000-00000000eeee".into()),
             View::Dlq(DlqKind::Invalid),
             View::Approvals,
             View::Alerts,
