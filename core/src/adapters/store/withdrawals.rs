@@ -344,7 +344,9 @@ fn id_prefix_range(text: &str) -> Option<(String, String)> {
     }
     let mut end = start.as_bytes().to_vec();
     let last = end.last_mut()?;
-    *last += 1; // '0'-'9' and 'a'-'f' each have a next ASCII character
+    // The next character of an id's alphabet: after '9' comes 'a' (not ':', punctuation a
+    // non-C collation orders before the digits, which would make the range empty).
+    *last = if *last == b'9' { b'a' } else { *last + 1 };
     Some((start.to_owned(), String::from_utf8(end).ok()?))
 }
 
@@ -356,4 +358,21 @@ pub(super) fn oldest_in(conn: &mut AnyConn, status: Status) -> Result<Option<i64
         .select(withdrawals::updated_at)
         .first::<i64>(conn)
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_prefix_range;
+
+    #[test]
+    fn an_id_prefix_is_a_range_of_ids_bounded_by_letters_and_digits() {
+        let r = |s: &str| id_prefix_range(s).map(|(a, b)| format!("{a}..{b}"));
+        assert_eq!(r("0193a1f0-aaaa").as_deref(), Some("0193a1f0-aaaa..0193a1f0-aaab"));
+        assert_eq!(r("0193a1f0-aaa9").as_deref(), Some("0193a1f0-aaa9..0193a1f0-aaaa"), "no ':' as a bound");
+        assert_eq!(r("0193a1f0-aaaf").as_deref(), Some("0193a1f0-aaaf..0193a1f0-aaag"));
+        assert_eq!(r("0193a1f0-").as_deref(), Some("0193a1f0..0193a1f1"), "no dash as a bound");
+        assert_eq!(r("0193a1f"), None, "too short to be an id's start");
+        assert_eq!(r("alice123"), None);
+        assert_eq!(r("0193a1f0-aaaa-7000-8000-00000000aaaa0"), None, "longer than an id");
+    }
 }
