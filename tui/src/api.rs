@@ -69,7 +69,7 @@ impl Api {
 
     /// Carries out an operator's action: which items moved, which did not and why.
     pub async fn act(&self, action: Action, ids: &[String], reason: &str) -> Acted {
-        let mut acted = Acted { action, done: Vec::new(), failed: Vec::new(), error: None };
+        let mut acted = Acted { action, done: Vec::new(), failed: Vec::new(), unknown: Vec::new(), error: None };
         match action {
             Action::Reprocess(k) | Action::Discard(k) => {
                 let verb = if matches!(action, Action::Reprocess(_)) { "reprocess" } else { "discard" };
@@ -89,17 +89,34 @@ impl Api {
             }
             Action::Approve | Action::Reject => {
                 let verb = if action == Action::Approve { "approve" } else { "reject" };
-                for id in ids {
+                for (i, id) in ids.iter().enumerate() {
                     let r: Result<ActionResultV1, Failure> =
                         self.post(&format!("/admin/v1/approvals/{}/{verb}", urlencode(id)), serde_json::json!({"reason": reason})).await;
                     match r {
-                        Ok(_) => acted.done.push(id.clone()),
-                        // No answer at all: the rest would fail the same way.
-                        Err(e @ Failure::Down(_)) if acted.done.is_empty() && acted.failed.is_empty() => {
+                        // A 2xx the console cannot read was still done.
+                        Ok(_) | Err(Failure::Unreadable(_)) => acted.done.push(id.clone()),
+                        // No answer at all, before anything was done: nothing was.
+                        Err(e @ Failure::Down(_)) if i == 0 && !e.maybe_done() => {
                             acted.error = Some(e);
                             break;
                         }
-                        Err(e) => acted.failed.push((id.clone(), e.to_string())),
+                        Err(e @ Failure::Http { status: ..500, .. }) => acted.failed.push((id.clone(), e.to_string())),
+                        // The API went away: this one and the rest were not sent.
+                        Err(e) if !e.maybe_done() => {
+                            for rest in &ids[i..] {
+                                acted.failed.push((rest.clone(), format!("not sent: {e}")));
+                            }
+                            break;
+                        }
+                        // A timeout or a 5xx: maybe done. The API stopped answering well, so the
+                        // rest are not sent (each could take the whole timeout).
+                        Err(e) => {
+                            acted.unknown.push((id.clone(), e.to_string()));
+                            for rest in &ids[i + 1..] {
+                                acted.failed.push((rest.clone(), "not sent: the API stopped answering".into()));
+                            }
+                            break;
+                        }
                     }
                 }
             }

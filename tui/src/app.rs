@@ -283,6 +283,8 @@ pub struct Acted {
     pub action: Action,
     pub done: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// Items whose call got no clear answer (a timeout, a 5xx): they may have been done.
+    pub unknown: Vec<(String, String)>,
     pub error: Option<Failure>,
 }
 
@@ -300,11 +302,16 @@ impl Acted {
         if matches!(self.action, Action::Pause(_) | Action::Resume(_)) {
             return format!("{verb}: done");
         }
-        if self.failed.is_empty() {
-            return format!("{verb}: {} done", self.done.len());
+        let mut out = format!("{verb}: {} done", self.done.len());
+        if !self.unknown.is_empty() {
+            let why: Vec<String> = self.unknown.iter().map(|(id, e)| format!("{}: {e}", short_id(id))).collect();
+            out.push_str(&format!(", {} outcome unknown, still marked ({})", self.unknown.len(), why.join("; ")));
         }
-        let why: Vec<String> = self.failed.iter().map(|(id, e)| format!("{}: {e}", short_id(id))).collect();
-        format!("{verb}: {} done, {} failed, still marked ({})", self.done.len(), self.failed.len(), why.join("; "))
+        if !self.failed.is_empty() {
+            let why: Vec<String> = self.failed.iter().map(|(id, e)| format!("{}: {e}", short_id(id))).collect();
+            out.push_str(&format!(", {} failed, still marked ({})", self.failed.len(), why.join("; ")));
+        }
+        out
     }
 }
 
@@ -440,12 +447,20 @@ fn decimal_key(s: &str) -> (usize, String) {
     (i.len(), format!("{i}.{f}"))
 }
 
-/// The first 18 characters of an id, what the lists show: a UUIDv7's millisecond (13) and 12
-/// more bits, since withdrawals created in the same millisecond share the first 13.
-pub const SHORT_ID: usize = 18;
+/// How lists show an id: its first 13 characters (a UUIDv7's millisecond), "..", and its last
+/// 4 (random bits). Withdrawals created in one millisecond share the first 18 (the UUID
+/// generator's counter sits there), so the head alone cannot tell them apart. `:tx` takes
+/// this form back. ASCII, so a dumb terminal draws it too.
+pub const SHORT_ID: usize = 19;
 
-pub fn short_id(id: &str) -> &str {
-    id.get(..SHORT_ID).unwrap_or(id)
+pub fn short_id(id: &str) -> String {
+    if id.len() == 36 && id.is_ascii() { format!("{}..{}", &id[..13], &id[32..]) } else { id.to_owned() }
+}
+
+/// Splits a short id (`head..tail`) into what the server searches (the head) and what the
+/// answer's ids must end with.
+fn split_short(typed: &str) -> (&str, &str) {
+    typed.split_once("..").or_else(|| typed.split_once('…')).unwrap_or((typed, ""))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -627,7 +642,7 @@ impl App {
         match view {
             View::Detail(id) if !is_full_id(&id) => {
                 app.view = View::Withdrawals;
-                app.place.filter = id.clone();
+                app.place.filter = split_short(&id).0.to_owned();
                 app.open_single = Some(id);
             }
             v => app.view = v,
@@ -864,20 +879,25 @@ impl App {
         self.place.lost = None;
     }
 
-    /// After the rows changed: the selection follows its row; if its row left, the cursor
-    /// stays where it was and the view says the chosen row is gone.
+    /// After the rows changed: the selection follows its row. If its row left, the cursor
+    /// stays where it was, the chosen row is remembered as lost (until the operator moves the
+    /// cursor: a refresh never chooses for them), and actions wait; if it comes back, the
+    /// selection is on it again.
     fn follow_selection(&mut self) {
         let keys = self.row_keys();
-        let chosen = self.place.selected_id.clone();
+        let chosen = self.place.lost.clone().or_else(|| self.place.selected_id.clone());
         match chosen.as_ref().map(|k| keys.iter().position(|x| x == k)) {
-            Some(Some(at)) => self.select(at),
-            Some(None) if !keys.is_empty() => {
-                let lost = self.place.lost.clone().or(chosen);
-                self.place.selected = self.place.selected.min(keys.len() - 1);
-                self.place.selected_id = keys.get(self.place.selected).cloned();
-                self.place.lost = lost;
+            Some(Some(at)) => {
+                self.place.selected = at;
+                self.place.selected_id = chosen;
+                self.place.lost = None;
             }
-            _ => self.select(self.place.selected),
+            Some(None) => {
+                self.place.lost = chosen;
+                self.place.selected = self.place.selected.min(keys.len().saturating_sub(1));
+            }
+            // Nothing chosen yet: the cursor's row becomes the selection.
+            None => self.select(self.place.selected),
         }
     }
 
@@ -989,17 +1009,22 @@ impl App {
         }
         self.follow_selection();
         // `:tx <part of an id>` that matches one withdrawal opens it.
-        if self.view == View::Withdrawals
-            && self.open_single.as_ref() == Some(&self.place.filter)
+        if let Some(typed) = self.open_single.clone()
+            && self.view == View::Withdrawals
+            && split_short(&typed).0 == self.place.filter
             && self.data.withdrawals.as_ref().is_some_and(|(q, _)| *q == self.place.filter)
         {
             self.open_single = None;
-            let rows = self.rows();
-            if rows.len() == 1 {
-                let id = rows[0].id.clone();
+            // Only a withdrawal whose id starts (and ends) so: the search also matches user ids.
+            let typed = typed.to_lowercase();
+            let (head, tail) = split_short(&typed);
+            let rows: Vec<String> =
+                self.rows().iter().map(|w| w.id.clone()).filter(|id| id.starts_with(head) && id.ends_with(tail)).collect();
+            if let [id] = rows.as_slice() {
+                let id = id.clone();
                 return self.open(View::Detail(id));
             }
-            self.status = Some(format!("{} withdrawals match {}", rows.len(), self.place.filter));
+            self.status = Some(format!("{} withdrawals match {typed}", rows.len()));
         }
         Vec::new()
     }
@@ -1031,12 +1056,15 @@ impl App {
         }
     }
 
+    /// May rows be marked here? If not, a notice says why (and swallows what is typed next).
     fn can_mark(&mut self) -> bool {
         if !matches!(self.view, View::Dlq(_) | View::Approvals) {
+            self.mode =
+                Mode::Notice(format!("nothing to mark in {}: marks are for the dead-letter queues and approvals", self.view.title()));
             return false;
         }
         if let Some(cause) = self.read_only_cause() {
-            self.status = Some(format!("read-only ({cause}): nothing to mark for"));
+            self.mode = Mode::Notice(format!("read-only ({cause}): nothing to mark for"));
             return false;
         }
         true
@@ -1068,9 +1096,8 @@ impl App {
             }
             KeyCode::Char('s') if self.view.is_list() => {
                 self.place.sort = self.place.sort.next();
-                let id = self.place.selected_id.clone();
-                let at = id.and_then(|id| self.rows().iter().position(|w| w.id == id)).unwrap_or(0);
-                self.select(at);
+                // Re-sorting is not choosing: the selection (or its loss) follows its row.
+                self.follow_selection();
                 self.status = Some(format!("sorted by {}", self.place.sort.name()));
             }
             KeyCode::Char(' ') if self.can_mark() => {
@@ -1343,17 +1370,13 @@ impl App {
                 let chain = match chain.map(str::parse::<u64>) {
                     None => None,
                     Some(Ok(c)) => Some(c),
-                    Some(Err(_)) => {
-                        self.status = Some(format!(":{verb} takes a chain id (a number), or nothing for every chain"));
-                        return Vec::new();
-                    }
+                    Some(Err(_)) => return self.refuse(format!(":{verb} takes a chain id (a number), or nothing for every chain")),
                 };
                 return self.signing_dialog(if verb == "pause" { Action::Pause(chain) } else { Action::Resume(chain) });
             }
             (None, _) => return Vec::new(),
             (Some(other), _) => {
-                self.status = Some(format!("unknown command :{other} (try :dlq, :tx <id>, :approvals, :alerts, :pause, :q)"));
-                return Vec::new();
+                return self.refuse(format!("unknown command :{other} (try :dlq, :tx <id>, :approvals, :alerts, :pause, :q)"));
             }
         };
         self.jump(view)
@@ -1368,7 +1391,7 @@ impl App {
             return self.open(View::Detail(id.to_owned()));
         }
         self.switch(View::Withdrawals);
-        self.place.filter = id.to_owned();
+        self.place.filter = split_short(id).0.to_owned();
         self.open_single = Some(id.to_owned());
         self.select(0);
         self.refresh()
@@ -1410,7 +1433,9 @@ impl App {
             }
             KeyCode::Enter => match d.focus {
                 Focus::Cancel => return cancel(self, "cancelled"),
-                Focus::Reason if d.reason.trim().is_empty() => return cancel(self, "cancelled: no reason given"),
+                // Cancel stays the default while no reason is written; what is typed after a
+                // stray enter must not run as keys, so the cancel is a notice.
+                Focus::Reason if d.reason.trim().is_empty() => return self.refuse("cancelled: no reason given, nothing done".into()),
                 Focus::Confirm if d.reason.trim().is_empty() => {
                     d.error = Some("a reason is required".into());
                     d.focus = Focus::Reason;
@@ -1529,10 +1554,10 @@ mod tests {
         app.update(key(KeyCode::Char('d')));
         let Mode::Dialog(d) = &app.mode else { panic!("a dialog opens: {:?}", app.mode) };
         assert_eq!((d.focus, d.ids()), (Focus::Reason, vec!["a".to_owned()]));
-        // Enter with no reason is Cancel: nothing is sent.
+        // Enter with no reason is Cancel: nothing is sent, and a notice swallows what follows.
         assert!(app.update(key(KeyCode::Enter)).is_empty());
-        assert_eq!(app.mode, Mode::Normal);
-        assert_eq!(app.status.as_deref(), Some("cancelled: no reason given"));
+        assert_eq!(app.mode, Mode::Notice("cancelled: no reason given, nothing done".into()));
+        app.update(key(KeyCode::Esc));
 
         // Tab to Confirm with no reason: refused, back to the reason.
         app.update(key(KeyCode::Char('r')));
@@ -1615,6 +1640,7 @@ mod tests {
                 action: Action::Reprocess(DlqKind::Invalid),
                 done: done.iter().map(|s| s.to_string()).collect(),
                 failed: failed.iter().map(|s| (s.to_string(), "moved".to_owned())).collect(),
+                unknown: vec![],
                 error,
             })
         };
@@ -1684,10 +1710,11 @@ mod tests {
             assert!(n.contains("no operator or approver role"), "{c}: {n}");
             app.update(key(KeyCode::Esc));
         }
-        for c in [' ', '*'] {
+        for c in [' ', '*', 'v'] {
             app.update(key(KeyCode::Char(c)));
-            assert_eq!(app.mode, Mode::Normal, "{c}");
-            assert!(app.status.as_deref().unwrap_or("").contains("no operator or approver role"), "{c}: {:?}", app.status);
+            let Mode::Notice(n) = &app.mode else { panic!("{c}: {:?}", app.mode) };
+            assert!(n.contains("no operator or approver role"), "{c}: {n}");
+            app.update(key(KeyCode::Esc));
         }
         assert!(marks(&app).is_empty());
         // An operator without the approver role cannot approve either.
@@ -1759,7 +1786,8 @@ mod tests {
         app.update(key(KeyCode::Char(':')));
         typed(&mut app, "bogus");
         app.update(key(KeyCode::Enter));
-        assert!(app.status.as_deref().unwrap().contains("unknown command"));
+        assert!(matches!(&app.mode, Mode::Notice(n) if n.contains("unknown command")), "{:?}", app.mode);
+        app.update(key(KeyCode::Esc));
         // q, typed in a view with a trail behind it, quits.
         app.update(key(KeyCode::Char(':')));
         typed(&mut app, "dlq");
@@ -1775,20 +1803,36 @@ mod tests {
     }
 
     #[test]
-    fn a_short_id_is_searched_for_and_opened_only_if_it_starts_one_id() {
-        let full = "0193a1f0-aaaa-7000-8000-000000000001";
-        let twin = "0193a1f0-aaaa-7001-8000-000000000002"; // the same millisecond
+    fn a_short_id_is_searched_for_and_opened_only_if_it_names_one_id() {
+        // Two withdrawals of one millisecond share their first 18 characters.
+        let full = "0193a1f0-aaaa-7000-8000-00000000a001";
+        let twin = "0193a1f0-aaaa-7000-8000-00000000b002";
+        assert_eq!(short_id(full), "0193a1f0-aaaa..a001");
         let mut app = app_as(&["viewer"], View::Dashboard);
-        // Loaded here, but never guessed from what is loaded: the server is asked.
+        // Loaded here, but never guessed from what is loaded: the server is asked for the head.
         app.update(Msg::Loaded(Fetch::Dlq(DlqKind::Invalid), Loaded::Dlq(DlqKind::Invalid, vec![w(full, "INVALID")])));
         app.update(key(KeyCode::Char(':')));
-        typed(&mut app, "tx 0193a1f0-aaaa");
+        typed(&mut app, "tx 0193a1f0-aaaa..a001");
         assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Withdrawals("0193a1f0-aaaa".into()))]);
         let both = vec![w(twin, "SENT"), w(full, "INVALID")];
+        let cmds = app.update(Msg::Loaded(Fetch::Withdrawals("0193a1f0-aaaa".into()), Loaded::Withdrawals(both.clone())));
+        assert_eq!((app.view.clone(), cmds), (View::Detail(full.into()), vec![Cmd::Fetch(Fetch::Detail(full.into()))]));
+        // The head alone names two: the list, not a guess.
+        app.update(key(KeyCode::Char(':')));
+        typed(&mut app, "tx 0193a1f0-aaaa");
+        app.update(key(KeyCode::Enter));
         app.update(Msg::Loaded(Fetch::Withdrawals("0193a1f0-aaaa".into()), Loaded::Withdrawals(both)));
-        assert_eq!(app.view, View::Withdrawals, "two match: the list, not a guess");
+        assert_eq!(app.view, View::Withdrawals);
         assert_eq!(app.status.as_deref(), Some("2 withdrawals match 0193a1f0-aaaa"));
-        // One match is opened.
+        // A user id that happens to match is not an id that starts so.
+        app.update(key(KeyCode::Char(':')));
+        typed(&mut app, "tx 12345678");
+        app.update(key(KeyCode::Enter));
+        let mut by_user = w("0193c3d0-0000-7000-8000-000000000004", "SENT");
+        by_user.user_id = "12345678".into();
+        app.update(Msg::Loaded(Fetch::Withdrawals("12345678".into()), Loaded::Withdrawals(vec![by_user])));
+        assert_eq!(app.view, View::Withdrawals);
+        // One match whose id starts so is opened.
         app.update(key(KeyCode::Char(':')));
         typed(&mut app, "tx 0193b2");
         assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Withdrawals("0193b2".into()))]);
@@ -1801,10 +1845,11 @@ mod tests {
         // A whole id opens directly.
         app.update(key(KeyCode::Char(':')));
         typed(&mut app, &format!("tx {full}"));
-        assert_eq!(app.update(key(KeyCode::Enter)), vec![Cmd::Fetch(Fetch::Detail(full.into()))]);
+        app.update(key(KeyCode::Enter));
+        assert_eq!(app.view, View::Detail(full.into()));
         // --goto tx/<short id> is the same search.
-        let mut app = App::new("http://admin", View::Detail("0193b2".into()), Look { color: true, unicode: true }, 0);
-        assert_eq!(app.init(), vec![Cmd::Fetch(Fetch::Me), Cmd::Fetch(Fetch::Withdrawals("0193b2".into()))]);
+        let mut app = App::new("http://admin", View::Detail("0193b2c0-0000..0003".into()), Look { color: true, unicode: true }, 0);
+        assert_eq!(app.init(), vec![Cmd::Fetch(Fetch::Me), Cmd::Fetch(Fetch::Withdrawals("0193b2c0-0000".into()))]);
     }
 
     #[test]
@@ -1831,6 +1876,41 @@ mod tests {
         }
         cmds.extend(app.update(key(KeyCode::Enter)));
         assert!(cmds.is_empty() && app.mode == Mode::Normal, "{cmds:?} {:?}", app.mode);
+        // A refused command line, then a reason: nothing runs (signing paused on chain 10;
+        // the "p" of "suspected" would otherwise open a resume).
+        let mut app = app_as(OP, View::Dashboard);
+        let paused = SigningStateV1 { paused_all: false, paused_chains: vec![10], controls: vec![] };
+        app.update(Msg::Loaded(Fetch::Signing, Loaded::Signing(paused)));
+        let mut cmds = Vec::new();
+        app.update(key(KeyCode::Char(':')));
+        typed(&mut app, "pause polygon");
+        cmds.extend(app.update(key(KeyCode::Enter)));
+        for c in "suspected compromise".chars() {
+            cmds.extend(app.update(key(KeyCode::Char(c))));
+        }
+        cmds.extend(app.update(key(KeyCode::Enter)));
+        assert!(cmds.is_empty() && app.mode == Mode::Normal, "{cmds:?} {:?}", app.mode);
+        // A dialog cancelled by a stray enter (no reason yet), then the reason: nothing runs.
+        let mut app = app_as(OP, View::Approvals);
+        app.update(Msg::Loaded(Fetch::Approvals, Loaded::Approvals(vec![w("p", "PENDING_APPROVAL")])));
+        app.update(key(KeyCode::Char('x')));
+        let mut cmds = app.update(key(KeyCode::Enter));
+        for c in "abuse suspected".chars() {
+            cmds.extend(app.update(key(KeyCode::Char(c))));
+        }
+        cmds.extend(app.update(key(KeyCode::Enter)));
+        assert!(cmds.is_empty() && app.mode == Mode::Normal, "{cmds:?} {:?}", app.mode);
+        // * on an opened withdrawal marks nothing, and what is typed after it is swallowed.
+        let mut app = app_as(OP, View::Approvals);
+        app.update(Msg::Loaded(Fetch::Approvals, Loaded::Approvals(vec![w("p", "PENDING_APPROVAL")])));
+        app.update(key(KeyCode::Enter));
+        app.update(Msg::Loaded(Fetch::Detail("p".into()), Loaded::Detail(Box::new(detail_of("p", "PENDING_APPROVAL")))));
+        let mut cmds = app.update(key(KeyCode::Char('*')));
+        for c in "abuse".chars() {
+            cmds.extend(app.update(key(KeyCode::Char(c))));
+        }
+        cmds.extend(app.update(key(KeyCode::Enter)));
+        assert!(cmds.is_empty() && app.mode == Mode::Normal, "{cmds:?} {:?}", app.mode);
     }
 
     #[test]
@@ -1839,6 +1919,14 @@ mod tests {
         app.update(key(KeyCode::Char('j'))); // b
         app.update(dlq(&["a", "c"])); // b was reprocessed by someone else
         assert_eq!(app.place.lost.as_deref(), Some("b"));
+        // Later refreshes and a re-sort do not choose for the operator.
+        app.update(dlq(&["a", "c"]));
+        app.update(key(KeyCode::Char('s')));
+        app.update(dlq(&["a", "c"]));
+        assert_eq!(app.place.lost.as_deref(), Some("b"));
+        app.update(key(KeyCode::Char('s')));
+        app.update(key(KeyCode::Char('s')));
+        app.update(key(KeyCode::Char('s'))); // newest first again
         app.update(key(KeyCode::Char('d')));
         let Mode::Notice(n) = &app.mode else { panic!("{:?}", app.mode) };
         assert!(n.contains("left this list"), "{n}");
@@ -1869,7 +1957,7 @@ mod tests {
 
     #[test]
     fn an_action_whose_outcome_is_unknown_says_so() {
-        let acted = |action, error| Acted { action, done: vec![], failed: vec![], error };
+        let acted = |action, error| Acted { action, done: vec![], failed: vec![], unknown: vec![], error };
         let s = |a: Acted| a.summary();
         assert_eq!(s(acted(Action::Pause(None), None)), "pause signing: done");
         let k = Action::Reprocess(DlqKind::Invalid);
@@ -1879,6 +1967,17 @@ mod tests {
         assert!(
             s(acted(k, Some(Failure::Http { status: 403, detail: "operator role required".into() })))
                 .starts_with("reprocess refused: HTTP 403")
+        );
+        let partial = Acted {
+            action: Action::Approve,
+            done: vec!["a".into()],
+            failed: vec![("c".into(), "not sent: the API stopped answering".into())],
+            unknown: vec![("b".into(), "timed out".into())],
+            error: None,
+        };
+        assert_eq!(
+            partial.summary(),
+            "approve: 1 done, 1 outcome unknown, still marked (b: timed out), 1 failed, still marked (c: not sent: the API stopped answering)"
         );
     }
 

@@ -527,7 +527,7 @@ fn list<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
         let rest_style = if stale_note.is_some() { t.dim() } else { Style::default() };
         let line = Line::from(vec![
             Span::styled(format!("{mark} "), t.fg(Color::Cyan)),
-            Span::styled(fit(short_id(&w.id), idw), rest_style),
+            Span::styled(fit(&short_id(&w.id), idw), rest_style),
             Span::styled(fit(&w.status, 10), if stale_note.is_some() { t.dim() } else { t.state(&w.status) }),
             Span::styled(
                 format!(
@@ -633,8 +633,12 @@ fn audit<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
     let f = Fetch::Audit;
     let Some(a) = &app.data.audit else { return problem(app, t, &f, "the audit log").into_iter().collect() };
     let width = area.width as usize;
-    let mut out =
-        vec![heading(app, t, format!("{}{}{}{}{}", fit("when", 5), fit("who", 10), fit("action", 21), fit("target", 15), "reason"), &f)];
+    let mut out = vec![heading(
+        app,
+        t,
+        format!("{}{}{}{}{}", fit("when", 5), fit("who", 10), fit("action", 21), fit("target", SHORT_ID + 1), "reason"),
+        &f,
+    )];
     if a.is_empty() {
         out.push(Line::from(Span::styled("the audit log is empty", t.dim())));
         return out;
@@ -642,15 +646,15 @@ fn audit<'a>(app: &App, t: &Theme, area: Rect) -> Vec<Line<'a>> {
     for i in window(app.place.selected, a.len(), area.height.saturating_sub(1) as usize) {
         let e = &a[i];
         // The target's short id tells rows apart; the reason is what an operator reads.
-        let target = e.target.strip_prefix("withdrawal/").map_or(e.target.as_str(), short_id);
+        let target = e.target.strip_prefix("withdrawal/").map_or_else(|| e.target.clone(), short_id);
         let why = e.reason.clone().unwrap_or_else(|| e.detail.clone());
         let line = Line::from(format!(
             "{}{}{}{}{}",
             fit(&ago(app.now_ms, e.at_ms), 5),
             fit(&e.actor, 10),
             fit(&e.action, 21),
-            fit(target, 15),
-            fit(&why, width.saturating_sub(51))
+            fit(&target, SHORT_ID + 1),
+            fit(&why, width.saturating_sub(36 + SHORT_ID + 1))
         ));
         out.push(if i == app.place.selected { line.style(t.selected()) } else { line });
     }
@@ -774,7 +778,7 @@ fn dialog(f: &mut Frame, t: &Theme, d: &crate::app::Dialog) {
             iw,
         )));
         lines.push(Line::from(Span::styled(fit(&format!("total {}", totals.join(", ")), iw), t.bold())));
-        let ids: Vec<&str> = d.items.iter().take(3).map(|i| short_id(&i.id)).collect();
+        let ids: Vec<String> = d.items.iter().take(3).map(|i| short_id(&i.id)).collect();
         let more = if n > 3 { format!(" +{}", n - 3) } else { String::new() };
         lines.push(Line::from(Span::styled(fit(&format!("ids {}{more}", ids.join(" ")), iw), t.dim())));
         if d.hidden > 0 {

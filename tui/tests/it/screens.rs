@@ -477,6 +477,12 @@ fn no_color_draws_no_colour() {
         for cell in t.backend().buffer().content() {
             assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{view:?}: coloured cell {cell:?}");
         }
+        // And a notice on top.
+        a.mode = Mode::Notice("d does nothing here".into());
+        let t = render(&a, 80, 24);
+        for cell in t.backend().buffer().content() {
+            assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{view:?}: coloured cell {cell:?}");
+        }
     }
 }
 
