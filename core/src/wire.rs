@@ -224,6 +224,26 @@ pub struct RpcEndpointV1 {
     pub serving_reads: bool,
 }
 
+/// `GET /v1/withdrawals?updated_after=<cursor>&limit=`: a client's status changes in the
+/// order they were committed. `next` is the cursor to ask with next (the one given, when
+/// nothing changed since).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeedV1 {
+    pub changes: Vec<ChangeV1>,
+    pub next: String,
+}
+
+/// One status change, and the withdrawal as it is now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeV1 {
+    /// This change's place in the feed: asking with it as `updated_after` resumes after it.
+    pub cursor: String,
+    pub previous_status: Option<String>,
+    pub status: String,
+    pub at_ms: i64,
+    pub withdrawal: WithdrawalSummaryV1,
+}
+
 /// A withdrawal in a list (search, dead-letter queues, approvals).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WithdrawalSummaryV1 {

@@ -57,6 +57,7 @@ diesel::table! {
         reason -> Nullable<Text>,
         actor -> Text,
         at -> BigInt,
+        tx -> BigInt,
     }
 }
 

@@ -256,6 +256,11 @@ pub trait Store: Send + Sync + 'static {
     /// Withdrawals matching the filter, newest first.
     fn search(&self, filter: SearchFilter) -> impl Future<Output = Result<Vec<Withdrawal>, StoreError>> + Send;
 
+    /// A client's change feed: its withdrawals' status changes after `after`, in the order
+    /// they were committed, at most `limit`. A change committed later is never placed before
+    /// a cursor already handed out (see `FeedCursor`).
+    fn changes(&self, client_id: String, after: FeedCursor, limit: i64) -> impl Future<Output = Result<Vec<Change>, StoreError>> + Send;
+
     /// Records an approval; false if the withdrawal was approved before (the first stands).
     fn record_approval(&self, approval: Approval) -> impl Future<Output = Result<bool, StoreError>> + Send;
 

@@ -201,6 +201,40 @@ pub struct HistoryEntry {
     pub at_ms: i64,
 }
 
+/// A position in a change feed: after the history row `id` written by transaction `tx`.
+/// Rows are served in (tx, id) order and only once every transaction before them has ended,
+/// so no row can later appear before a cursor already handed out. On SQLite `tx` is 0 (one
+/// writer: ids are in commit order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct FeedCursor {
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl FeedCursor {
+    /// The opaque form clients hand back: `c1.<tx>.<id>`.
+    pub fn encode(self) -> String {
+        format!("c1.{}.{}", self.tx, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<FeedCursor> {
+        let mut parts = s.strip_prefix("c1.")?.split('.');
+        let tx = parts.next()?.parse().ok().filter(|t: &i64| *t >= 0)?;
+        let id = parts.next()?.parse().ok().filter(|i: &i64| *i >= 0)?;
+        parts.next().is_none().then_some(FeedCursor { tx, id })
+    }
+}
+
+/// One status change of a withdrawal, as the feed serves it, with the withdrawal as it is now.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub cursor: FeedCursor,
+    pub withdrawal: Withdrawal,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub at_ms: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct WithdrawalDetail {
     pub withdrawal: Withdrawal,

@@ -1446,6 +1446,98 @@ async fn search_matches_exactly_and_pages_newest_first<S: Store>(s: S, _clock: &
 }
 
 // ---------------------------------------------------------------------------------------
+// the change feed
+
+/// Reads a client's whole feed from `after`, a page of `page` at a time.
+async fn read_feed<S: Store>(
+    s: &S,
+    client: &str,
+    mut after: FeedCursor,
+    page: i64,
+) -> (Vec<(WithdrawalId, Option<Status>, Status)>, FeedCursor) {
+    let mut out = Vec::new();
+    loop {
+        let got = s.changes(client.to_owned(), after, page).await.unwrap();
+        let Some(last) = got.last() else { return (out, after) };
+        assert!(got.windows(2).all(|w| w[0].cursor < w[1].cursor), "in cursor order");
+        assert!(got[0].cursor > after, "after the cursor");
+        after = last.cursor;
+        out.extend(got.into_iter().map(|c| (c.withdrawal.id, c.from, c.to)));
+    }
+}
+
+/// Every status change of a client's withdrawals, in order, once, resumable from any cursor;
+/// another client's never.
+async fn the_feed_serves_a_clients_changes_in_order_from_a_cursor<S: Store>(s: S, _clock: &ManualClock) {
+    let other = |n: u32| NewWithdrawal { client_id: "other".into(), user_id: "u".into(), ..request(n) };
+    submit_all(&s, vec![request(1), request(2), other(3)]).await;
+    step(&s, &[2], Status::Received, Status::Invalid).await;
+    step(&s, &[3], Status::Received, Status::Invalid).await;
+    let (all, end) = read_feed(&s, "c", FeedCursor::default(), 1).await;
+    let (r, i) = (Status::Received, Status::Invalid);
+    assert_eq!(all, [(wid(1), None, r), (wid(2), None, r), (wid(2), Some(r), i)], "client c's, in order, paged one by one");
+    assert_eq!(read_feed(&s, "other", FeedCursor::default(), 100).await.0, [(wid(3), None, r), (wid(3), Some(r), i)]);
+    assert!(read_feed(&s, "nobody", FeedCursor::default(), 100).await.0.is_empty());
+    // From the end: nothing, until something changes; then only that.
+    assert!(s.changes("c".into(), end, 100).await.unwrap().is_empty());
+    step(&s, &[2], Status::Invalid, Status::Rejected).await;
+    let (more, _) = read_feed(&s, "c", end, 100).await;
+    assert_eq!(more, [(wid(2), Some(i), Status::Rejected)]);
+    // The change carries the withdrawal as it is now.
+    let first = s.changes("c".into(), FeedCursor::default(), 1).await.unwrap().remove(0);
+    assert_eq!((first.withdrawal.id, first.withdrawal.status, first.to), (wid(1), Status::Received, Status::Received));
+    // A cursor survives its encoding; anything else is not a cursor.
+    assert_eq!(FeedCursor::decode(&end.encode()), Some(end));
+    for bad in ["", "c1.", "c1.1", "c1.1.2.3", "c1.-1.2", "c2.1.2", "c1.a.b"] {
+        assert_eq!(FeedCursor::decode(bad), None, "{bad:?}");
+    }
+}
+
+/// Moves each of `ns` RECEIVED -> INVALID -> REJECTED, one transaction per step.
+async fn feed_writer<S: Store>(s: &S, ns: std::ops::RangeInclusive<u32>) {
+    for n in ns {
+        step(s, &[n], Status::Received, Status::Invalid).await;
+        step(s, &[n], Status::Invalid, Status::Rejected).await;
+    }
+}
+
+/// Two writers moving withdrawals at once while a reader follows the feed with its cursor:
+/// every change is read exactly once, none skipped (on PostgreSQL, ids are drawn before
+/// their transactions commit, in any order), each withdrawal's in the order they happened.
+async fn the_feed_never_skips_a_change_under_concurrent_writers<S: Store>(a: S, b: S, _clock: &ManualClock) {
+    const EACH: u32 = 60;
+    submit_all(&a, (1..=2 * EACH).map(request).collect()).await;
+    let done = AtomicBool::new(false);
+    let writers = async {
+        tokio::join!(feed_writer(&a, 1..=EACH), feed_writer(&b, EACH + 1..=2 * EACH));
+        done.store(true, Ordering::SeqCst);
+    };
+    let reader = async {
+        let mut seen = Vec::new();
+        let mut after = FeedCursor::default();
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            let (got, next) = read_feed(&a, "c", after, 7).await;
+            seen.extend(got);
+            after = next;
+            if finished {
+                return seen;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let ((), seen) = tokio::join!(writers, reader);
+    let mut per: BTreeMap<WithdrawalId, Vec<Status>> = BTreeMap::new();
+    for (id, _, to) in &seen {
+        per.entry(id.clone()).or_default().push(*to);
+    }
+    assert_eq!(seen.len(), 3 * 2 * EACH as usize, "every change once (received, invalid, rejected per withdrawal)");
+    for (id, steps) in per {
+        assert_eq!(steps, [Status::Received, Status::Invalid, Status::Rejected], "{id}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // approvals, signing controls, the audit log
 
 /// An approval stands once; revoked, it no longer counts and a new one can be given.
@@ -2206,6 +2298,7 @@ contract! {
         pending_cancels_are_open_unmined_transfers_with_a_request,
         pending_cancels_look_past_pages_of_requests_already_cancelling,
         search_matches_exactly_and_pages_newest_first,
+        the_feed_serves_a_clients_changes_in_order_from_a_cursor,
         approvals_stand_once_and_can_be_revoked,
         approvals_are_per_withdrawal,
         signing_controls_keep_the_latest_per_scope_with_its_audit,
@@ -2217,6 +2310,7 @@ contract! {
         alerts_are_deduplicated_by_fingerprint_and_listed_newest_first,
         brake_cursor_lease_and_credits_hold;
     race:
+        the_feed_never_skips_a_change_under_concurrent_writers,
         racing_submits_of_one_key_never_make_two_withdrawals,
         racing_transitions_move_each_withdrawal_once,
         racing_bumpers_replace_each_attempt_once,

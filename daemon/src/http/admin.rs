@@ -431,19 +431,7 @@ async fn withdrawal_action(
 }
 
 fn summary(s: &AdminState, w: &Withdrawal) -> WithdrawalSummaryV1 {
-    let decimals = s.assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(18);
-    WithdrawalSummaryV1 {
-        id: w.id.to_string(),
-        status: w.status.to_string(),
-        reason: w.reason.clone(),
-        user_id: w.user_id.clone(),
-        asset: w.asset.clone(),
-        chain_id: w.chain_id,
-        to: w.to.to_checksum(None),
-        amount: w.amount.to_decimal(decimals),
-        created_at_ms: w.created_at_ms,
-        updated_at_ms: w.updated_at_ms,
-    }
+    super::summary_v1(&s.assets, w)
 }
 
 async fn summaries(s: &AdminState, filter: SearchFilter) -> Answer<Vec<WithdrawalSummaryV1>> {

@@ -1,5 +1,6 @@
-//! The client-facing intake API (docs/design.md §6): `POST /v1/withdrawals` and
-//! `GET /v1/withdrawals/{id}`, HMAC-authenticated. Everything malformed is refused here
+//! The client-facing intake API (docs/design.md §6): `POST /v1/withdrawals`,
+//! `GET /v1/withdrawals/{id}` and the change feed `GET /v1/withdrawals?updated_after=`,
+//! HMAC-authenticated. Everything malformed is refused here
 //! with problem+json and never recorded or queued.
 
 use super::auth::HmacClients;
@@ -13,10 +14,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use withdraw_core::domain::{AssetRegistry, WithdrawalId};
+use withdraw_core::ports::FeedCursor;
 use withdraw_core::ports::{PortTypes, Ports};
 use withdraw_core::ports::{Store, SubmitOutcome};
 use withdraw_core::stages::{Intake, WithdrawalRequest, validate};
-use withdraw_core::wire::{AcceptedV1, FieldErrorV1, WithdrawalRequestV1};
+use withdraw_core::wire::{AcceptedV1, ChangeV1, FeedV1, FieldErrorV1, WithdrawalRequestV1};
 
 pub struct IntakeState<T: PortTypes> {
     pub ports: Arc<Ports<T>>,
@@ -27,7 +29,7 @@ pub struct IntakeState<T: PortTypes> {
 
 pub fn router<T: PortTypes>(state: Arc<IntakeState<T>>, max_body: usize) -> Router {
     Router::new()
-        .route("/v1/withdrawals", post(submit::<T>))
+        .route("/v1/withdrawals", post(submit::<T>).get(feed::<T>))
         .route("/v1/withdrawals/{id}", get(status::<T>))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -119,4 +121,51 @@ async fn status<T: PortTypes>(
         return Err(Problem::not_found());
     }
     Ok(axum::Json(withdrawal_v1(&s.ports, &s.assets, d).await?))
+}
+
+/// Changes per feed page unless the client asks for fewer (at most 1000).
+const FEED_LIMIT: i64 = 100;
+
+/// `GET /v1/withdrawals?updated_after=<cursor>&limit=<n>`: the client's status changes after
+/// the cursor (from the start without one), oldest first. Signed like every request, query
+/// string included, so a captured page request cannot be replayed under other parameters.
+async fn feed<T: PortTypes>(State(s): State<Arc<IntakeState<T>>>, uri: Uri, headers: HeaderMap) -> Result<impl IntoResponse, Problem> {
+    let client = s.clients.verify(&headers, "GET", path_and_query(&uri), b"", now_secs())?;
+    let (after, limit) = feed_query(uri.query().unwrap_or(""))?;
+    let changes = s.ports.store.changes(client, after, limit).await?;
+    let next = changes.last().map_or(after, |c| c.cursor);
+    Ok(axum::Json(FeedV1 {
+        changes: changes
+            .iter()
+            .map(|c| ChangeV1 {
+                cursor: c.cursor.encode(),
+                previous_status: c.from.map(|f| f.to_string()),
+                status: c.to.to_string(),
+                at_ms: c.at_ms,
+                withdrawal: super::summary_v1(&s.assets, &c.withdrawal),
+            })
+            .collect(),
+        next: next.encode(),
+    }))
+}
+
+/// The feed's query: `updated_after` (a cursor this API gave) and `limit` (1-1000); anything
+/// else is refused rather than ignored.
+fn feed_query(q: &str) -> Result<(FeedCursor, i64), Problem> {
+    let (mut after, mut limit) = (FeedCursor::default(), FEED_LIMIT);
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "updated_after" => {
+                after = FeedCursor::decode(v).ok_or_else(|| {
+                    Problem::bad_request("updated_after must be a cursor this API returned (\"next\" or a change's \"cursor\")")
+                })?
+            }
+            "limit" => {
+                limit = v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| Problem::bad_request("limit must be 1-1000"))?
+            }
+            other => return Err(Problem::bad_request(format!("unknown query parameter {other:?} (updated_after, limit)"))),
+        }
+    }
+    Ok((after, limit))
 }

@@ -154,6 +154,23 @@ async fn metrics_text<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> impl Into
 }
 
 /// The API view of a withdrawal.
+/// A withdrawal in a list or a feed: its amount in the asset's decimals.
+pub fn summary_v1(assets: &AssetRegistry, w: &withdraw_core::ports::Withdrawal) -> WithdrawalSummaryV1 {
+    let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(18);
+    WithdrawalSummaryV1 {
+        id: w.id.to_string(),
+        status: w.status.to_string(),
+        reason: w.reason.clone(),
+        user_id: w.user_id.clone(),
+        asset: w.asset.clone(),
+        chain_id: w.chain_id,
+        to: w.to.to_checksum(None),
+        amount: w.amount.to_decimal(decimals),
+        created_at_ms: w.created_at_ms,
+        updated_at_ms: w.updated_at_ms,
+    }
+}
+
 pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistry, d: WithdrawalDetail) -> Result<WithdrawalV1, Problem> {
     let w = &d.withdrawal;
     let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(0);

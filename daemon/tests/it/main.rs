@@ -6,6 +6,7 @@ mod chain;
 mod console;
 mod custody;
 mod deploy;
+mod feed;
 mod harness;
 mod lanes;
 mod production;

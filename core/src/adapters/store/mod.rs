@@ -353,6 +353,10 @@ impl Store for RecordStore {
         self.db.read(move |conn| withdrawals::search(conn, f)).await
     }
 
+    async fn changes(&self, client_id: String, after: FeedCursor, limit: i64) -> Result<Vec<Change>, StoreError> {
+        self.db.read(move |conn| withdrawals::changes(conn, &client_id, after, limit)).await
+    }
+
     async fn record_approval(&self, a: Approval) -> Result<bool, StoreError> {
         self.db.write(move |conn| operations::record_approval(conn, a)).await
     }

@@ -314,7 +314,7 @@ pub(super) fn search(conn: &mut AnyConn, f: SearchFilter) -> Result<Vec<Withdraw
         } else if lower.len() == 42 && lower.starts_with("0x") {
             q = q.filter(withdrawals::to_address.eq(lower));
         } else if let Some((start, end)) = id_prefix_range(&lower) {
-            // The start of an id (lists show the first 13 characters): a range on the primary
+            // The start of an id (lists show its first 13 characters): a range on the primary
             // key, which any index answers, where LIKE would need a pattern-ops index.
             let in_range = withdrawals::id.ge(start).and(withdrawals::id.lt(end));
             q = q.filter(in_range.or(withdrawals::user_id.eq(text.to_owned())));
@@ -348,6 +348,40 @@ fn id_prefix_range(text: &str) -> Option<(String, String)> {
     // non-C collation orders before the digits, which would make the range empty).
     *last = if *last == b'9' { b'a' } else { *last + 1 };
     Some((start.to_owned(), String::from_utf8(end).ok()?))
+}
+
+/// A client's status changes after `after`, oldest first. On PostgreSQL only rows of
+/// transactions that ended before every transaction still running are served (the snapshot's
+/// xmin): a row whose transaction is still open, or whose id was drawn before a committed
+/// row's, waits, and is served after the rows it precedes in (tx, id) order, never skipped.
+pub(super) fn changes(conn: &mut AnyConn, client: &str, after: FeedCursor, limit: i64) -> Result<Vec<Change>, StoreError> {
+    let postgres = matches!(conn, AnyConn::Postgres(_));
+    let mut q = history::table
+        .inner_join(withdrawals::table.on(withdrawals::id.eq(history::withdrawal_id)))
+        .filter(withdrawals::client_id.eq(client.to_owned()))
+        .filter(history::tx.gt(after.tx).or(history::tx.eq(after.tx).and(history::id.gt(after.id))))
+        .into_boxed();
+    if postgres {
+        let horizon = diesel::dsl::sql::<diesel::sql_types::BigInt>("pg_snapshot_xmin(pg_current_snapshot())::text::bigint");
+        q = q.filter(history::tx.lt(horizon));
+    }
+    let rows: Vec<(i64, i64, Option<String>, String, i64, WithdrawalRow)> = q
+        .order((history::tx.asc(), history::id.asc()))
+        .limit(limit.clamp(1, 1000))
+        .select((history::tx, history::id, history::from_status, history::to_status, history::at, WithdrawalRow::as_select()))
+        .load(conn)?;
+    let status = |s: &str| s.parse::<Status>().map_err(|_| StoreError::Corrupt(format!("history status {s}")));
+    rows.into_iter()
+        .map(|(tx, id, from, to, at, w)| {
+            Ok(Change {
+                cursor: FeedCursor { tx, id },
+                from: from.as_deref().map(status).transpose()?,
+                to: status(&to)?,
+                at_ms: at,
+                withdrawal: w.into_domain()?,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn oldest_in(conn: &mut AnyConn, status: Status) -> Result<Option<i64>, StoreError> {

@@ -1,0 +1,2 @@
+DROP INDEX history_feed;
+ALTER TABLE history DROP COLUMN tx;
