@@ -204,3 +204,36 @@ async fn the_roles_run_as_a_user_that_cannot_change_the_schema() {
     let (ok, out) = psql(&app_url, "CREATE TABLE intruder (x int)");
     assert!(!ok && out.contains("permission denied"), "{out}");
 }
+
+/// A transaction that took its id before another one changed the same withdrawal (a signer
+/// locks its wallet before the withdrawal) and writes the next change after it: the feed
+/// still serves that withdrawal's changes in the order they happened.
+#[tokio::test]
+async fn the_feed_keeps_one_withdrawals_changes_in_order_whatever_the_transaction_ids() {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    let pg = servers::Postgres::start();
+    let url = database(&pg, "feed_order");
+    let s = store(&url);
+    s.submit(vec![new_w(1, "k1", "h1")]).await.unwrap();
+    let mut early = PgConnection::establish(&url).unwrap();
+    diesel::sql_query("BEGIN").execute(&mut early).unwrap();
+    diesel::sql_query("SELECT pg_current_xact_id()").execute(&mut early).unwrap(); // its id, now
+    let t = Transition {
+        id: wid(1),
+        from: Status::Received,
+        to: Status::Invalid,
+        reason: None,
+        actor: "signer".into(),
+        settle: None,
+        audit: None,
+    };
+    assert_eq!(s.transition(vec![t]).await.unwrap(), [true]);
+    let next = format!(
+        "INSERT INTO history (withdrawal_id, from_status, to_status, actor, at) VALUES ('{}', 'INVALID', 'REJECTED', 'ann', 1)",
+        wid(1)
+    );
+    diesel::sql_query(next).execute(&mut early).unwrap();
+    diesel::sql_query("COMMIT").execute(&mut early).unwrap();
+    let got: Vec<Status> = s.changes("c".into(), FeedCursor::default(), 100).await.unwrap().into_iter().map(|c| c.to).collect();
+    assert_eq!(got, [Status::Received, Status::Invalid, Status::Rejected]);
+}

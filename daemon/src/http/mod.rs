@@ -153,7 +153,6 @@ async fn metrics_text<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> impl Into
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render())
 }
 
-/// The API view of a withdrawal.
 /// A withdrawal in a list or a feed: its amount in the asset's decimals.
 pub fn summary_v1(assets: &AssetRegistry, w: &withdraw_core::ports::Withdrawal) -> WithdrawalSummaryV1 {
     let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(18);
@@ -171,6 +170,7 @@ pub fn summary_v1(assets: &AssetRegistry, w: &withdraw_core::ports::Withdrawal) 
     }
 }
 
+/// The API view of a withdrawal.
 pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistry, d: WithdrawalDetail) -> Result<WithdrawalV1, Problem> {
     let w = &d.withdrawal;
     let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(0);

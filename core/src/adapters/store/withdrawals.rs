@@ -354,11 +354,15 @@ fn id_prefix_range(text: &str) -> Option<(String, String)> {
 /// transactions that ended before every transaction still running are served (the snapshot's
 /// xmin): a row whose transaction is still open, or whose id was drawn before a committed
 /// row's, waits, and is served after the rows it precedes in (tx, id) order, never skipped.
+/// One withdrawal's changes stay in order: a trigger makes a row's tx at least its previous
+/// change's (see the feed migration). An open transaction holds the feed back until it ends.
 pub(super) fn changes(conn: &mut AnyConn, client: &str, after: FeedCursor, limit: i64) -> Result<Vec<Change>, StoreError> {
     let postgres = matches!(conn, AnyConn::Postgres(_));
     let mut q = history::table
         .inner_join(withdrawals::table.on(withdrawals::id.eq(history::withdrawal_id)))
         .filter(withdrawals::client_id.eq(client.to_owned()))
+        // The first term bounds the (tx, id) index scan; the second is the exact order.
+        .filter(history::tx.ge(after.tx))
         .filter(history::tx.gt(after.tx).or(history::tx.eq(after.tx).and(history::id.gt(after.id))))
         .into_boxed();
     if postgres {
