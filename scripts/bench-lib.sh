@@ -32,7 +32,8 @@ start_anvil() {
   for _ in $(seq 1 100); do
     sleep 0.1
     local port
-    port=$(ss -ltnpH 2>/dev/null | grep "pid=${pid}," | sed -E 's/.*127\.0\.0\.1:([0-9]+).*/\1/' | head -n1)
+    # Not listening yet is no match, which must not end the script (set -e, pipefail).
+    port=$(ss -ltnpH 2>/dev/null | grep "pid=${pid}," | sed -E 's/.*127\.0\.0\.1:([0-9]+).*/\1/' | head -n1 || true)
     [ -n "$port" ] && anvil_url="http://127.0.0.1:$port" && return 0
   done
   echo "bench: anvil did not start" >&2
