@@ -153,9 +153,15 @@ async fn metrics_text<T: PortTypes>(State(ops): State<Arc<Ops<T>>>) -> impl Into
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render())
 }
 
+/// The decimals a withdrawal's amount is shown in: its asset's, or none (base units) for an
+/// asset no longer configured, where any other guess would misstate the amount.
+fn decimals_of(assets: &AssetRegistry, w: &withdraw_core::ports::Withdrawal) -> u8 {
+    assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(0)
+}
+
 /// A withdrawal in a list or a feed: its amount in the asset's decimals.
 pub fn summary_v1(assets: &AssetRegistry, w: &withdraw_core::ports::Withdrawal) -> WithdrawalSummaryV1 {
-    let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(18);
+    let decimals = decimals_of(assets, w);
     WithdrawalSummaryV1 {
         id: w.id.to_string(),
         status: w.status.to_string(),
@@ -173,7 +179,7 @@ pub fn summary_v1(assets: &AssetRegistry, w: &withdraw_core::ports::Withdrawal) 
 /// The API view of a withdrawal.
 pub async fn withdrawal_v1<T: PortTypes>(ports: &Ports<T>, assets: &AssetRegistry, d: WithdrawalDetail) -> Result<WithdrawalV1, Problem> {
     let w = &d.withdrawal;
-    let decimals = assets.find(&w.asset, w.chain_id).map(|a| a.decimals).unwrap_or(0);
+    let decimals = decimals_of(assets, w);
     let confirmations = match &d.inclusion {
         Some(inc) => {
             let seen = ports.store.cursor(w.chain_id).await?.unwrap_or(0);
