@@ -230,6 +230,18 @@ async fn a_console_started_before_the_api_learns_its_rights_and_keeps_its_marks_
     eventually(Duration::from_secs(10), "q to quit", || async { tmux.run(&["list-panes", "-a"]).trim().is_empty().then_some(()) }).await;
 }
 
+/// From a list of five INVALID withdrawals of `user`: mark all, reprocess, the reason, enter;
+/// the dialog names the user, the total and the effect.
+async fn reprocess_all_five(tmux: &Tmux, user: &str) {
+    tmux.keys(&["*", "r"]);
+    let dialog = tmux.until("the dialog for all five", |s| s.contains("Reprocess 5 withdrawals?")).await;
+    assert!(dialog.contains(&format!("1 user: {user}")) && dialog.contains("total 0.5 ETH"), "{dialog}");
+    assert!(dialog.contains("5 x INVALID -> RECEIVED"), "{dialog}");
+    tmux.type_text("users topped up");
+    tmux.keys(&["Enter"]);
+    tmux.until("the result", |s| s.contains("reprocess: 5 done")).await;
+}
+
 /// The on-call's two tasks, counted in keys (the reason's text not counted): 35 withdrawals,
 /// 5 of them INVALID, a firing alert; the users are credited, then the five are reprocessed
 /// (1) from the alert's `--goto dlq/invalid` link, (2) from the dashboard. README states
@@ -265,13 +277,7 @@ async fn the_on_call_tasks_take_few_keys() {
     let tmux = Tmux::new("task1");
     tmux.console(&d.admin, "--goto dlq/invalid");
     tmux.until("the five in the invalid DLQ", |s| s.contains("5 rows") && s.contains("r reprocess")).await;
-    tmux.keys(&["*", "r"]);
-    let dialog = tmux.until("the dialog for all five", |s| s.contains("Reprocess 5 withdrawals?")).await;
-    assert!(dialog.contains("1 user: poor") && dialog.contains("total 0.5 ETH"), "{dialog}");
-    assert!(dialog.contains("5 x INVALID -> RECEIVED"), "{dialog}");
-    tmux.type_text("users topped up");
-    tmux.keys(&["Enter"]);
-    tmux.until("the result", |s| s.contains("reprocess: 5 done")).await;
+    reprocess_all_five(&tmux, "poor").await;
     let task1 = tmux.sent.get();
     for w in d.wait_settled(&first, Duration::from_secs(60)).await {
         assert_eq!(w["status"], "COMPLETED", "{w}");
@@ -289,11 +295,7 @@ async fn the_on_call_tasks_take_few_keys() {
     assert!(dash.contains("invalid-dlq") && dash.contains("being worked"), "queues say what waits and what is worked: {dash}");
     tmux.keys(&["Enter"]);
     tmux.until("the invalid DLQ from the alert", |s| s.contains("5 rows") && s.contains("r reprocess")).await;
-    tmux.keys(&["*", "r"]);
-    tmux.until("the dialog", |s| s.contains("Reprocess 5 withdrawals?") && s.contains("1 user: poorer")).await;
-    tmux.type_text("users topped up");
-    tmux.keys(&["Enter"]);
-    tmux.until("the result", |s| s.contains("reprocess: 5 done")).await;
+    reprocess_all_five(&tmux, "poorer").await;
     let task2 = tmux.sent.get();
     for w in d.wait_settled(&second, Duration::from_secs(60)).await {
         assert_eq!(w["status"], "COMPLETED", "{w}");

@@ -445,6 +445,12 @@ fn key_hints_fit_80_columns_and_always_offer_back_and_more() {
     }
 }
 
+fn assert_uncoloured(t: &Terminal<TestBackend>, view: &View) {
+    for cell in t.backend().buffer().content() {
+        assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{view:?}: coloured cell {cell:?}");
+    }
+}
+
 #[test]
 fn no_color_draws_no_colour() {
     let look = Look { color: false, unicode: true };
@@ -473,16 +479,10 @@ fn no_color_draws_no_colour() {
             focus: Focus::Reason,
             error: Some("a reason is required".into()),
         });
-        let t = render(&a, 80, 24);
-        for cell in t.backend().buffer().content() {
-            assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{view:?}: coloured cell {cell:?}");
-        }
+        assert_uncoloured(&render(&a, 80, 24), &view);
         // And a notice on top.
         a.mode = Mode::Notice("d does nothing here".into());
-        let t = render(&a, 80, 24);
-        for cell in t.backend().buffer().content() {
-            assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{view:?}: coloured cell {cell:?}");
-        }
+        assert_uncoloured(&render(&a, 80, 24), &view);
     }
 }
 
